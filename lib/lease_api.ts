@@ -1,0 +1,202 @@
+/**
+ * The Lease endpoints of `coordination.k8s.io/v1`: get, create, update (with
+ * `metadata.resourceVersion` optimistic concurrency) and watch.
+ *
+ * @module
+ */
+
+import { InvalidResponseError, isNotFound } from "./errors.ts";
+import type { KubeClient } from "./kube_client.ts";
+import type { Lease } from "./lease.ts";
+
+/** One event of a Lease watch. */
+export interface LeaseWatchEvent {
+  /** `ADDED`, `MODIFIED`, `DELETED` or `BOOKMARK`. */
+  type: "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK";
+  /** The Lease after the change (for BOOKMARK only `metadata.resourceVersion`). */
+  object: Lease;
+}
+
+/**
+ * Storage of one Lease, as the elector sees it. {@linkcode KubeLeaseApi} is the
+ * real one; tests can supply their own.
+ */
+export interface LeaseApi {
+  /** Namespace of the Lease. */
+  readonly namespace: string;
+  /** Name of the Lease. */
+  readonly name: string;
+  /** Reads the Lease; `undefined` when it does not exist. */
+  get(signal?: AbortSignal): Promise<Lease | undefined>;
+  /** Creates the Lease; a 409 AlreadyExists means someone else did first. */
+  create(lease: Lease, signal?: AbortSignal): Promise<Lease>;
+  /** Replaces the Lease; `metadata.resourceVersion` must be the one last read (else 409). */
+  update(lease: Lease, signal?: AbortSignal): Promise<Lease>;
+  /**
+   * Watches the Lease from `resourceVersion`; ends when the stream ends. Optional:
+   * without it followers poll.
+   */
+  watch?(resourceVersion: string | undefined, signal: AbortSignal): AsyncIterable<LeaseWatchEvent>;
+}
+
+const RESOURCE = "leases.coordination.k8s.io";
+
+/**
+ * Throws unless `v` looks like a Lease: an object with `metadata.resourceVersion`.
+ *
+ * @example Usage
+ * ```ts
+ * import { assertLease } from "@leasehold/leasehold";
+ * assertLease({ metadata: { resourceVersion: "1" } }, "GET lease");
+ * ```
+ */
+export function assertLease(v: unknown, where: string): asserts v is Lease {
+  const m = (v as { metadata?: { resourceVersion?: unknown } } | null)?.metadata;
+  if (
+    !v || typeof v !== "object" || Array.isArray(v) || !m || typeof m !== "object" ||
+    typeof m.resourceVersion !== "string"
+  ) {
+    throw new InvalidResponseError(
+      `${where}: the answer is not a Lease object (no metadata.resourceVersion); is the server URL the Kubernetes API server?`,
+    );
+  }
+}
+
+/**
+ * The Lease API over a {@linkcode KubeClient}.
+ *
+ * @example Usage
+ * ```ts
+ * import { KubeClient, KubeLeaseApi } from "@leasehold/leasehold";
+ * const fakeFetch = () => Promise.resolve(Response.json({ kind: "Status", reason: "NotFound", code: 404 }, { status: 404 }));
+ * const api = new KubeLeaseApi(new KubeClient({ server: "https://k8s", fetch: fakeFetch }), "default", "my-lease");
+ * console.log(await api.get()); // undefined
+ * ```
+ */
+export class KubeLeaseApi implements LeaseApi {
+  /** Namespace of the Lease. */
+  readonly namespace: string;
+  /** Name of the Lease. */
+  readonly name: string;
+  #client: KubeClient;
+
+  /** Creates the API for one Lease. */
+  constructor(client: KubeClient, namespace: string, name: string) {
+    this.#client = client;
+    this.namespace = namespace;
+    this.name = name;
+  }
+
+  #path(withName: boolean): string {
+    const base = `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(this.namespace)}/leases`;
+    return withName ? `${base}/${encodeURIComponent(this.name)}` : base;
+  }
+
+  #intent(verb: string) {
+    return { verb, resource: RESOURCE, namespace: this.namespace, name: this.name };
+  }
+
+  /** GET the Lease; `undefined` on 404. */
+  async get(signal?: AbortSignal): Promise<Lease | undefined> {
+    try {
+      const v = await this.#client.request("GET", this.#path(true), { signal, intent: this.#intent("get") });
+      assertLease(v, `GET lease ${this.namespace}/${this.name}`);
+      return v;
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      throw e;
+    }
+  }
+
+  /** POST a new Lease. */
+  async create(lease: Lease, signal?: AbortSignal): Promise<Lease> {
+    const body = { apiVersion: "coordination.k8s.io/v1", kind: "Lease", ...lease };
+    body.metadata = { ...lease.metadata, name: this.name, namespace: this.namespace };
+    delete body.metadata.resourceVersion;
+    const v = await this.#client.request("POST", this.#path(false), { body, signal, intent: this.#intent("create") });
+    assertLease(v, `POST lease ${this.namespace}/${this.name}`);
+    return v;
+  }
+
+  /** PUT the Lease with its `resourceVersion`. */
+  async update(lease: Lease, signal?: AbortSignal): Promise<Lease> {
+    const body = { apiVersion: "coordination.k8s.io/v1", kind: "Lease", ...lease };
+    const v = await this.#client.request("PUT", this.#path(true), { body, signal, intent: this.#intent("update") });
+    assertLease(v, `PUT lease ${this.namespace}/${this.name}`);
+    return v;
+  }
+
+  /** Watches this one Lease (by field selector) with bookmarks. */
+  async *watch(resourceVersion: string | undefined, signal: AbortSignal): AsyncIterable<LeaseWatchEvent> {
+    const q = new URLSearchParams({
+      watch: "1",
+      fieldSelector: `metadata.name=${this.name}`,
+      allowWatchBookmarks: "true",
+      timeoutSeconds: "300",
+    });
+    if (resourceVersion) q.set("resourceVersion", resourceVersion);
+    const res = await this.#client.stream(`${this.#path(false)}?${q}`, { signal, intent: this.#intent("watch") });
+    if (!res.body) return;
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    const onAbort = () => reader.cancel().catch(() => {});
+    signal.addEventListener("abort", onAbort, { once: true });
+    let buf = "";
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (signal.aborted) throw signal.reason;
+        if (done) return;
+        buf += value;
+        if (buf.length > 1 << 20) throw new InvalidResponseError("watch: a single event exceeded 1 MiB");
+        let nl: number;
+        while ((nl = buf.indexOf("\n")) >= 0) {
+          const line = buf.slice(0, nl).trim();
+          buf = buf.slice(nl + 1);
+          if (!line) continue;
+          let ev: { type?: string; object?: unknown };
+          try {
+            ev = JSON.parse(line);
+          } catch {
+            throw new InvalidResponseError(`watch: a line is not JSON: ${line.slice(0, 80)}`);
+          }
+          if (ev.type === "ERROR") {
+            const st = ev.object as { code?: number; message?: string; reason?: string } | undefined;
+            throw new WatchExpiredError(
+              `watch ended by the server: ${st?.code ?? "?"} ${st?.reason ?? ""} ${st?.message ?? ""}`.trim(),
+              st?.code,
+            );
+          }
+          if (ev.type !== "ADDED" && ev.type !== "MODIFIED" && ev.type !== "DELETED" && ev.type !== "BOOKMARK") {
+            continue;
+          }
+          if (!ev.object || typeof ev.object !== "object") continue;
+          yield { type: ev.type, object: ev.object as Lease };
+        }
+      }
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+      reader.cancel().catch(() => {});
+    }
+  }
+}
+
+/**
+ * The server ended a watch with an ERROR event (410 Gone: the resourceVersion is
+ * too old). Re-read the Lease and watch again from the new version.
+ *
+ * @example Usage
+ * ```ts
+ * import { WatchExpiredError } from "@leasehold/leasehold";
+ * console.log(new WatchExpiredError("gone", 410).code); // 410
+ * ```
+ */
+export class WatchExpiredError extends InvalidResponseError {
+  /** Status code from the ERROR event. */
+  readonly code?: number;
+  /** Creates the error. */
+  constructor(message: string, code?: number) {
+    super(message);
+    this.name = "WatchExpiredError";
+    this.code = code;
+  }
+}

@@ -1,0 +1,66 @@
+/**
+ * Node adapter: a small `fetch` over `node:https`, so a custom CA and client
+ * certificates work without a dependency. `node:https` keeps a replica's memory
+ * near half of what Node's built-in fetch or the undici package costs.
+ *
+ * @module
+ */
+
+import * as http from "node:http";
+import * as https from "node:https";
+import { Readable } from "node:stream";
+import type { FetchLike } from "./kube_client.ts";
+import type { TlsOptions } from "./transport.ts";
+
+/**
+ * A `fetch` for Node that trusts `caCert` and presents the client certificate.
+ * Supports what leasehold needs: method, headers, string body, `signal`, and a
+ * streamed response body.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { nodeFetch } from "./transport_node.ts";
+ * const f = nodeFetch({ caCert: "-----BEGIN CERTIFICATE-----..." });
+ * ```
+ */
+export function nodeFetch(tls: TlsOptions): FetchLike {
+  const agent = new https.Agent({
+    ca: tls.caCert,
+    cert: tls.clientCert,
+    key: tls.clientKey,
+    rejectUnauthorized: !tls.insecureSkipTlsVerify,
+    keepAlive: true,
+    maxSockets: 8,
+  });
+  const plain = new http.Agent({ keepAlive: true, maxSockets: 8 });
+  return (input, init = {}) =>
+    new Promise<Response>((resolve, reject) => {
+      const url = new URL(input instanceof Request ? input.url : String(input));
+      const method = init.method ?? "GET";
+      const headers: Record<string, string> = {};
+      new Headers(init.headers).forEach((v, k) => (headers[k] = v));
+      const body = typeof init.body === "string" ? init.body : undefined;
+      if (body !== undefined) headers["content-length"] = String(Buffer.byteLength(body));
+      const signal = init.signal ?? undefined;
+      if (signal?.aborted) return reject(signal.reason);
+      const mod = url.protocol === "http:" ? http : https;
+      const req = mod.request(url, { method, headers, agent: url.protocol === "http:" ? plain : agent }, (res) => {
+        const out = new Headers();
+        for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) out.append(res.rawHeaders[i], res.rawHeaders[i + 1]);
+        const status = res.statusCode ?? 502;
+        const noBody = status === 204 || status === 304 || method === "HEAD";
+        if (noBody) res.resume();
+        const stream = noBody ? null : (Readable.toWeb(res) as unknown as ReadableStream<Uint8Array>);
+        signal?.addEventListener("abort", () => res.destroy(signal.reason), { once: true });
+        resolve(new Response(stream, { status, statusText: res.statusMessage, headers: out }));
+      });
+      const onAbort = () => req.destroy(signal?.reason);
+      signal?.addEventListener("abort", onAbort, { once: true });
+      req.on("error", (e) => {
+        signal?.removeEventListener("abort", onAbort);
+        reject(signal?.aborted ? signal.reason : e);
+      });
+      req.on("response", () => signal?.removeEventListener("abort", onAbort));
+      req.end(body);
+    });
+}

@@ -1,0 +1,296 @@
+/**
+ * Static checks on the manifests and images in deploy/: the YAML parses, RBAC
+ * grants only what the elector needs, and the Deployment agrees with both the
+ * RBAC and the entrypoint's environment variables.
+ *
+ * Runs under `deno test -A tests/deploy_test.ts` and `bun test tests/deploy_test.ts`.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { access, readdir, readFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+import { parseAllDocuments } from "yaml";
+
+/**
+ * The environment variables the entrypoint (lib/cli.ts) reads. This mirrors
+ * the entrypoint's flags: keep the two lists in step when either changes.
+ */
+export const ENTRYPOINT_ENV_NAMES: readonly string[] = [
+  "LEASE_NAME",
+  "LEASE_NAMESPACE",
+  "POD_NAME",
+  "LEASE_DURATION",
+  "RENEW_DEADLINE",
+  "RETRY_PERIOD",
+  "SERVICE_ACCOUNT_DIR",
+  "KUBECONFIG",
+  "HTTP_ADDR",
+  "LOG_LEVEL",
+  "RELEASE_ON_CANCEL",
+];
+
+const DEPLOY_DIR = new URL("../deploy/", import.meta.url);
+const LEASE_GROUP = "coordination.k8s.io";
+
+// Loose shapes of the objects under test: only the fields the checks read.
+interface Meta {
+  name?: string;
+  namespace?: string;
+}
+interface KubeObject {
+  apiVersion?: unknown;
+  kind?: unknown;
+  metadata?: Meta;
+}
+interface PolicyRule {
+  apiGroups?: string[];
+  resources?: string[];
+  resourceNames?: string[];
+  verbs?: string[];
+}
+interface Role extends KubeObject {
+  rules?: PolicyRule[];
+}
+interface RoleBinding extends KubeObject {
+  roleRef?: { apiGroup?: string; kind?: string; name?: string };
+  subjects?: { kind?: string; name?: string; namespace?: string }[];
+}
+interface EnvVar {
+  name: string;
+  value?: string;
+  valueFrom?: { fieldRef?: { fieldPath?: string } };
+}
+interface Probe {
+  httpGet?: { path?: string; port?: string | number };
+}
+interface SecurityContext {
+  runAsNonRoot?: boolean;
+  readOnlyRootFilesystem?: boolean;
+}
+interface Container {
+  name: string;
+  env?: EnvVar[];
+  ports?: { name?: string; containerPort?: number }[];
+  livenessProbe?: Probe;
+  securityContext?: SecurityContext;
+  resources?: { requests?: Record<string, string>; limits?: Record<string, string> };
+}
+interface Deployment extends KubeObject {
+  spec?: {
+    replicas?: number;
+    template?: {
+      spec?: {
+        serviceAccountName?: string;
+        securityContext?: SecurityContext;
+        containers?: Container[];
+      };
+    };
+  };
+}
+interface SkaffoldConfig extends KubeObject {
+  build?: { artifacts?: { image?: string; context?: string; docker?: { dockerfile?: string } }[] };
+  manifests?: { rawYaml?: string[] };
+}
+
+function deployPath(name: string): string {
+  return fileURLToPath(new URL(name, DEPLOY_DIR));
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Parses every document of deploy/<name>, failing on any YAML error. */
+async function loadYaml(name: string): Promise<KubeObject[]> {
+  const text = await readFile(deployPath(name), "utf8");
+  return parseAllDocuments(text).map((doc, i) => {
+    assert.deepEqual(
+      doc.errors.map((e) => e.message),
+      [],
+      `${name}: document ${i} has YAML errors`,
+    );
+    return doc.toJS() as KubeObject;
+  });
+}
+
+/** The one object of `kind` in deploy/<name>. */
+async function loadOne<T extends KubeObject>(name: string, kind: string): Promise<T> {
+  const found = (await loadYaml(name)).filter((o) => o?.kind === kind);
+  assert.equal(found.length, 1, `${name}: expected exactly one ${kind}, found ${found.length}`);
+  return found[0] as T;
+}
+
+async function leaseholdContainer(): Promise<{ deployment: Deployment; container: Container }> {
+  const deployment = await loadOne<Deployment>("deployment.yaml", "Deployment");
+  const containers = deployment.spec?.template?.spec?.containers ?? [];
+  const container = containers.find((c) => c.name === "leasehold");
+  assert.ok(container, `no container named "leasehold" (found: ${containers.map((c) => c.name).join(", ")})`);
+  return { deployment, container };
+}
+
+/** The image of the last FROM in a Dockerfile (its final stage). */
+function finalBaseImage(dockerfile: string): string | undefined {
+  let image: string | undefined;
+  for (const line of dockerfile.split("\n")) {
+    const m = /^\s*FROM\s+(.+)$/i.exec(line);
+    if (!m) continue;
+    // Skip flags such as --platform=...; the image is the first other word.
+    image = m[1].trim().split(/\s+/).find((w) => !w.startsWith("--"));
+  }
+  return image;
+}
+
+test("every deploy/*.yaml parses and each document has apiVersion and kind", async () => {
+  const files = (await readdir(fileURLToPath(DEPLOY_DIR))).filter((f) => f.endsWith(".yaml")).sort();
+  for (const expected of ["deployment.yaml", "kind.yaml", "rbac.yaml", "skaffold.yaml"]) {
+    assert.ok(files.includes(expected), `deploy/${expected} is missing`);
+  }
+  for (const file of files) {
+    const docs = await loadYaml(file);
+    assert.ok(docs.length > 0, `${file} has no documents`);
+    docs.forEach((doc, i) => {
+      assert.ok(doc && typeof doc === "object", `${file}: document ${i} is empty or not a mapping`);
+      assert.equal(typeof doc.apiVersion, "string", `${file}: document ${i} has no apiVersion`);
+      assert.ok((doc.apiVersion as string).length > 0, `${file}: document ${i} has an empty apiVersion`);
+      assert.equal(typeof doc.kind, "string", `${file}: document ${i} has no kind`);
+      assert.ok((doc.kind as string).length > 0, `${file}: document ${i} has an empty kind`);
+    });
+  }
+});
+
+test("rbac.yaml holds exactly a ServiceAccount, a Role and a RoleBinding", async () => {
+  const docs = await loadYaml("rbac.yaml");
+  assert.deepEqual(docs.map((d) => d.kind), ["ServiceAccount", "Role", "RoleBinding"]);
+  for (const doc of docs) {
+    assert.equal(doc.metadata?.namespace, undefined, `${doc.kind} must not pin a namespace`);
+  }
+});
+
+test("the Role grants only the Lease verbs the elector uses", async () => {
+  const role = await loadOne<Role>("rbac.yaml", "Role");
+  const rules = role.rules ?? [];
+  assert.ok(rules.length > 0, "the Role has no rules");
+
+  const granted = new Set<string>();
+  for (const [i, rule] of rules.entries()) {
+    assert.deepEqual(rule.apiGroups, [LEASE_GROUP], `rule ${i}: apiGroups`);
+    assert.deepEqual(rule.resources, ["leases"], `rule ${i}: resources`);
+    const verbs = rule.verbs ?? [];
+    assert.ok(verbs.length > 0, `rule ${i} has no verbs`);
+    for (const field of [rule.apiGroups, rule.resources, rule.resourceNames ?? [], verbs]) {
+      assert.ok(!field?.includes("*"), `rule ${i} uses a "*" wildcard`);
+    }
+    for (const forbidden of ["delete", "deletecollection", "patch"]) {
+      assert.ok(!verbs.includes(forbidden), `rule ${i} grants "${forbidden}"`);
+    }
+    if (verbs.includes("create")) {
+      // create cannot be narrowed by name, so it must stand alone and unnamed.
+      assert.deepEqual(verbs, ["create"], `rule ${i}: create must not share a rule with other verbs`);
+      assert.equal(rule.resourceNames, undefined, `rule ${i}: create cannot be limited by resourceNames`);
+    } else {
+      assert.ok(
+        (rule.resourceNames ?? []).length > 0,
+        `rule ${i}: ${verbs.join(", ")} must be limited by resourceNames`,
+      );
+    }
+    for (const v of verbs) granted.add(v);
+  }
+  assert.deepEqual([...granted].sort(), ["create", "get", "list", "update", "watch"]);
+});
+
+test("the RoleBinding binds the Role to the ServiceAccount", async () => {
+  const sa = await loadOne<KubeObject>("rbac.yaml", "ServiceAccount");
+  const role = await loadOne<Role>("rbac.yaml", "Role");
+  const binding = await loadOne<RoleBinding>("rbac.yaml", "RoleBinding");
+  assert.ok(sa.metadata?.name, "the ServiceAccount has no name");
+  assert.ok(role.metadata?.name, "the Role has no name");
+  assert.deepEqual(binding.roleRef, {
+    apiGroup: "rbac.authorization.k8s.io",
+    kind: "Role",
+    name: role.metadata?.name,
+  });
+  assert.deepEqual(binding.subjects, [{ kind: "ServiceAccount", name: sa.metadata?.name }]);
+});
+
+test("the Deployment runs 3 replicas as the ServiceAccount, with POD_NAME from the downward API", async () => {
+  const sa = await loadOne<KubeObject>("rbac.yaml", "ServiceAccount");
+  const { deployment, container } = await leaseholdContainer();
+  assert.equal(deployment.spec?.replicas, 3);
+  assert.equal(deployment.spec?.template?.spec?.serviceAccountName, sa.metadata?.name);
+  const podName = container.env?.find((e) => e.name === "POD_NAME");
+  assert.ok(podName, "POD_NAME is not set");
+  assert.equal(podName.value, undefined, "POD_NAME must not be a literal value");
+  assert.equal(podName.valueFrom?.fieldRef?.fieldPath, "metadata.name");
+});
+
+test("the container sets only environment variables the entrypoint reads", async () => {
+  const { container } = await leaseholdContainer();
+  const names = (container.env ?? []).map((e) => e.name);
+  assert.ok(names.length > 0, "the container sets no environment variables");
+  const unknown = names.filter((n) => !ENTRYPOINT_ENV_NAMES.includes(n));
+  assert.deepEqual(unknown, [], "env names the entrypoint does not read");
+  assert.equal(new Set(names).size, names.length, "an env var is set twice");
+});
+
+test("the liveness probe hits /healthz on a named container port", async () => {
+  const { container } = await leaseholdContainer();
+  const get = container.livenessProbe?.httpGet;
+  assert.ok(get, "no httpGet liveness probe");
+  assert.equal(get.path, "/healthz");
+  assert.equal(typeof get.port, "string", "the probe should use the port's name, not a number");
+  const portNames = (container.ports ?? []).map((p) => p.name);
+  assert.ok(portNames.includes(get.port as string), `probe port "${get.port}" is not one of ${portNames.join(", ")}`);
+});
+
+test("the container runs as non-root on a read-only root filesystem, with resource requests", async () => {
+  const { deployment, container } = await leaseholdContainer();
+  const podSc = deployment.spec?.template?.spec?.securityContext;
+  const sc = container.securityContext;
+  assert.equal(sc?.runAsNonRoot ?? podSc?.runAsNonRoot, true, "runAsNonRoot");
+  assert.equal(sc?.readOnlyRootFilesystem, true, "readOnlyRootFilesystem");
+  const requests = container.resources?.requests ?? {};
+  assert.ok(requests.cpu, "resources.requests.cpu is not set");
+  assert.ok(requests.memory, "resources.requests.memory is not set");
+});
+
+test("the Deployment's LEASE_NAME is the lease the Role names", async () => {
+  const role = await loadOne<Role>("rbac.yaml", "Role");
+  const { container } = await leaseholdContainer();
+  const leaseName = container.env?.find((e) => e.name === "LEASE_NAME")?.value;
+  assert.ok(leaseName, "LEASE_NAME has no literal value");
+  const named = new Set((role.rules ?? []).flatMap((r) => r.resourceNames ?? []));
+  assert.deepEqual([...named], [leaseName]);
+});
+
+test("both Dockerfiles end on a distroless base image", async () => {
+  for (const name of ["Dockerfile", "Dockerfile.deno"]) {
+    const text = await readFile(deployPath(name), "utf8");
+    const image = finalBaseImage(text);
+    assert.ok(image, `${name} has no FROM line`);
+    assert.ok(image.includes("distroless"), `${name}: final stage is based on ${image}`);
+  }
+});
+
+test("skaffold.yaml points at files that exist", async () => {
+  const config = await loadOne<SkaffoldConfig>("skaffold.yaml", "Config");
+  const raw = config.manifests?.rawYaml ?? [];
+  assert.ok(raw.length > 0, "manifests.rawYaml is empty");
+  for (const entry of raw) {
+    assert.ok(await exists(deployPath(entry)), `rawYaml entry ${entry} does not exist next to skaffold.yaml`);
+  }
+  // Skaffold resolves the build context against the config's own directory and
+  // the dockerfile against the context.
+  const artifacts = config.build?.artifacts ?? [];
+  assert.ok(artifacts.length > 0, "no build artifacts");
+  for (const a of artifacts) {
+    const context = new URL(`${a.context ?? "."}/`, DEPLOY_DIR);
+    const dockerfile = fileURLToPath(new URL(a.docker?.dockerfile ?? "Dockerfile", context));
+    assert.ok(await exists(dockerfile), `${a.image}: dockerfile ${dockerfile} does not exist`);
+    assert.ok(await exists(fileURLToPath(new URL("mod.ts", context))), `${a.image}: context is not the repo root`);
+  }
+});
