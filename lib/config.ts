@@ -96,12 +96,18 @@ async function readToken(path: string): Promise<string> {
     text = await readFile(path, "utf8");
   } catch (e) {
     throw new ConfigError(
-      `cannot read the service-account token ${path}: ${(e as Error).message}; mount a token (automountServiceAccountToken: true) or set --service-account-dir / SERVICE_ACCOUNT_DIR`,
+      `cannot read the service-account token ${path}: ${
+        (e as Error).message
+      }; mount a token (automountServiceAccountToken: true) or set --service-account-dir / SERVICE_ACCOUNT_DIR`,
       { cause: e },
     );
   }
   const t = text.trim();
-  if (!t) throw new ConfigError(`the service-account token ${path} is empty; the kubelet has not written it yet or the mount is wrong`);
+  if (!t) {
+    throw new ConfigError(
+      `the service-account token ${path} is empty; the kubelet has not written it yet or the mount is wrong`,
+    );
+  }
   return t;
 }
 
@@ -119,9 +125,20 @@ async function readPem(path: string, what: string, fix: string): Promise<string>
 /** Environment lookup, injectable for tests. */
 export type EnvLookup = (name: string) => string | undefined;
 
-/** Reads an environment variable on Deno, Bun and Node; `undefined` where there is none. */
+/**
+ * Reads an environment variable on Deno, Bun and Node; `undefined` where there is none.
+ *
+ * @example Usage
+ * ```ts
+ * import { getEnv } from "@leasehold/leasehold";
+ * console.log(typeof getEnv("HOME"));
+ * ```
+ */
 export function getEnv(name: string): string | undefined {
-  const g = globalThis as { Deno?: { env: { get(n: string): string | undefined } }; process?: { env: Record<string, string | undefined> } };
+  const g = globalThis as {
+    Deno?: { env: { get(n: string): string | undefined } };
+    process?: { env: Record<string, string | undefined> };
+  };
   try {
     if (g.Deno) return g.Deno.env.get(name);
   } catch {
@@ -154,7 +171,9 @@ export async function inClusterConfig(
       "KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set, so this is not running in a pod; outside a cluster use --kubeconfig or KUBECONFIG",
     );
   }
-  if (!/^\d+$/.test(port)) throw new ConfigError(`KUBERNETES_SERVICE_PORT is ${JSON.stringify(port)}, not a port number`);
+  if (!/^\d+$/.test(port)) {
+    throw new ConfigError(`KUBERNETES_SERVICE_PORT is ${JSON.stringify(port)}, not a port number`);
+  }
   const caCert = await readPem(
     `${dir}/ca.crt`,
     "the cluster CA",
@@ -216,11 +235,15 @@ export async function kubeconfigConfig(path: string, options: { context?: string
   if (!server) throw new ConfigError(`kubeconfig ${path}: cluster of context ${ctxName} has no server`);
   if (user.exec || user["auth-provider"]) {
     throw new ConfigError(
-      `kubeconfig ${path}: user of context ${ctxName} uses ${user.exec ? "an exec plugin" : "an auth provider"}, which leasehold does not run; use a token, tokenFile or client certificate, or run in the cluster`,
+      `kubeconfig ${path}: user of context ${ctxName} uses ${
+        user.exec ? "an exec plugin" : "an auth provider"
+      }, which leasehold does not run; use a token, tokenFile or client certificate, or run in the cluster`,
     );
   }
   if (user.username || user.password) {
-    throw new ConfigError(`kubeconfig ${path}: basic auth (username/password) is not supported; use a token or client certificate`);
+    throw new ConfigError(
+      `kubeconfig ${path}: basic auth (username/password) is not supported; use a token or client certificate`,
+    );
   }
   const b64 = (v: unknown, what: string) => {
     const s = str(v);
@@ -237,11 +260,18 @@ export async function kubeconfigConfig(path: string, options: { context?: string
     const f = str(from[fileKey]);
     return f ? await readPem(rel(f), what, `fix ${fileKey} in ${path}`) : undefined;
   };
-  const caCert = await fileOr("certificate-authority-data", "certificate-authority", cluster, "the certificate authority");
+  const caCert = await fileOr(
+    "certificate-authority-data",
+    "certificate-authority",
+    cluster,
+    "the certificate authority",
+  );
   const clientCert = await fileOr("client-certificate-data", "client-certificate", user, "the client certificate");
   const clientKey = await fileOr("client-key-data", "client-key", user, "the client key");
   if (!!clientCert !== !!clientKey) {
-    throw new ConfigError(`kubeconfig ${path}: a client certificate needs both client-certificate(-data) and client-key(-data)`);
+    throw new ConfigError(
+      `kubeconfig ${path}: a client certificate needs both client-certificate(-data) and client-key(-data)`,
+    );
   }
   let tokenSource: TokenSource | undefined;
   if (str(user.token)) tokenSource = staticToken(str(user.token)!);
@@ -295,7 +325,10 @@ export function parseKubeconfigText(text: string): unknown {
     if (first.text === "-" || first.text.startsWith("- ")) {
       const out: unknown[] = [];
       const seqIndent = first.indent;
-      while (pos < lines.length && lines[pos].indent === seqIndent && (lines[pos].text === "-" || lines[pos].text.startsWith("- "))) {
+      while (
+        pos < lines.length && lines[pos].indent === seqIndent &&
+        (lines[pos].text === "-" || lines[pos].text.startsWith("- "))
+      ) {
         const line = lines[pos];
         const rest = line.text.slice(1).trim();
         if (!rest) {
@@ -324,7 +357,9 @@ export function parseKubeconfigText(text: string): unknown {
         out[key] = parseBlock(mapIndent); // sequences may sit at the key's indentation
       } else out[key] = null;
     }
-    if (pos < lines.length && lines[pos].indent > mapIndent) throw new Error(`line ${lines[pos].n}: unexpected indentation`);
+    if (pos < lines.length && lines[pos].indent > mapIndent) {
+      throw new Error(`line ${lines[pos].n}: unexpected indentation`);
+    }
     return out;
   };
   const doc = parseBlock(0);
@@ -360,7 +395,9 @@ function scalar(s: string, n: number): unknown {
   }
   if (v === "[]") return [];
   if (v === "{}") return {};
-  if (/^[&*!|>[{]/.test(v)) throw new Error(`line ${n}: YAML feature not supported in a kubeconfig here: ${v.slice(0, 20)}`);
+  if (/^[&*!|>[{]/.test(v)) {
+    throw new Error(`line ${n}: YAML feature not supported in a kubeconfig here: ${v.slice(0, 20)}`);
+  }
   if (v === "true" || v === "false") return v === "true";
   if (v === "null" || v === "~") return null;
   if (/^-?\d+$/.test(v)) return Number(v);

@@ -243,10 +243,15 @@ export function validateElectorOptions(o: {
  * ```
  */
 export class LeaderElector extends EventTarget {
+  /** This replica's identity. */
   readonly identity: string;
+  /** LeaseDuration in ms. */
   readonly leaseDuration: number;
+  /** RenewDeadline in ms. */
   readonly renewDeadline: number;
+  /** RetryPeriod in ms. */
   readonly retryPeriod: number;
+  /** Counters for metrics. */
   readonly stats: ElectorStats = {
     slowpathTotal: 0,
     startedTotal: 0,

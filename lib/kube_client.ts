@@ -87,8 +87,11 @@ const REASONS: Record<number, StatusReason> = {
  * ```
  */
 export class KubeClient {
+  /** API server base URL, without a trailing slash. */
   readonly server: string;
+  /** Default per-request timeout in ms. */
   readonly timeoutMs: number;
+  /** Clock used for timeouts. */
   readonly clock: Clock;
   #fetch: FetchLike;
   #tokens?: TokenSource;

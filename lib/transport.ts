@@ -34,7 +34,11 @@ export type RuntimeKey = "deno" | "bun" | "node" | "other";
  * ```
  */
 export function runtimeKey(): RuntimeKey {
-  const g = globalThis as { Deno?: { version?: { deno?: string } }; Bun?: unknown; process?: { versions?: { node?: string } } };
+  const g = globalThis as {
+    Deno?: { version?: { deno?: string } };
+    Bun?: unknown;
+    process?: { versions?: { node?: string } };
+  };
   if (g.Deno?.version?.deno) return "deno";
   if (g.Bun !== undefined) return "bun";
   if (g.process?.versions?.node) return "node";

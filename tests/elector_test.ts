@@ -236,7 +236,10 @@ test("409 on a stale write is re-read, never overwritten", async () => {
     if (op === "update" && first) {
       first = false;
       const cur = store.peek(NS, NAME)!;
-      store.put(NS, NAME, { ...cur, spec: { ...cur.spec, holderIdentity: "z", leaseDurationSeconds: 15, leaseTransitions: 4 } });
+      store.put(NS, NAME, {
+        ...cur,
+        spec: { ...cur.spec, holderIdentity: "z", leaseDurationSeconds: 15, leaseTransitions: 4 },
+      });
     }
     return undefined;
   };
