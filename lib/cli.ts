@@ -555,7 +555,9 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
     log.error("fatal", { error: (e as Error).message });
     return 1;
   } finally {
-    for (const [sig, h] of handlers) process.off(sig, h);
+    // Signal handlers stay installed: on Deno, removing one lets a SIGTERM that
+    // is still being delivered end the process with the signal instead of our code.
+    void handlers;
     server?.closeAllConnections?.();
     server?.close();
   }
