@@ -28,10 +28,17 @@ if [ ! -x node_modules/.bin/deno ] || [ ! -x node_modules/.bin/bun ]; then
   npm ci --no-audit --no-fund || { echo "npm ci failed"; echo "0 passed, 1 failed"; exit 1; }
 fi
 
+# libfaketime lets the fault suite give replicas a wall clock hours off.
+if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  note "installing libfaketime (apt-get install faketime)"
+  (apt-get update -qq && apt-get install -y -qq faketime) >/dev/null 2>&1 || echo "!!! could not install faketime"
+fi
+
 check "deno fmt --check" deno fmt --check
 check "deno lint" deno lint
 check "deno check" deno check mod.ts lib/ tests/
 check "deno doc --lint" deno doc --lint mod.ts lib/cli.ts
+check "deno publish --dry-run (JSR)" deno publish --dry-run --allow-dirty
 check "build for Node (tsc)" npx tsc -p tsconfig.build.json
 
 # The real API server, once for the whole run.
@@ -74,6 +81,13 @@ p=$(sed -nE 's/.*\| ([0-9]+) passed.*/\1/p' <<<"$line"); f=$(sed -nE 's/.*\| ([0
 [ -z "$line" ] && { p=0; f=1; echo "!!! deno test printed no summary"; }
 count "deno test (unit + integration)" "${p:-0}" "${f:-0}"
 
+note "deno test --doc (every JSDoc example runs)"
+deno test -A --doc mod.ts lib/ 2>&1 | tee .cache/logs/deno-doc.log
+line=$(strip < .cache/logs/deno-doc.log | grep -E '^(ok|FAILED) \| [0-9]+ passed' | tail -1)
+p=$(sed -nE 's/.*\| ([0-9]+) passed.*/\1/p' <<<"$line"); f=$(sed -nE 's/.*\| ([0-9]+) failed.*/\1/p' <<<"$line")
+[ -z "$line" ] && { p=0; f=1; echo "!!! deno test --doc printed no summary"; }
+count "deno test --doc (examples)" "${p:-0}" "${f:-0}"
+
 note "bun test"
 bun test --timeout 120000 2>&1 | tee .cache/logs/bun-test.log
 p=$(strip < .cache/logs/bun-test.log | sed -nE 's/^ *([0-9]+) pass$/\1/p' | tail -1)
@@ -87,6 +101,13 @@ p=$(sed -nE 's/^# pass ([0-9]+)$/\1/p' .cache/logs/node-test.log | tail -1)
 f=$(sed -nE 's/^# fail ([0-9]+)$/\1/p' .cache/logs/node-test.log | tail -1)
 [ -z "$p" ] && { p=0; f=1; echo "!!! node --test printed no summary"; }
 count "node --test (built package)" "${p:-0}" "${f:-0}"
+
+note "fault suite (tests/fault/suite.ts: client-go + Deno + Bun + Node replicas, own API server)"
+deno run -A tests/fault/suite.ts 2>&1 | tee .cache/logs/fault-suite.log
+line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' .cache/logs/fault-suite.log | tail -1)
+p=$(sed -nE 's/^([0-9]+) passed.*/\1/p' <<<"$line"); f=$(sed -nE 's/.* ([0-9]+) failed$/\1/p' <<<"$line")
+[ -z "$line" ] && { p=0; f=1; echo "!!! the fault suite printed no summary"; }
+count "fault suite (scenarios)" "${p:-0}" "${f:-0}"
 
 printf '\n==> summary\n'
 printf '%s\n' "${SUMMARY[@]}"

@@ -1,0 +1,469 @@
+// Tests of tests/support/fault_proxy.ts against the real kube-apiserver, through
+// the library's own client, so each fault is also checked to surface as the
+// typed error a replica would handle. Runs under Deno and Bun.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import * as tls from "node:tls";
+import {
+  createFetch,
+  type FetchLike,
+  InvalidResponseError,
+  KubeApiError,
+  KubeClient,
+  NetworkError,
+  TimeoutError,
+} from "../mod.ts";
+import { apiServer } from "./env/testenv.mjs";
+import { type FaultProxy, startFaultProxy } from "./support/fault_proxy.ts";
+
+type Info = { url: string; host: string; port: number; caFile: string; adminToken: string; dir?: string };
+
+interface Setup {
+  info: Info;
+  proxy: FaultProxy;
+  caCert: string;
+  fetch: FetchLike;
+  client: (timeoutMs?: number) => KubeClient;
+}
+
+/** Starts a proxy in front of the test API server, or skips the test when there is none. */
+async function setup(t: { skip: (m: string) => void }): Promise<Setup | undefined> {
+  const info: Info | undefined = await apiServer();
+  if (!info) {
+    t.skip("real API server not available (see the message above)");
+    return undefined;
+  }
+  const dir = info.dir ?? dirname(info.caFile);
+  const caCert = readFileSync(info.caFile, "utf8");
+  const proxy = await startFaultProxy({
+    target: info.url,
+    caCert,
+    cert: readFileSync(join(dir, "serving.crt"), "utf8"),
+    key: readFileSync(join(dir, "serving.key"), "utf8"),
+  });
+  const fetch = await createFetch({ caCert });
+  const client = (timeoutMs = 3000) =>
+    new KubeClient({
+      server: proxy.url,
+      fetch,
+      tokenSource: { token: () => Promise.resolve(info.adminToken) },
+      timeoutMs,
+    });
+  return { info, proxy, caCert, fetch, client };
+}
+
+const NS_PATH = "/api/v1/namespaces/default";
+const LEASES = "/apis/coordination.k8s.io/v1/namespaces/default/leases";
+
+function isA(cls: abstract new (...args: never[]) => Error, check?: (e: Error) => void) {
+  return (e: unknown) => {
+    assert.ok(e instanceof cls, `expected ${cls.name}, got ${e instanceof Error ? `${e.name}: ${e.message}` : e}`);
+    check?.(e);
+    return true;
+  };
+}
+
+function unique(prefix: string): string {
+  return `${prefix}-${Date.now().toString(36)}-${Math.floor(Math.random() * 1e6).toString(36)}`;
+}
+
+/** Reads `body` until `pred(text so far)` holds; rejects after `ms`. */
+async function readUntil(body: ReadableStream<Uint8Array>, pred: (s: string) => boolean, ms: number) {
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`not seen within ${ms} ms; got ${JSON.stringify(text)}`)), ms);
+  });
+  try {
+    while (!pred(text)) {
+      const r = await Promise.race([reader.read(), deadline]);
+      if (r.done) throw new Error(`stream ended before the expected data; got ${JSON.stringify(text)}`);
+      text += decoder.decode(r.value, { stream: true });
+    }
+    return text;
+  } finally {
+    clearTimeout(timer);
+    await reader.cancel().catch(() => {});
+  }
+}
+
+test("fault proxy: passes requests through unchanged and counts them", async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  try {
+    const ns = (await s.client().request("GET", NS_PATH)) as { kind: string; metadata: { name: string } };
+    assert.equal(ns.kind, "Namespace");
+    assert.equal(ns.metadata.name, "default");
+    const list = (await s.client().request("GET", LEASES)) as { kind: string };
+    assert.equal(list.kind, "LeaseList");
+    assert.equal(s.proxy.stats.requests, 2);
+    assert.equal(s.proxy.stats.byMethod.GET, 2);
+    assert.equal(s.proxy.stats.faulted, 0);
+    assert.equal(s.proxy.stats.watches, 0);
+    // An error from the real server passes through as is.
+    await assert.rejects(
+      s.client().request("GET", `${LEASES}/${unique("missing")}`),
+      isA(KubeApiError, (e) => assert.equal((e as KubeApiError).code, 404)),
+    );
+  } finally {
+    await s.proxy.close();
+  }
+});
+
+test("fault proxy: latency delays the request and the response", async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  try {
+    const client = s.client();
+    await client.request("GET", NS_PATH); // warm the connection
+    s.proxy.set({ kind: "latency", ms: 300 });
+    const start = performance.now();
+    const ns = (await client.request("GET", NS_PATH)) as { kind: string };
+    const took = performance.now() - start;
+    assert.equal(ns.kind, "Namespace");
+    assert.ok(took >= 590, `latency 300 ms each way should add >= 600 ms, took ${took.toFixed(0)} ms`);
+    assert.equal(s.proxy.stats.faulted, 1);
+  } finally {
+    await s.proxy.close();
+  }
+});
+
+test("fault proxy: blackhole makes requests time out; clearing it lets new requests through", async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  try {
+    const client = s.client(800);
+    await client.request("GET", NS_PATH);
+    s.proxy.set({ kind: "blackhole" });
+    const start = performance.now();
+    await assert.rejects(client.request("GET", NS_PATH), isA(TimeoutError));
+    assert.ok(performance.now() - start >= 750, "the request should hang until the client's timeout");
+    s.proxy.clear();
+    const ns = (await client.request("GET", NS_PATH)) as { kind: string };
+    assert.equal(ns.kind, "Namespace");
+  } finally {
+    await s.proxy.close();
+  }
+});
+
+test("fault proxy: reset gives a NetworkError; clearing it lets new requests through", async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  try {
+    const client = s.client();
+    await client.request("GET", NS_PATH);
+    s.proxy.set({ kind: "reset" });
+    await assert.rejects(client.request("GET", NS_PATH), isA(NetworkError));
+    s.proxy.clear();
+    assert.equal(((await client.request("GET", NS_PATH)) as { kind: string }).kind, "Namespace");
+  } finally {
+    await s.proxy.close();
+  }
+});
+
+test("fault proxy: an HTML 502 page from a proxy is a KubeApiError 502 that blames a proxy", async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  try {
+    s.proxy.set({
+      kind: "status",
+      status: 502,
+      contentType: "text/html",
+      body: "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1>nginx</body></html>",
+    });
+    await assert.rejects(
+      s.client().request("GET", NS_PATH),
+      isA(KubeApiError, (e) => {
+        const k = e as KubeApiError;
+        assert.equal(k.code, 502);
+        assert.match(k.message, /proxy/);
+        assert.match(k.message, /text\/html/);
+      }),
+    );
+  } finally {
+    await s.proxy.close();
+  }
+});
+
+test("fault proxy: 429 with Retry-After and 500 with a Status body become KubeApiErrors", async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  try {
+    s.proxy.set({
+      kind: "status",
+      status: 429,
+      body: "Too many requests, please try again later.\n",
+      headers: { "Retry-After": "3" },
+    });
+    await assert.rejects(
+      s.client().request("GET", NS_PATH),
+      isA(KubeApiError, (e) => {
+        const k = e as KubeApiError;
+        assert.equal(k.code, 429);
+        assert.equal(k.reason, "TooManyRequests");
+        assert.equal(k.retryAfterSeconds, 3);
+      }),
+    );
+    s.proxy.set({
+      kind: "status",
+      status: 500,
+      contentType: "application/json",
+      body: JSON.stringify({
+        kind: "Status",
+        apiVersion: "v1",
+        metadata: {},
+        status: "Failure",
+        message: "etcdserver: request timed out",
+        reason: "InternalError",
+        code: 500,
+      }),
+    });
+    await assert.rejects(
+      s.client().request("GET", NS_PATH),
+      isA(KubeApiError, (e) => {
+        const k = e as KubeApiError;
+        assert.equal(k.code, 500);
+        assert.equal(k.reason, "InternalError");
+        assert.equal(k.serverMessage, "etcdserver: request timed out");
+      }),
+    );
+    assert.equal(s.proxy.stats.faulted, 2);
+  } finally {
+    await s.proxy.close();
+  }
+});
+
+test("fault proxy: a truncated body is an InvalidResponseError or a NetworkError", async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  try {
+    s.proxy.set({ kind: "truncated" });
+    await assert.rejects(s.client().request("GET", NS_PATH), (e: unknown) => {
+      assert.ok(
+        e instanceof InvalidResponseError || e instanceof NetworkError,
+        `expected InvalidResponseError or NetworkError, got ${e instanceof Error ? `${e.name}: ${e.message}` : e}`,
+      );
+      return true;
+    });
+  } finally {
+    await s.proxy.close();
+  }
+});
+
+test("fault proxy: a 10 MB body is refused at the client's 1 MiB cap, without buffering it", async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  try {
+    s.proxy.set({ kind: "huge", bytes: 10 * 1024 * 1024 });
+    const before = process.memoryUsage().rss;
+    const start = performance.now();
+    await assert.rejects(
+      s.client(5000).request("GET", NS_PATH),
+      isA(InvalidResponseError, (e) => assert.match(e.message, /larger than 1048576 bytes/)),
+    );
+    const grew = process.memoryUsage().rss - before;
+    assert.ok(performance.now() - start < 4000, "the cap should stop the read early");
+    assert.ok(grew < 64 * 1024 * 1024, `memory grew by ${(grew / 1048576).toFixed(1)} MiB`);
+
+    // Read in full on a raw socket, the body is exactly `bytes` long and looks like JSON.
+    s.proxy.set({ kind: "huge", bytes: 3 * 1024 * 1024 + 7 });
+    const res = await s.fetch(s.proxy.url + NS_PATH);
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("content-type"), "application/json");
+    const text = await res.text();
+    assert.equal(text.length, 3 * 1024 * 1024 + 7);
+    assert.ok(text.startsWith('{"kind":"Lease"') && text.endsWith('"}}}'));
+    assert.equal((JSON.parse(text) as { kind: string }).kind, "Lease");
+  } finally {
+    await s.proxy.close();
+  }
+});
+
+test("fault proxy: a never-ending body is a TimeoutError", async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  try {
+    s.proxy.set({ kind: "never-ending" });
+    const start = performance.now();
+    await assert.rejects(s.client(1000).request("GET", NS_PATH), isA(TimeoutError));
+    assert.ok(performance.now() - start >= 950);
+  } finally {
+    await s.proxy.close();
+  }
+});
+
+test("fault proxy: trickle slows the body down", async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  try {
+    const size = (await (await s.fetch(s.proxy.url + NS_PATH, {
+      headers: { authorization: `Bearer ${s.info.adminToken}` },
+    })).arrayBuffer()).byteLength;
+    const bps = Math.max(200, Math.ceil(size / 0.8)); // about 0.8 s for the body
+    s.proxy.set({ kind: "trickle", bytesPerSecond: bps });
+    const start = performance.now();
+    const ns = (await s.client(5000).request("GET", NS_PATH)) as { kind: string };
+    const took = performance.now() - start;
+    assert.equal(ns.kind, "Namespace");
+    const expected = ((size - Math.floor(bps / 10)) / bps) * 1000; // the last slice needs no wait before it
+    assert.ok(took >= expected * 0.9, `${size} bytes at ${bps} B/s took only ${took.toFixed(0)} ms`);
+  } finally {
+    await s.proxy.close();
+  }
+});
+
+test("fault proxy: times applies a rule to the next N matching requests; match filters by method", async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  try {
+    const client = s.client();
+    s.proxy.set({ fault: { kind: "status", status: 503, body: "busy" }, times: 1 });
+    await assert.rejects(
+      client.request("GET", NS_PATH),
+      isA(KubeApiError, (e) => assert.equal((e as KubeApiError).code, 503)),
+    );
+    assert.equal(((await client.request("GET", NS_PATH)) as { kind: string }).kind, "Namespace");
+    assert.equal(s.proxy.stats.faulted, 1);
+
+    s.proxy.set({ fault: { kind: "status", status: 500, body: "no writes" }, match: { method: "post" } });
+    assert.equal(((await client.request("GET", NS_PATH)) as { kind: string }).kind, "Namespace");
+    await assert.rejects(
+      client.request("POST", LEASES, { body: { metadata: { name: unique("never") } } }),
+      isA(KubeApiError, (e) => assert.equal((e as KubeApiError).code, 500)),
+    );
+    assert.equal(s.proxy.stats.faulted, 2);
+    assert.equal(s.proxy.stats.byMethod.POST, 1);
+    assert.throws(() => s.proxy.set({ kind: "trickle", bytesPerSecond: 0 }), TypeError);
+  } finally {
+    await s.proxy.close();
+  }
+});
+
+test("fault proxy: every request on a kept-alive connection sees the current fault", async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  const socket = tls.connect({ host: "127.0.0.1", port: s.proxy.port, ca: s.caCert, servername: "localhost" });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      socket.once("secureConnect", () => resolve());
+      socket.once("error", reject);
+    });
+    let received = "";
+    socket.on("data", (d: Uint8Array) => (received += new TextDecoder().decode(d)));
+    const ask = async () => {
+      const from = received.length;
+      socket.write(
+        `GET ${NS_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${s.info.adminToken}\r\nAccept: application/json\r\n\r\n`,
+      );
+      for (let i = 0; i < 100; i++) {
+        const m = /^HTTP\/1\.1 (\d+)[^]*?\r\n\r\n/.exec(received.slice(from));
+        const len = m && /content-length: (\d+)/i.exec(m[0]);
+        if (m && len && received.length - from >= m[0].length + Number(len[1])) return Number(m[1]);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      throw new Error(`no complete answer; got ${JSON.stringify(received.slice(from, from + 300))}`);
+    };
+    assert.equal(await ask(), 200);
+    s.proxy.set({ kind: "status", status: 503, body: "maintenance" });
+    assert.equal(await ask(), 503);
+    s.proxy.clear();
+    assert.equal(await ask(), 200);
+    assert.equal(s.proxy.stats.requests, 3);
+  } finally {
+    socket.destroy();
+    await s.proxy.close();
+  }
+});
+
+test("fault proxy: a watch streams through and delivers an event for a new Lease", async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  try {
+    const client = s.client();
+    const list = (await client.request("GET", LEASES)) as { metadata: { resourceVersion: string } };
+    const res = await client.stream(`${LEASES}?watch=1&resourceVersion=${list.metadata.resourceVersion}`);
+    assert.equal(res.status, 200);
+    assert.equal(s.proxy.stats.watches, 1);
+    const name = unique("fp-watch");
+    const seen = readUntil(res.body!, (text) => text.includes(`"name":"${name}"`), 5000);
+    await client.request("POST", LEASES, {
+      body: { metadata: { name }, spec: { holderIdentity: "x", leaseDurationSeconds: 15 } },
+    });
+    const text = await seen;
+    const line = text.split("\n").find((l) => l.includes(`"name":"${name}"`))!;
+    const event = JSON.parse(line) as { type: string; object: { spec: { holderIdentity: string } } };
+    assert.equal(event.type, "ADDED");
+    assert.equal(event.object.spec.holderIdentity, "x");
+  } finally {
+    await s.proxy.close();
+  }
+});
+
+test("fault proxy: blackhole freezes an open watch, reset breaks it", async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  try {
+    const client = s.client();
+    const watch = async () => {
+      const list = (await client.request("GET", LEASES)) as { metadata: { resourceVersion: string } };
+      return await client.stream(`${LEASES}?watch=1&resourceVersion=${list.metadata.resourceVersion}`);
+    };
+    const create = (name: string) =>
+      s.client().request("POST", LEASES, {
+        body: { metadata: { name }, spec: { holderIdentity: "x", leaseDurationSeconds: 15 } },
+      });
+
+    // Blackhole: the open watch stays open but delivers nothing.
+    const frozen = await watch();
+    s.proxy.set({ fault: { kind: "blackhole" }, match: { watch: true } });
+    const name = unique("fp-frozen");
+    await create(name); // a plain POST does not match the rule
+    await assert.rejects(
+      readUntil(frozen.body!, (text) => text.includes(name), 1500),
+      /not seen within 1500 ms/,
+    );
+    s.proxy.clear();
+
+    // Reset: the open watch breaks.
+    const broken = await watch();
+    s.proxy.set({ kind: "reset" });
+    await assert.rejects(readUntil(broken.body!, () => false, 3000), (e: unknown) => {
+      assert.ok(!(e instanceof Error && /not seen within/.test(e.message)), `the watch did not break: ${e}`);
+      return true;
+    });
+  } finally {
+    await s.proxy.close();
+  }
+});
+
+test("fault proxy: close() does not hang on blackholed and never-ending connections", async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  let closedIn = Infinity;
+  const aborts = new AbortController();
+  try {
+    s.proxy.set({ fault: { kind: "blackhole" }, times: 1 });
+    const held = s.client(10_000).request("GET", NS_PATH, { signal: aborts.signal }).catch((e) => e);
+    await new Promise((r) => setTimeout(r, 200));
+    s.proxy.set({ kind: "never-ending" });
+    const res = await s.fetch(s.proxy.url + NS_PATH, { signal: aborts.signal });
+    assert.equal(res.status, 200);
+    const reading = res.text().catch((e) => e);
+    await new Promise((r) => setTimeout(r, 300));
+    const start = performance.now();
+    await s.proxy.close();
+    closedIn = performance.now() - start;
+    // Both clients see their connection end.
+    const [a, b] = await Promise.all([held, reading]);
+    assert.ok(a instanceof NetworkError || a instanceof InvalidResponseError, `held request: ${a}`);
+    assert.ok(b instanceof Error, `never-ending body: ${b}`);
+  } finally {
+    aborts.abort();
+    await s.proxy.close();
+  }
+  assert.ok(closedIn < 2500, `close() took ${closedIn.toFixed(0)} ms`);
+});

@@ -1,0 +1,759 @@
+/**
+ * A fault-injecting HTTPS proxy for tests: it sits between one replica and the
+ * real kube-apiserver and, on command during a run, delays, drops, resets,
+ * trickles, truncates or replaces the answers.
+ *
+ * It terminates TLS itself (with a serving certificate signed by the test CA,
+ * so a replica that trusts the CA trusts the proxy) and speaks HTTP/1.1 over
+ * the raw TLS socket, which gives it full control of every connection: it can
+ * hold a socket open without answering, destroy it, or stop a body halfway.
+ * Each request is forwarded over a fresh or pooled HTTPS connection to the
+ * target, trusting the CA; responses are relayed unbuffered, so watch streams
+ * work through it.
+ *
+ * Only `node:https`, `node:http`, `node:tls` and Web APIs are used, so it runs
+ * under Deno, Bun and Node.
+ *
+ * @module
+ */
+
+import * as https from "node:https";
+import { STATUS_CODES } from "node:http";
+import type { ClientRequest, IncomingMessage } from "node:http";
+import * as tls from "node:tls";
+import type { AddressInfo } from "node:net";
+
+/** What the proxy does to a request. */
+export type Fault =
+  /** Forward unchanged. */
+  | { kind: "none" }
+  /** Wait `ms` before forwarding the request, and again before sending the response. */
+  | { kind: "latency"; ms: number }
+  /** Accept and read, never answer, hold the socket open: a network partition. */
+  | { kind: "blackhole" }
+  /** Destroy the client socket at once: a connection reset. */
+  | { kind: "reset" }
+  /** Forward, but send the response body at `bytesPerSecond`. */
+  | { kind: "trickle"; bytesPerSecond: number }
+  /** Answer with this status and body instead of forwarding (an HTML 502 page, a 429, a 500 Status). */
+  | { kind: "status"; status: number; body: string; contentType?: string; headers?: Record<string, string> }
+  /** Forward, then send only the first half of the response body and close the socket. */
+  | { kind: "truncated" }
+  /** Answer 200 with a JSON-looking body of `bytes` bytes, generated in chunks. */
+  | { kind: "huge"; bytes: number }
+  /** Answer 200 headers, then a body that trickles forever and never ends. */
+  | { kind: "never-ending" };
+
+/** A fault with a filter and an optional count. */
+export interface FaultRule {
+  /** The fault to apply. */
+  fault: Fault;
+  /** Only requests with this method (case-insensitive) and/or this watch-ness are affected. */
+  match?: { method?: string; watch?: boolean };
+  /** Apply to the next N matching requests only, then revert to no fault. */
+  times?: number;
+}
+
+/** Counters of a {@linkcode FaultProxy}; live, they change as requests come in. */
+export interface FaultProxyStats {
+  /** Requests received (parsed), faulted or not. */
+  requests: number;
+  /** Requests received, by upper-case method. */
+  byMethod: Record<string, number>;
+  /** Requests a fault other than `none` was applied to. */
+  faulted: number;
+  /** Watch requests received (`?watch=1`, `?watch=true` or a `/watch/` path). */
+  watches: number;
+}
+
+/** A running proxy; see {@linkcode startFaultProxy}. */
+export interface FaultProxy {
+  /** Base URL, e.g. `https://127.0.0.1:40123`, without a trailing slash. */
+  url: string;
+  /** Port actually bound. */
+  port: number;
+  /**
+   * Replaces the current rule; `{ kind: "none" }` clears it. A `blackhole` or
+   * `reset` without `times` also hits connections already open: every one when
+   * there is no `match`, else those whose request in flight matches.
+   * Blackholed connections stay silent until the client or `close()` ends them,
+   * even after the fault is cleared.
+   */
+  set(fault: Fault | FaultRule): void;
+  /** Same as `set({ kind: "none" })`. */
+  clear(): void;
+  /** Stops listening and destroys every connection, held ones included. Safe to call twice. */
+  close(): Promise<void>;
+  /** Request counters. */
+  stats: FaultProxyStats;
+}
+
+/** Options of {@linkcode startFaultProxy}. */
+export interface FaultProxyOptions {
+  /** The real API server, e.g. `https://127.0.0.1:6443`. */
+  target: string;
+  /** PEM CA that signed the target's certificate. */
+  caCert: string;
+  /** PEM serving certificate the proxy presents (valid for `host`). */
+  cert: string;
+  /** PEM key of `cert`. */
+  key: string;
+  /** Port to listen on; `0` (the default) lets the system pick one. */
+  port?: number;
+  /** Address to listen on; default `127.0.0.1`. */
+  host?: string;
+}
+
+const HEAD_LIMIT = 64 * 1024;
+const BODY_LIMIT = 16 * 1024 * 1024;
+const EMPTY: Uint8Array = new Uint8Array(0);
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** Headers that describe one connection, not the message; never forwarded either way. */
+const HOP_BY_HOP = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "te",
+  "trailer",
+  "trailers",
+  "transfer-encoding",
+  "upgrade",
+  "expect",
+  "content-length",
+  "host",
+]);
+
+interface ParsedRequest {
+  method: string;
+  /** Origin-form request target: path and query. */
+  target: string;
+  headers: [string, string][];
+  body: Uint8Array;
+  keepAlive: boolean;
+  watch: boolean;
+}
+
+interface ActiveRule {
+  fault: Fault;
+  match?: { method?: string; watch?: boolean };
+  remaining?: number;
+}
+
+type Framing = "length" | "chunked" | "none";
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  if (a.byteLength === 0) return b;
+  const out = new Uint8Array(a.byteLength + b.byteLength);
+  out.set(a, 0);
+  out.set(b, a.byteLength);
+  return out;
+}
+
+/** Index of `\r\n\r\n` in `buf` at or after `from`, or -1. */
+function findHeadEnd(buf: Uint8Array, from = 0): number {
+  for (let i = from; i + 3 < buf.byteLength; i++) {
+    if (buf[i] === 13 && buf[i + 1] === 10 && buf[i + 2] === 13 && buf[i + 3] === 10) return i;
+  }
+  return -1;
+}
+
+/** Index of `\r\n` in `buf` at or after `from`, or -1. */
+function findLineEnd(buf: Uint8Array, from: number): number {
+  for (let i = from; i + 1 < buf.byteLength; i++) {
+    if (buf[i] === 13 && buf[i + 1] === 10) return i;
+  }
+  return -1;
+}
+
+/** Decodes a chunked body starting at `at`: the body and the offset after it, `undefined` if incomplete. */
+function decodeChunked(buf: Uint8Array, at: number): { body: Uint8Array; end: number } | undefined {
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const eol = findLineEnd(buf, at);
+    if (eol < 0) return undefined;
+    const n = parseInt(dec.decode(buf.subarray(at, eol)).split(";")[0].trim(), 16);
+    if (!Number.isFinite(n) || n < 0) throw new Error("bad chunk size");
+    at = eol + 2;
+    if (n === 0) {
+      // Trailers, then an empty line.
+      for (;;) {
+        const t = findLineEnd(buf, at);
+        if (t < 0) return undefined;
+        const empty = t === at;
+        at = t + 2;
+        if (empty) break;
+      }
+      const body = new Uint8Array(size);
+      let off = 0;
+      for (const p of parts) {
+        body.set(p, off);
+        off += p.byteLength;
+      }
+      return { body, end: at };
+    }
+    if (buf.byteLength < at + n + 2) return undefined;
+    parts.push(buf.subarray(at, at + n));
+    size += n;
+    if (size > BODY_LIMIT) throw new Error("request body too large");
+    at += n + 2;
+  }
+}
+
+type ParseResult = { request: ParsedRequest; rest: Uint8Array } | { error: number } | undefined;
+
+/** Parses one request off the front of `buf`. */
+function parseRequest(buf: Uint8Array): ParseResult {
+  const headEnd = findHeadEnd(buf);
+  if (headEnd < 0) return buf.byteLength > HEAD_LIMIT ? { error: 431 } : undefined;
+  const lines = dec.decode(buf.subarray(0, headEnd)).split("\r\n");
+  const m = /^([A-Za-z]+) (\S+) HTTP\/1\.([01])$/.exec(lines[0]);
+  if (!m) return { error: 400 };
+  const [, method, rawTarget, minor] = m;
+  const headers: [string, string][] = [];
+  for (const line of lines.slice(1)) {
+    const i = line.indexOf(":");
+    if (i <= 0) return { error: 400 };
+    headers.push([line.slice(0, i).trim().toLowerCase(), line.slice(i + 1).trim()]);
+  }
+  const get = (name: string) => headers.find(([k]) => k === name)?.[1];
+  const connection = (get("connection") ?? "").toLowerCase();
+  const keepAlive = minor === "1" ? !connection.includes("close") : connection.includes("keep-alive");
+  let target = rawTarget;
+  if (/^https?:\/\//i.test(target)) {
+    const u = new URL(target);
+    target = u.pathname + u.search;
+  }
+  const at = headEnd + 4;
+  let body: Uint8Array = EMPTY;
+  let end = at;
+  if ((get("transfer-encoding") ?? "").toLowerCase().includes("chunked")) {
+    let r: { body: Uint8Array; end: number } | undefined;
+    try {
+      r = decodeChunked(buf, at);
+    } catch {
+      return { error: 400 };
+    }
+    if (!r) return undefined;
+    ({ body, end } = r);
+  } else {
+    const len = Number(get("content-length") ?? "0");
+    if (!Number.isInteger(len) || len < 0) return { error: 400 };
+    if (len > BODY_LIMIT) return { error: 413 };
+    if (buf.byteLength < at + len) return undefined;
+    body = buf.slice(at, at + len);
+    end = at + len;
+  }
+  const u = new URL(target, "http://proxy.invalid");
+  const w = u.searchParams.get("watch");
+  const watch = w === "1" || w === "true" || u.pathname.includes("/watch/");
+  return { request: { method: method.toUpperCase(), target, headers, body, keepAlive, watch }, rest: buf.subarray(end) };
+}
+
+function matches(match: ActiveRule["match"], method: string, watch: boolean): boolean {
+  if (!match) return true;
+  if (match.method !== undefined && match.method.toUpperCase() !== method) return false;
+  if (match.watch !== undefined && match.watch !== watch) return false;
+  return true;
+}
+
+function validate(f: Fault): void {
+  const positive = (n: unknown, what: string, allowZero = true) => {
+    if (typeof n !== "number" || !Number.isFinite(n) || n < 0 || (!allowZero && n === 0)) {
+      throw new TypeError(`fault ${f.kind}: ${what} must be a ${allowZero ? "non-negative" : "positive"} number`);
+    }
+  };
+  switch (f.kind) {
+    case "none":
+    case "blackhole":
+    case "reset":
+    case "truncated":
+    case "never-ending":
+      return;
+    case "latency":
+      return positive(f.ms, "ms");
+    case "trickle":
+      return positive(f.bytesPerSecond, "bytesPerSecond", false);
+    case "huge":
+      return positive(f.bytes, "bytes");
+    case "status":
+      if (!Number.isInteger(f.status) || f.status < 200 || f.status > 999) {
+        throw new TypeError("fault status: status must be an integer from 200 to 999");
+      }
+      if (typeof f.body !== "string") throw new TypeError("fault status: body must be a string");
+      return;
+    default:
+      throw new TypeError(`unknown fault kind ${JSON.stringify((f as { kind?: unknown }).kind)}`);
+  }
+}
+
+function statusLine(status: number, text?: string): string {
+  return `HTTP/1.1 ${status} ${text || STATUS_CODES[status] || "Unknown"}\r\n`;
+}
+
+/** One client connection and the request it is serving. */
+class Conn {
+  readonly socket: tls.TLSSocket;
+  buf: Uint8Array = EMPTY;
+  busy = false;
+  frozen = false;
+  closed = false;
+  /** A `100 Continue` was sent for the request being received. */
+  continued = false;
+  current?: ParsedRequest;
+  upstream?: ClientRequest;
+  readonly whenClosed: Promise<void>;
+  #timers = new Set<ReturnType<typeof setTimeout>>();
+  #wakers = new Set<() => void>();
+
+  constructor(socket: tls.TLSSocket) {
+    this.socket = socket;
+    this.whenClosed = new Promise((resolve) => socket.once("close", () => resolve()));
+    this.whenClosed.then(() => {
+      this.closed = true;
+      for (const t of this.#timers) clearTimeout(t);
+      this.#timers.clear();
+      for (const w of this.#wakers) w();
+      this.#wakers.clear();
+      this.upstream?.destroy();
+    });
+  }
+
+  /** Resolves after `ms`, or early when the connection closes. */
+  sleep(ms: number): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(t);
+        this.#timers.delete(t);
+        this.#wakers.delete(done);
+        resolve();
+      };
+      const t = setTimeout(done, ms);
+      this.#timers.add(t);
+      this.#wakers.add(done);
+    });
+  }
+
+  /** Writes with back-pressure; resolves once the socket can take more, or closed. */
+  write(data: Uint8Array | string): Promise<void> {
+    if (this.closed || this.socket.destroyed) return Promise.resolve();
+    if (this.socket.write(data)) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        this.socket.off("drain", done);
+        this.#wakers.delete(done);
+        resolve();
+      };
+      this.socket.on("drain", done);
+      this.#wakers.add(done);
+    });
+  }
+
+  /** True when nothing more should be written: the socket is gone or blackholed. */
+  get stopped(): boolean {
+    return this.closed || this.frozen;
+  }
+
+  /** Stops all traffic on this connection and holds it open. */
+  freeze(): void {
+    this.frozen = true;
+    this.upstream?.destroy();
+  }
+
+  /** Destroys the connection, with a TCP RST where the runtime supports it. */
+  reset(): void {
+    if (this.closed) return;
+    const s = this.socket as tls.TLSSocket & { resetAndDestroy?: () => void };
+    try {
+      if (typeof s.resetAndDestroy === "function") s.resetAndDestroy();
+      else s.destroy();
+    } catch {
+      s.destroy();
+    }
+    if (!s.destroyed) s.destroy();
+  }
+}
+
+/**
+ * Starts a fault-injecting proxy in front of `target`.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const proxy = await startFaultProxy({ target: info.url, caCert, cert, key });
+ * proxy.set({ kind: "status", status: 502, body: "<html>Bad Gateway</html>", contentType: "text/html" });
+ * // ... point a replica at proxy.url ...
+ * proxy.set({ fault: { kind: "reset" }, match: { method: "PUT" }, times: 1 });
+ * await proxy.close();
+ * ```
+ */
+export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy> {
+  const target = new URL(o.target);
+  if (target.protocol !== "https:") throw new TypeError(`target must be an https URL, got ${o.target}`);
+  const prefix = target.pathname.replace(/\/+$/, "");
+  const targetHost = target.host;
+  const agent = new https.Agent({ ca: o.caCert, keepAlive: true });
+  const conns = new Set<Conn>();
+  const stats: FaultProxyStats = { requests: 0, byMethod: {}, faulted: 0, watches: 0 };
+  let rule: ActiveRule | undefined;
+  let closing = false;
+
+  /** Picks the fault for a new request and counts it. */
+  function decide(req: ParsedRequest): Fault {
+    stats.requests++;
+    stats.byMethod[req.method] = (stats.byMethod[req.method] ?? 0) + 1;
+    if (req.watch) stats.watches++;
+    const r = rule;
+    if (!r || !matches(r.match, req.method, req.watch)) return { kind: "none" };
+    if (r.remaining !== undefined) {
+      r.remaining--;
+      if (r.remaining <= 0 && rule === r) rule = undefined;
+    }
+    stats.faulted++;
+    return r.fault;
+  }
+
+  function forward(conn: Conn, req: ParsedRequest): Promise<IncomingMessage> {
+    return new Promise((resolve, reject) => {
+      const headers: Record<string, string> = {};
+      for (const [k, v] of req.headers) {
+        if (HOP_BY_HOP.has(k)) continue;
+        headers[k] = headers[k] === undefined ? v : `${headers[k]}, ${v}`;
+      }
+      headers.host = targetHost;
+      if (req.body.byteLength > 0 || !["GET", "HEAD", "DELETE", "OPTIONS"].includes(req.method)) {
+        headers["content-length"] = String(req.body.byteLength);
+      }
+      const up = https.request({
+        protocol: "https:",
+        hostname: target.hostname.replace(/^\[|\]$/g, ""),
+        port: target.port || 443,
+        method: req.method,
+        path: prefix + req.target,
+        headers,
+        agent,
+      }, resolve);
+      conn.upstream = up;
+      up.on("error", reject);
+      up.end(req.body.byteLength > 0 ? req.body : undefined);
+    });
+  }
+
+  /** The response head for an upstream answer, and how its body is framed. */
+  function responseHead(req: ParsedRequest, res: IncomingMessage, forceLength?: number): [string, Framing] {
+    const status = res.statusCode ?? 502;
+    const noBody = req.method === "HEAD" || status === 204 || status === 304 || status < 200;
+    const hasLength = res.headers["content-length"] !== undefined && res.headers["transfer-encoding"] === undefined;
+    const framing: Framing = noBody ? "none" : forceLength !== undefined || hasLength ? "length" : "chunked";
+    let head = statusLine(status, res.statusMessage);
+    const raw = res.rawHeaders;
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      const k = raw[i].toLowerCase();
+      if (HOP_BY_HOP.has(k) && !(k === "content-length" && noBody)) continue;
+      head += `${raw[i]}: ${raw[i + 1]}\r\n`;
+    }
+    if (framing === "length") head += `Content-Length: ${forceLength ?? res.headers["content-length"]}\r\n`;
+    if (framing === "chunked") head += "Transfer-Encoding: chunked\r\n";
+    head += req.keepAlive ? "\r\n" : "Connection: close\r\n\r\n";
+    return [head, framing];
+  }
+
+  /** Writes one piece of a body, framed; `trickle` spreads it over time. */
+  async function sendBody(conn: Conn, data: Uint8Array, framing: Framing, bytesPerSecond?: number): Promise<void> {
+    if (data.byteLength === 0 || framing === "none") return;
+    const slice = bytesPerSecond ? Math.max(1, Math.floor(bytesPerSecond / 10)) : data.byteLength;
+    for (let off = 0; off < data.byteLength; off += slice) {
+      if (conn.stopped) return;
+      const part = data.subarray(off, off + slice);
+      if (framing === "chunked") {
+        await conn.write(`${part.byteLength.toString(16)}\r\n`);
+        await conn.write(part);
+        await conn.write("\r\n");
+      } else {
+        await conn.write(part);
+      }
+      if (bytesPerSecond) await conn.sleep((part.byteLength / bytesPerSecond) * 1000);
+    }
+  }
+
+  /** Relays an upstream answer: head, then the body as it arrives. Resolves when done. */
+  async function relay(conn: Conn, req: ParsedRequest, res: IncomingMessage, fault: Fault): Promise<void> {
+    if (fault.kind === "latency") await conn.sleep(fault.ms);
+    if (conn.stopped) return void res.destroy();
+    const [head, framing] = responseHead(req, res);
+    await conn.write(head);
+    const bps = fault.kind === "trickle" ? fault.bytesPerSecond : undefined;
+    try {
+      for await (const chunk of res as AsyncIterable<Uint8Array>) {
+        if (conn.stopped) break;
+        await sendBody(conn, chunk, framing, bps);
+      }
+    } catch {
+      // The upstream body failed halfway: pass the failure on as a broken connection.
+      if (!conn.stopped) conn.reset();
+      return;
+    }
+    if (conn.stopped) return void res.destroy();
+    if (framing === "chunked") await conn.write("0\r\n\r\n");
+  }
+
+  /** Forwards, then sends half of the body and closes the socket. */
+  async function truncate(conn: Conn, req: ParsedRequest, res: IncomingMessage): Promise<void> {
+    const parts: Uint8Array[] = [];
+    let size = 0;
+    try {
+      for await (const chunk of res as AsyncIterable<Uint8Array>) {
+        if (conn.stopped) break;
+        parts.push(chunk);
+        size += chunk.byteLength;
+        // A watch never ends: its first event is enough to cut in half.
+        if (req.watch || size > BODY_LIMIT) break;
+      }
+    } catch { /* cut what we have */ }
+    res.destroy();
+    if (conn.stopped) return;
+    const all = new Uint8Array(size);
+    let off = 0;
+    for (const p of parts) {
+      all.set(p, off);
+      off += p.byteLength;
+    }
+    const half = all.subarray(0, Math.floor(size / 2));
+    const [head, framing] = responseHead(req, res, req.watch ? undefined : Math.max(size, 2));
+    await conn.write(head);
+    await sendBody(conn, half, framing);
+    // Let the bytes leave before the socket is torn down.
+    await conn.sleep(20);
+    conn.socket.destroy();
+  }
+
+  async function answer(
+    conn: Conn,
+    req: ParsedRequest,
+    status: number,
+    body: string,
+    contentType: string,
+    headers: Record<string, string> = {},
+  ): Promise<void> {
+    const bytes = enc.encode(body);
+    let head = statusLine(status);
+    const names = new Set(Object.keys(headers).map((k) => k.toLowerCase()));
+    if (!names.has("content-type")) head += `Content-Type: ${contentType}\r\n`;
+    for (const [k, v] of Object.entries(headers)) {
+      if (HOP_BY_HOP.has(k.toLowerCase())) continue;
+      head += `${k}: ${v}\r\n`;
+    }
+    head += `Content-Length: ${req.method === "HEAD" ? 0 : bytes.byteLength}\r\n`;
+    head += req.keepAlive ? "\r\n" : "Connection: close\r\n\r\n";
+    await conn.write(head);
+    if (req.method !== "HEAD") await conn.write(bytes);
+  }
+
+  async function huge(conn: Conn, req: ParsedRequest, total: number): Promise<void> {
+    const prefix = enc.encode(
+      '{"kind":"Lease","apiVersion":"coordination.k8s.io/v1","metadata":{"name":"huge","annotations":{"padding":"',
+    );
+    const suffix = enc.encode('"}}}');
+    let head = statusLine(200) + "Content-Type: application/json\r\n" + `Content-Length: ${total}\r\n`;
+    head += req.keepAlive ? "\r\n" : "Connection: close\r\n\r\n";
+    await conn.write(head);
+    if (req.method === "HEAD") return;
+    const filler = new Uint8Array(64 * 1024).fill(0x78); // "x"
+    let sent = 0;
+    const put = async (b: Uint8Array) => {
+      const n = Math.min(b.byteLength, total - sent);
+      if (n <= 0 || conn.stopped) return;
+      await conn.write(b.subarray(0, n));
+      sent += n;
+    };
+    await put(prefix);
+    while (!conn.stopped && total - sent > suffix.byteLength) {
+      await put(filler.subarray(0, Math.min(filler.byteLength, total - sent - suffix.byteLength)));
+    }
+    await put(suffix);
+  }
+
+  async function neverEnding(conn: Conn): Promise<void> {
+    await conn.write(statusLine(200) + "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
+    await sendBody(conn, enc.encode('{"kind":"Lease","apiVersion":"coordination.k8s.io/v1","metadata":{'), "chunked");
+    while (!conn.stopped) {
+      await conn.sleep(200);
+      await sendBody(conn, enc.encode(" "), "chunked");
+    }
+    // Hold the socket until the client or close() ends it.
+    await conn.whenClosed;
+  }
+
+  /** Serves one request; resolves once the response is complete and the connection may be reused. */
+  async function handle(conn: Conn, req: ParsedRequest): Promise<boolean> {
+    const fault = decide(req);
+    switch (fault.kind) {
+      case "blackhole":
+        conn.freeze();
+        return false;
+      case "reset":
+        conn.reset();
+        return false;
+      case "status":
+        await answer(conn, req, fault.status, fault.body, fault.contentType ?? "text/plain; charset=utf-8", fault.headers);
+        return true;
+      case "huge":
+        await huge(conn, req, fault.bytes);
+        return true;
+      case "never-ending":
+        await neverEnding(conn);
+        return false;
+      default:
+        break;
+    }
+    if (fault.kind === "latency") await conn.sleep(fault.ms);
+    if (conn.stopped) return false;
+    let res: IncomingMessage;
+    try {
+      res = await forward(conn, req);
+    } catch (e) {
+      if (conn.stopped) return false;
+      const msg = e instanceof Error ? e.message : String(e);
+      await answer(conn, req, 502, `fault proxy: cannot reach ${o.target}: ${msg}\n`, "text/plain; charset=utf-8");
+      return true;
+    }
+    if (fault.kind === "truncated") {
+      await truncate(conn, req, res);
+      return false;
+    }
+    await relay(conn, req, res, fault);
+    return !conn.stopped;
+  }
+
+  /** Serves the requests buffered on `conn`, one at a time. */
+  function pump(conn: Conn): void {
+    if (conn.busy || conn.stopped) return;
+    let parsed: ParseResult;
+    try {
+      parsed = parseRequest(conn.buf);
+    } catch {
+      parsed = { error: 400 };
+    }
+    if (!parsed) return;
+    if ("error" in parsed) {
+      conn.socket.end(statusLine(parsed.error) + "Content-Length: 0\r\nConnection: close\r\n\r\n");
+      conn.frozen = true; // ignore anything else on this connection
+      return;
+    }
+    const { request, rest } = parsed;
+    conn.buf = rest.byteLength ? rest.slice() : EMPTY;
+    conn.busy = true;
+    conn.continued = false;
+    conn.current = request;
+    handle(conn, request).then(
+      (reusable) => {
+        conn.busy = false;
+        conn.current = undefined;
+        conn.upstream = undefined;
+        if (conn.stopped) return;
+        if (!reusable || !request.keepAlive) {
+          conn.socket.end();
+          return;
+        }
+        pump(conn);
+      },
+      () => conn.reset(),
+    );
+  }
+
+  const server = tls.createServer({ cert: o.cert, key: o.key }, (socket) => {
+    if (closing) return void socket.destroy();
+    const conn = new Conn(socket);
+    conns.add(conn);
+    conn.whenClosed.then(() => conns.delete(conn));
+    socket.on("error", () => {});
+    socket.on("data", (d: Uint8Array) => {
+      if (conn.stopped) return; // blackholed: read and drop
+      conn.buf = concat(conn.buf, d);
+      if (conn.buf.byteLength > HEAD_LIMIT + BODY_LIMIT) {
+        conn.reset();
+        return;
+      }
+      // Ask for the body when the client waits for it.
+      if (!conn.busy) {
+        const headEnd = findHeadEnd(conn.buf);
+        if (headEnd >= 0) {
+          const head = dec.decode(conn.buf.subarray(0, headEnd)).toLowerCase();
+          if (/\r\nexpect:\s*100-continue/.test(head) && !conn.continued) {
+            conn.continued = true;
+            socket.write("HTTP/1.1 100 Continue\r\n\r\n");
+          }
+        }
+      }
+      pump(conn);
+    });
+  });
+  server.on("tlsClientError", () => {});
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(o.port ?? 0, o.host ?? "127.0.0.1", () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  server.on("error", () => {});
+  const addr = server.address() as AddressInfo;
+  const host = o.host ?? "127.0.0.1";
+  const url = `https://${host.includes(":") ? `[${host}]` : host}:${addr.port}`;
+
+  function set(f: Fault | FaultRule): void {
+    const r: FaultRule = "fault" in f ? f : { fault: f };
+    validate(r.fault);
+    if (r.times !== undefined && (!Number.isInteger(r.times) || r.times < 1)) {
+      throw new TypeError("times must be a positive integer");
+    }
+    if (r.fault.kind === "none") {
+      rule = undefined;
+      return;
+    }
+    rule = { fault: r.fault, match: r.match, remaining: r.times };
+    if (r.times !== undefined) return;
+    if (r.fault.kind !== "blackhole" && r.fault.kind !== "reset") return;
+    for (const conn of conns) {
+      if (r.match) {
+        const c = conn.current;
+        if (!c || !matches(r.match, c.method, c.watch)) continue;
+      }
+      if (r.fault.kind === "reset") conn.reset();
+      else conn.freeze();
+    }
+  }
+
+  let closed: Promise<void> | undefined;
+  return {
+    url,
+    port: addr.port,
+    stats,
+    set,
+    clear: () => set({ kind: "none" }),
+    close() {
+      closed ??= (async () => {
+        closing = true;
+        rule = undefined;
+        const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+        for (const conn of conns) {
+          conn.upstream?.destroy();
+          conn.socket.destroy();
+        }
+        agent.destroy();
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          Promise.all([stopped, ...[...conns].map((c) => c.whenClosed)]),
+          new Promise<void>((resolve) => (timer = setTimeout(resolve, 2000))),
+        ]);
+        clearTimeout(timer);
+      })();
+      return closed;
+    },
+  };
+}
