@@ -274,7 +274,6 @@ export class LeaderElector extends EventTarget {
   #lastRenew = 0;
   #running = false;
   #wake?: () => void;
-  #goNow = false;
   #watchHealthy = false;
   #lastError = "";
   #requestTimeout: number;
@@ -498,6 +497,9 @@ export class LeaderElector extends EventTarget {
     const now = this.#clock.now();
     if (!lease) {
       if (this.#leading) return "lost-deleted";
+      // A Lease deleted under a live holder: that holder may not have noticed yet.
+      // Create it only once the last record seen has expired, as if it still stood.
+      if (this.#observed && this.#heldByOther(this.#observed, now)) return "held";
       req = this.#requestSignal(stop, remaining());
       try {
         this.#count("create");
@@ -631,16 +633,13 @@ export class LeaderElector extends EventTarget {
       const now = this.#clock.now();
       const o = this.#observed;
       let until = pollAt;
-      if (this.#goNow || (o && o.holder === "")) {
+      if (o && o.holder === "") {
         until = earliest;
       } else if (o) {
         const exp = this.#expiresAt(o);
         until = Math.max(earliest, this.#watchHealthy ? exp : Math.min(exp, pollAt));
       }
-      if (now >= until) {
-        this.#goNow = false;
-        return;
-      }
+      if (now >= until) return;
       const ctl = new AbortController();
       this.#wake = () => ctl.abort();
       try {
@@ -667,8 +666,8 @@ export class LeaderElector extends EventTarget {
           backoff = 500;
           const next = ev.object?.metadata?.resourceVersion;
           if (typeof next === "string" && next) rv = next;
-          if (ev.type === "DELETED") this.#goNow = true;
-          else if (ev.type !== "BOOKMARK") this.#observe(ev.object, this.#clock.now());
+          // A deletion changes nothing until the last record seen expires (see #attempt).
+          if (ev.type !== "BOOKMARK" && ev.type !== "DELETED") this.#observe(ev.object, this.#clock.now());
           this.#wake?.();
         }
         // The server closed the stream (its timeout): reconnect at once.

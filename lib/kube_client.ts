@@ -187,7 +187,10 @@ export class KubeClient {
     const msg = e instanceof Error ? e.message : String(e);
     const cause = (e as { cause?: { message?: string; code?: string } })?.cause;
     const detail = cause?.code ?? cause?.message ?? "";
-    const tls = /certificate|tls|ssl|handshake|self.signed|UNABLE_TO|issuer/i.test(msg + " " + detail);
+    const text = `${msg} ${detail}`;
+    // A connection closed mid-TLS ("close_notify", "unexpected eof") is not a trust problem.
+    const tls = /certificate|self.signed|UNABLE_TO|issuer|unknown ca|handshake failure/i.test(text) &&
+      !/close_notify|unexpected eof/i.test(text);
     const hint = tls
       ? "the server's certificate is not trusted: check the CA file (ca.crt, certificate-authority) matches the API server"
       : "check the server URL (KUBERNETES_SERVICE_HOST/PORT or the kubeconfig) and that the API server is reachable";

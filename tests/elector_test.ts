@@ -218,11 +218,29 @@ test("a deleted Lease stops the leader, which then contends again and re-creates
   await until(clock, () => a.elector.isLeader);
   store.delete(NS, NAME);
   await until(clock, () => a.events.includes("stopped:lease-deleted"), 5000);
-  await until(clock, () => a.elector.isLeader, 10000);
+  await until(clock, () => a.elector.isLeader, 20000);
   assert.equal(a.terms.length, 2);
   assert.equal(store.peek(NS, NAME)?.spec?.holderIdentity, "a");
   await shutdown(clock, a);
   assertNoOverlap([a]);
+});
+
+test("a follower does not re-create a deleted Lease before the last record it saw expired", async () => {
+  const clock = new ManualClock();
+  const store = new MemoryLeaseStore();
+  const a = replica(store, clock, "a");
+  await until(clock, () => a.elector.isLeader);
+  const b = replica(store, clock, "b");
+  await clock.advance(1000);
+  a.api.fault = () => new Promise(() => {}); // the leader is cut off and cannot notice the deletion
+  const deletedAt = clock.now();
+  store.delete(NS, NAME);
+  await until(clock, () => b.elector.isLeader, 30000, 10);
+  assert.ok(clock.now() - deletedAt >= 13000, `re-created ${clock.now() - deletedAt} ms after the deletion`);
+  assertNoOverlap([a, b]);
+  a.api.fault = undefined;
+  await shutdown(clock, a, b);
+  assertNoOverlap([a, b]);
 });
 
 test("409 on a stale write is re-read, never overwritten", async () => {

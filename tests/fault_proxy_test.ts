@@ -354,12 +354,12 @@ test("fault proxy: every request on a kept-alive connection sees the current fau
     });
     let received = "";
     socket.on("data", (d: Uint8Array) => (received += new TextDecoder().decode(d)));
-    const ask = async () => {
+    const ask = async (tries = 100) => {
       const from = received.length;
       socket.write(
         `GET ${NS_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${s.info.adminToken}\r\nAccept: application/json\r\n\r\n`,
       );
-      for (let i = 0; i < 100; i++) {
+      for (let i = 0; i < tries; i++) {
         const m = /^HTTP\/1\.1 (\d+)[^]*?\r\n\r\n/.exec(received.slice(from));
         const len = m && /content-length: (\d+)/i.exec(m[0]);
         if (m && len && received.length - from >= m[0].length + Number(len[1])) return Number(m[1]);
@@ -373,6 +373,15 @@ test("fault proxy: every request on a kept-alive connection sees the current fau
     s.proxy.clear();
     assert.equal(await ask(), 200);
     assert.equal(s.proxy.stats.requests, 3);
+    // A blackhole set and cleared while the connection is idle leaves it working.
+    s.proxy.set({ kind: "blackhole" });
+    s.proxy.clear();
+    assert.equal(await ask(), 200);
+    // A request that arrives during a blackhole gets no answer.
+    s.proxy.set({ kind: "blackhole" });
+    await assert.rejects(ask(25), /no complete answer/);
+    assert.equal(s.proxy.stats.requests, 5);
+    assert.equal(s.proxy.stats.faulted, 2);
   } finally {
     socket.destroy();
     await s.proxy.close();

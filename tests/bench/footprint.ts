@@ -4,15 +4,7 @@
 
 import { join } from "node:path";
 import { type BenchContext, DEFAULT_TIMINGS, Proc, quantile, round, sleep, summarize, type Summary } from "./common.ts";
-import {
-  CLIENT_GO,
-  type Impl,
-  implName,
-  leaseholdCommand,
-  type Replica,
-  type Runtime,
-  startReplica,
-} from "./replicas.ts";
+import { CLIENT_GO, type Impl, implName, type Replica, type Runtime, startReplica } from "./replicas.ts";
 
 export const RUNTIMES: Runtime[] = ["deno", "bun", "node"];
 
@@ -128,7 +120,10 @@ export async function footprint(
           await r?.proc.stop();
         }
       }
-      cold.summary[key] = { ready: summarize(cold.readyMs[key] ?? []), firstAnswer: summarize(cold.firstAnswerMs[key] ?? []) };
+      cold.summary[key] = {
+        ready: summarize(cold.readyMs[key] ?? []),
+        firstAnswer: summarize(cold.firstAnswerMs[key] ?? []),
+      };
       ctx.log(`  cold start ${key}: median ${cold.summary[key].firstAnswer?.median ?? "?"} ms to first answer`);
     }
   } finally {
@@ -142,8 +137,6 @@ function baseline(ctx: BenchContext, runtime: Runtime): Proc {
   const cmd = runtime === "deno"
     ? [ctx.denoPath, "run", "-A", script]
     : [runtime === "bun" ? ctx.bunPath : ctx.nodePath, script];
-  // The entrypoint's command is used only to check the runtime is usable.
-  void leaseholdCommand;
   return new Proc(cmd, {
     env: { BENCH_URL: `${ctx.info.url}/readyz`, BENCH_CA: ctx.info.caFile },
     logStream: "stderr",

@@ -4,7 +4,7 @@
 
 import { type BenchContext, DEFAULT_TIMINGS, round, sleep } from "./common.ts";
 import { CLIENT_GO, freePort, LEASEHOLD_DENO, replicaCounters, startReplica } from "./replicas.ts";
-import { type LeaseEvents, serverSnapshot, windowCounts, type WindowCounts } from "./server_counts.ts";
+import { type LeaseEvents, serverSnapshot, type WindowCounts, windowCounts } from "./server_counts.ts";
 
 /** Requests per minute of one replica. */
 export interface PerMinute {
@@ -67,11 +67,23 @@ export async function steadyLoad(ctx: BenchContext, events: LeaseEvents, windowM
     const leaseName = "load-lease";
     const ns = await ctx.namespace("load-lh");
     const sa = await ctx.identity(ns, leaseName);
-    const leader = startReplica(ctx, LEASEHOLD_DENO, { identity: "leader", leaseName, sa, timings: t, httpPort: freePort() });
+    const leader = startReplica(ctx, LEASEHOLD_DENO, {
+      identity: "leader",
+      leaseName,
+      sa,
+      timings: t,
+      httpPort: freePort(),
+    });
     let follower;
     try {
       await leader.leading(30000);
-      follower = startReplica(ctx, LEASEHOLD_DENO, { identity: "follower", leaseName, sa, timings: t, httpPort: freePort() });
+      follower = startReplica(ctx, LEASEHOLD_DENO, {
+        identity: "follower",
+        leaseName,
+        sa,
+        timings: t,
+        httpPort: freePort(),
+      });
       await follower.seesLeader("leader", 30000);
       await sleep(settle);
       ctx.log(`  leasehold leader + follower: counting for ${windowMs / 1000} s`);
@@ -129,17 +141,20 @@ export async function steadyLoad(ctx: BenchContext, events: LeaseEvents, windowM
       await sleep(windowMs);
       const s3 = await serverSnapshot(ctx);
       const pair = windowCounts(s2, s3, events, ns);
-      const leaderPm = perMinute(alone.byVerb, alone.seconds);
-      const pairPm = perMinute(pair.byVerb, pair.seconds);
-      const minus = (a: number, b: number) => round(Math.max(0, a - b), 2);
+      // The follower's share: the pair window minus the leader's rates from the
+      // window alone; its writes are the pair's writes minus the successful ones
+      // (all the leader's renewals), which the bench's watch counts exactly.
+      const scale = pair.seconds / alone.seconds;
+      const followerVerbs: Record<string, number> = {};
+      for (const v of new Set([...Object.keys(pair.byVerb), ...Object.keys(alone.byVerb)])) {
+        const leaderShare = v === "PUT" || v === "POST" ? 0 : (alone.byVerb[v] ?? 0) * scale;
+        followerVerbs[v] = Math.max(0, (pair.byVerb[v] ?? 0) - leaderShare);
+      }
+      followerVerbs.PUT = Math.max(0, (followerVerbs.PUT ?? 0) + (followerVerbs.POST ?? 0) - pair.writesInNamespace);
+      followerVerbs.POST = 0;
       result.clientGo = {
-        leader: leaderPm,
-        follower: {
-          reads: minus(pairPm.reads, leaderPm.reads),
-          writes: minus(pairPm.writes, leaderPm.writes),
-          watches: minus(pairPm.watches, leaderPm.watches),
-          total: minus(pairPm.total, leaderPm.total),
-        },
+        leader: perMinute(alone.byVerb, alone.seconds),
+        follower: perMinute(followerVerbs, pair.seconds),
         leaderAlone: alone,
         pair,
       };

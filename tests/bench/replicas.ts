@@ -2,7 +2,7 @@
 // or Node, and the client-go elector, behind one interface.
 
 import { join } from "node:path";
-import { type BenchContext, type LogLine, type PodIdentity, Proc, type Timings, timingFlags } from "./common.ts";
+import { type BenchContext, type LogLine, type PodIdentity, Proc, timingFlags, type Timings } from "./common.ts";
 
 export type Runtime = "deno" | "bun" | "node";
 export type Impl = { kind: "leasehold"; runtime: Runtime } | { kind: "client-go" };

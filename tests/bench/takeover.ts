@@ -7,7 +7,7 @@
 // process). B is then the leader of the next run.
 
 import { type BenchContext, round, sleep, summarize, type Summary, type Timings } from "./common.ts";
-import { implName, type Impl, type Replica, startReplica } from "./replicas.ts";
+import { type Impl, implName, type Replica, startReplica } from "./replicas.ts";
 
 export interface TakeoverRun {
   /** ms from the signal to the follower's started-leading line. */
@@ -53,7 +53,7 @@ export async function takeoverSeries(
         // phase within a client-go poll interval (RetryPeriod × up to 2.2).
         await sleep(1000 + Math.random() * timings.retryPeriod * 2.2);
         const t0 = performance.now();
-        leader.kill(signal);
+        leader.proc.kill(signal);
         const took = await follower.leading(waitMs);
         let releaseMs: number | undefined;
         if (signal === "SIGTERM") {

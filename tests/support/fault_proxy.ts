@@ -73,11 +73,14 @@ export interface FaultProxy {
   /** Port actually bound. */
   port: number;
   /**
-   * Replaces the current rule; `{ kind: "none" }` clears it. A `blackhole` or
-   * `reset` without `times` also hits connections already open: every one when
-   * there is no `match`, else those whose request in flight matches.
-   * Blackholed connections stay silent until the client or `close()` ends them,
-   * even after the fault is cleared.
+   * Replaces the current rule; `{ kind: "none" }` clears it. Each request is
+   * judged when it arrives, so every request on a kept-alive connection sees
+   * the rule current at that moment. A `blackhole` or `reset` without `times`
+   * also hits connections already open: `reset` destroys every open connection
+   * (with `match`: those whose request in flight matches), `blackhole` freezes
+   * those with a (matching) request in flight, such as an open watch. A frozen
+   * connection stays silent in both directions until the client or `close()`
+   * ends it, even after the fault is cleared.
    */
   set(fault: Fault | FaultRule): void;
   /** Same as `set({ kind: "none" })`. */
@@ -110,8 +113,8 @@ const EMPTY: Uint8Array = new Uint8Array(0);
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-/** Headers that describe one connection, not the message; never forwarded either way. */
-const HOP_BY_HOP = new Set([
+/** Headers never copied either way: hop-by-hop ones, and the framing and host the proxy sets itself. */
+const NOT_COPIED = new Set([
   "connection",
   "keep-alive",
   "proxy-connection",
@@ -251,7 +254,10 @@ function parseRequest(buf: Uint8Array): ParseResult {
   const u = new URL(target, "http://proxy.invalid");
   const w = u.searchParams.get("watch");
   const watch = w === "1" || w === "true" || u.pathname.includes("/watch/");
-  return { request: { method: method.toUpperCase(), target, headers, body, keepAlive, watch }, rest: buf.subarray(end) };
+  return {
+    request: { method: method.toUpperCase(), target, headers, body, keepAlive, watch },
+    rest: buf.subarray(end),
+  };
 }
 
 function matches(match: ActiveRule["match"], method: string, watch: boolean): boolean {
@@ -421,7 +427,7 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
     return new Promise((resolve, reject) => {
       const headers: Record<string, string> = {};
       for (const [k, v] of req.headers) {
-        if (HOP_BY_HOP.has(k)) continue;
+        if (NOT_COPIED.has(k)) continue;
         headers[k] = headers[k] === undefined ? v : `${headers[k]}, ${v}`;
       }
       headers.host = targetHost;
@@ -436,7 +442,11 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
         path: prefix + req.target,
         headers,
         agent,
-      }, resolve);
+      }, (res) => {
+        // Errors surface through iteration; this keeps one that comes before it from going unhandled.
+        res.on("error", () => {});
+        resolve(res);
+      });
       conn.upstream = up;
       up.on("error", reject);
       up.end(req.body.byteLength > 0 ? req.body : undefined);
@@ -453,7 +463,7 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
     const raw = res.rawHeaders;
     for (let i = 0; i + 1 < raw.length; i += 2) {
       const k = raw[i].toLowerCase();
-      if (HOP_BY_HOP.has(k) && !(k === "content-length" && noBody)) continue;
+      if (NOT_COPIED.has(k) && !(k === "content-length" && noBody)) continue;
       head += `${raw[i]}: ${raw[i + 1]}\r\n`;
     }
     if (framing === "length") head += `Content-Length: ${forceLength ?? res.headers["content-length"]}\r\n`;
@@ -544,7 +554,7 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
     const names = new Set(Object.keys(headers).map((k) => k.toLowerCase()));
     if (!names.has("content-type")) head += `Content-Type: ${contentType}\r\n`;
     for (const [k, v] of Object.entries(headers)) {
-      if (HOP_BY_HOP.has(k.toLowerCase())) continue;
+      if (NOT_COPIED.has(k.toLowerCase())) continue;
       head += `${k}: ${v}\r\n`;
     }
     head += `Content-Length: ${req.method === "HEAD" ? 0 : bytes.byteLength}\r\n`;
@@ -599,7 +609,14 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
         conn.reset();
         return false;
       case "status":
-        await answer(conn, req, fault.status, fault.body, fault.contentType ?? "text/plain; charset=utf-8", fault.headers);
+        await answer(
+          conn,
+          req,
+          fault.status,
+          fault.body,
+          fault.contentType ?? "text/plain; charset=utf-8",
+          fault.headers,
+        );
         return true;
       case "huge":
         await huge(conn, req, fault.bytes);
@@ -720,10 +737,11 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
     if (r.times !== undefined) return;
     if (r.fault.kind !== "blackhole" && r.fault.kind !== "reset") return;
     for (const conn of conns) {
-      if (r.match) {
-        const c = conn.current;
-        if (!c || !matches(r.match, c.method, c.watch)) continue;
-      }
+      const c = conn.current;
+      // An idle kept-alive connection is left alone by a blackhole: like a TCP
+      // connection across a partition that heals, it works again once cleared.
+      if (!c && (r.match || r.fault.kind === "blackhole")) continue;
+      if (c && !matches(r.match, c.method, c.watch)) continue;
       if (r.fault.kind === "reset") conn.reset();
       else conn.freeze();
     }

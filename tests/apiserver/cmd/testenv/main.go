@@ -276,7 +276,8 @@ func ensurePKI(dir string) error {
 	if err != nil {
 		return err
 	}
-	now := time.Now().Add(-time.Hour)
+	// Valid from 30 days ago: the fault suite runs replicas whose wall clock is hours behind.
+	now := time.Now().Add(-30 * 24 * time.Hour)
 	caTmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "leasehold-testenv-ca"},
 		NotBefore: now, NotAfter: now.Add(10 * 365 * 24 * time.Hour),

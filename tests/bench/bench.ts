@@ -1,0 +1,279 @@
+// Benchmarks of leasehold against client-go's leader election, measured in the
+// same run on the real kube-apiserver + etcd of tests/apiserver.
+//
+//   deno run -A tests/bench/bench.ts            full run (about 11 minutes on 2 cores)
+//   deno run -A tests/bench/bench.ts --smoke    tiny counts, same code paths (about 2 minutes)
+//
+// Options:
+//   --out DIR       where results.json, results.md and handover.svg go
+//                   (default: tests/bench for a full run, a temporary directory for --smoke)
+//   --only a,b      run only some of: footprint, handover, failover, load, scale
+//
+// The API server is the one named by LEASEHOLD_TESTENV (a ready.json), else one
+// built and started here. Exit status 1 when a benchmark could not be measured;
+// missed performance targets are reported, not failed.
+
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createFetch } from "../../mod.ts";
+import { apiServer, buildHarness, freshNamespace, podIdentity } from "../env/testenv.mjs";
+import {
+  type BenchContext,
+  DEFAULT_TIMINGS,
+  FAST_TIMINGS,
+  killAll,
+  type PodIdentity,
+  round,
+  type ServerInfo,
+} from "./common.ts";
+import { footprint } from "./footprint.ts";
+import { steadyLoad } from "./load.ts";
+import { CLIENT_GO, LEASEHOLD_DENO } from "./replicas.ts";
+import { type BenchResults, evaluateTargets, handoverSvg, markdownReport } from "./report.ts";
+import { scale } from "./scale.ts";
+import { LeaseEvents } from "./server_counts.ts";
+import { takeoverSeries } from "./takeover.ts";
+
+const ROOT = fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, "");
+const ALL = ["footprint", "handover", "failover", "load", "scale"] as const;
+
+function parseCli(args: string[]) {
+  let smoke = false, out: string | undefined, only: string[] = [...ALL];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === "--smoke") smoke = true;
+    else if (a === "--out") out = args[++i];
+    else if (a.startsWith("--out=")) out = a.slice(6);
+    else if (a === "--only") only = args[++i].split(",");
+    else if (a.startsWith("--only=")) only = a.slice(7).split(",");
+    else if (a === "-h" || a === "--help") {
+      console.log("usage: deno run -A tests/bench/bench.ts [--smoke] [--out DIR] [--only footprint,handover,...]");
+      Deno.exit(0);
+    } else throw new Error(`unknown argument ${a}`);
+  }
+  const bad = only.filter((o) => !(ALL as readonly string[]).includes(o));
+  if (bad.length) throw new Error(`unknown benchmark ${bad.join(", ")}; choose from ${ALL.join(", ")}`);
+  return { smoke, out, only };
+}
+
+/** Iteration counts: the full run fits in 15 minutes on 2 cores, the smoke run in about 2. */
+function plan(smoke: boolean) {
+  return smoke
+    ? {
+      handoverRuns: 2,
+      failoverRuns: 2,
+      loadWindowMs: 8000,
+      memoryRounds: 1,
+      idleMs: 5000,
+      samples: 2,
+      coldRuns: 1,
+      leaseCounts: [10],
+      replicaCounts: [10],
+      clientGoReplicas: 10,
+      scaleWindowMs: 5000,
+    }
+    : {
+      handoverRuns: 10,
+      failoverRuns: 8,
+      loadWindowMs: 60000,
+      memoryRounds: 2,
+      idleMs: 10000,
+      samples: 5,
+      coldRuns: 5,
+      leaseCounts: [10, 100, 1000],
+      replicaCounts: [10, 50],
+      clientGoReplicas: 10,
+      scaleWindowMs: 20000,
+    };
+}
+
+async function output(cmd: string[]): Promise<string | undefined> {
+  try {
+    const r = await new Deno.Command(cmd[0], { args: cmd.slice(1), stdout: "piped", stderr: "null" }).output();
+    return r.success ? new TextDecoder().decode(r.stdout).trim() : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function machine() {
+  const cpuinfo = await readFile("/proc/cpuinfo", "utf8").catch(() => "");
+  const osRelease = await readFile("/etc/os-release", "utf8").catch(() => "");
+  return {
+    cpuModel: /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1] ?? "unknown",
+    cores: navigator.hardwareConcurrency,
+    os: `${/^PRETTY_NAME="?([^"\n]+)"?$/m.exec(osRelease)?.[1] ?? Deno.build.os}, kernel ${Deno.osRelease()}`,
+    arch: Deno.build.arch,
+    memoryMiB: Math.round(Deno.systemMemoryInfo().total / 1048576),
+  };
+}
+
+/** Builds the Node package into a temporary directory, leaving dist/ alone. */
+async function buildForNode(log: (m: string) => void): Promise<string | undefined> {
+  const dir = await mkdtemp(join(tmpdir(), "leasehold-bench-node-"));
+  const r = await new Deno.Command(join(ROOT, "node_modules", ".bin", "tsc"), {
+    args: ["-p", "tsconfig.build.json", "--outDir", dir],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!existsSync(join(dir, "lib", "cli.js"))) {
+    log(`!!! building leasehold for Node failed; Node is left out:\n${new TextDecoder().decode(r.stdout)}`);
+    return undefined;
+  }
+  if (!r.success) log("!!! tsc reported errors building for Node; using its output anyway");
+  await writeFile(join(dir, "package.json"), JSON.stringify({ type: "module" }));
+  return dir;
+}
+
+async function main() {
+  const { smoke, out: outOpt, only } = parseCli(Deno.args);
+  const started = performance.now();
+  const startedAt = new Date().toISOString();
+  const log = (m: string) => console.error(`[${((performance.now() - started) / 1000).toFixed(1)}s] ${m}`);
+  const p = plan(smoke);
+
+  log(`leasehold benchmarks (${smoke ? "smoke" : "full"}): ${only.join(", ")}`);
+  const serverFromEnv = Deno.env.get("LEASEHOLD_TESTENV");
+  const harness = await apiServer();
+  if (!harness) throw new Error("no API server: see the message above (needs Go to build tests/apiserver)");
+  const info = harness as ServerInfo & { kill?: () => Promise<void> };
+  const clientgoBin = join(ROOT, ".cache", "bin", "clientgo-elector");
+  if (!existsSync(clientgoBin)) buildHarness();
+  const nodeDist = await buildForNode(log);
+  const caCert = await readFile(info.caFile, "utf8");
+  const fetchCa = await createFetch({ caCert });
+  const ctx: BenchContext = {
+    root: ROOT,
+    smoke,
+    info,
+    adminFetch: (input, init) => fetchCa(input, init),
+    denoPath: Deno.execPath(),
+    bunPath: join(ROOT, "node_modules", ".bin", "bun"),
+    nodePath: (await output(["which", "node"])) ?? "node",
+    nodeDist,
+    clientgoBin,
+    namespace: (prefix) => freshNamespace(info, prefix),
+    identity: async (ns, lease) => (await podIdentity(info, ns, lease)) as PodIdentity,
+    log,
+  };
+  const version = await ctx.adminFetch(`${info.url}/version`, {
+    headers: { authorization: `Bearer ${info.adminToken}` },
+  }).then((r) => r.json()).catch(() => ({}));
+  const goMod = await readFile(join(ROOT, "tests", "apiserver", "go.mod"), "utf8");
+  const results: BenchResults = {
+    mode: smoke ? "smoke" : "full",
+    command: ["deno run -A tests/bench/bench.ts", ...Deno.args].join(" "),
+    startedAt,
+    wallSeconds: 0,
+    machine: await machine(),
+    versions: {
+      deno: Deno.version.deno,
+      bun: await output([ctx.bunPath, "--version"]),
+      node: (await output([ctx.nodePath, "--version"]))?.replace(/^v/, ""),
+      go: (await output(["go", "version"]))?.replace(/^go version /, ""),
+      clientGo: /^\s*k8s\.io\/client-go v(\S+)/m.exec(goMod)?.[1],
+      kubeApiserver: version.gitVersion,
+      leasehold: JSON.parse(await readFile(join(ROOT, "package.json"), "utf8")).version,
+    },
+    server: { url: info.url, sharedFromEnv: !!serverFromEnv },
+    benchmarks: {},
+    failures: [],
+  };
+  const events = await LeaseEvents.start(ctx);
+  const run = async <T>(name: string, title: string, fn: () => Promise<T>) => {
+    if (!only.includes(name)) return undefined;
+    log(`${title}`);
+    const t0 = performance.now();
+    try {
+      const r = await fn();
+      const errors = (r as { errors?: string[] }).errors ?? [];
+      for (const e of errors) results.failures.push(`${name}: ${e}`);
+      return r;
+    } catch (e) {
+      results.failures.push(`${name}: ${(e as Error).stack ?? e}`);
+      log(`!!! ${name} failed: ${(e as Error).message}`);
+      return undefined;
+    } finally {
+      await killAll();
+      events.forget(performance.now());
+      log(`${name} took ${round((performance.now() - t0) / 1000, 1)} s`);
+    }
+  };
+  try {
+    const fp = await run(
+      "footprint",
+      "4+5. memory of an idle follower, and cold start",
+      () =>
+        footprint(ctx, { memoryRounds: p.memoryRounds, idleMs: p.idleMs, samples: p.samples, coldRuns: p.coldRuns }),
+    );
+    if (fp) {
+      results.benchmarks.memory = fp.memory;
+      results.benchmarks.coldStart = fp.coldStart;
+    }
+    results.benchmarks.handover = await run(
+      "handover",
+      "1. graceful hand-over (SIGTERM), default timings",
+      async () => {
+        const lh = await takeoverSeries(ctx, LEASEHOLD_DENO, "SIGTERM", p.handoverRuns, DEFAULT_TIMINGS);
+        const cg = await takeoverSeries(ctx, CLIENT_GO, "SIGTERM", p.handoverRuns, DEFAULT_TIMINGS);
+        return { leasehold: lh, clientGo: cg, errors: [...lh.errors, ...cg.errors] };
+      },
+    );
+    results.benchmarks.failover = await run("failover", "2. crash fail-over (SIGKILL), 4s/3s/500ms", async () => {
+      const lh = await takeoverSeries(ctx, LEASEHOLD_DENO, "SIGKILL", p.failoverRuns, FAST_TIMINGS);
+      const cg = await takeoverSeries(ctx, CLIENT_GO, "SIGKILL", p.failoverRuns, FAST_TIMINGS);
+      return { leasehold: lh, clientGo: cg, errors: [...lh.errors, ...cg.errors] };
+    });
+    results.benchmarks.load = await run(
+      "load",
+      "3. steady-state requests of a leader and a follower",
+      () => steadyLoad(ctx, events, p.loadWindowMs),
+    );
+    results.benchmarks.scale = await run(
+      "scale",
+      "6. scale: many leases in one process, many candidates",
+      () =>
+        scale(ctx, events, {
+          leaseCounts: p.leaseCounts,
+          replicaCounts: p.replicaCounts,
+          clientGoReplicas: p.clientGoReplicas,
+          windowMs: p.scaleWindowMs,
+        }),
+    );
+  } finally {
+    await events.stop();
+    await killAll();
+    await info.kill?.();
+  }
+  results.wallSeconds = round((performance.now() - started) / 1000, 1);
+  results.targets = evaluateTargets(results);
+
+  const outDir = outOpt ??
+    (smoke ? await mkdtemp(join(tmpdir(), "leasehold-bench-smoke-")) : join(ROOT, "tests", "bench"));
+  await mkdir(outDir, { recursive: true });
+  const md = markdownReport(results);
+  await writeFile(join(outDir, "results.json"), JSON.stringify(results, null, 2) + "\n");
+  await writeFile(join(outDir, "results.md"), md);
+  await writeFile(join(outDir, "handover.svg"), handoverSvg(results));
+  console.log(md);
+  log(`wrote results.json, results.md and handover.svg to ${outDir} (${results.wallSeconds} s)`);
+  if (results.failures.length) {
+    log(`!!! ${results.failures.length} benchmark failure(s):\n${results.failures.join("\n")}`);
+    Deno.exit(1);
+  }
+  Deno.exit(0);
+}
+
+if (import.meta.main) {
+  try {
+    await main();
+  } catch (e) {
+    console.error(`bench: ${(e as Error).stack ?? e}`);
+    await killAll();
+    Deno.exit(1);
+  }
+}

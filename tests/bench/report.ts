@@ -1,0 +1,572 @@
+// Turning the results into results.md (tables and methods) and handover.svg.
+
+import type { ColdStartResult, MemoryResult } from "./footprint.ts";
+import type { LoadResult } from "./load.ts";
+import type { ScaleResult } from "./scale.ts";
+import type { TakeoverResult } from "./takeover.ts";
+import { DEFAULT_TIMINGS, FAST_TIMINGS } from "./common.ts";
+
+export interface Takeovers {
+  leasehold: TakeoverResult;
+  clientGo: TakeoverResult;
+  errors: string[];
+}
+
+export interface Target {
+  benchmark: string;
+  target: string;
+  value: string;
+  met: boolean;
+}
+
+export interface BenchResults {
+  mode: "full" | "smoke";
+  command: string;
+  startedAt: string;
+  wallSeconds: number;
+  machine: { cpuModel: string; cores: number; os: string; arch: string; memoryMiB: number };
+  versions: Record<string, string | undefined>;
+  server: { url: string; sharedFromEnv: boolean };
+  benchmarks: {
+    handover?: Takeovers;
+    failover?: Takeovers;
+    load?: LoadResult;
+    memory?: MemoryResult;
+    coldStart?: ColdStartResult;
+    scale?: ScaleResult;
+  };
+  targets?: Target[];
+  failures: string[];
+}
+
+const fmt = (v: number | undefined | null, digits = 1): string => {
+  if (v === undefined || v === null || !Number.isFinite(v)) return "–";
+  if (Math.abs(v) >= 100) return v.toFixed(0);
+  return v.toFixed(digits);
+};
+
+/** leasehold / client-go, to two significant digits. */
+export const ratio = (a: number | undefined | null, b: number | undefined | null): string => {
+  if (a === undefined || a === null || b === undefined || b === null || !Number.isFinite(a) || !Number.isFinite(b)) {
+    return "–";
+  }
+  if (b === 0) return a === 0 ? "1 (both 0)" : "∞";
+  const r = a / b;
+  if (r === 0) return "0";
+  return `${Number(r.toPrecision(2))}`;
+};
+
+export function evaluateTargets(r: BenchResults): Target[] {
+  const t: Target[] = [];
+  const h = r.benchmarks.handover?.leasehold.summary;
+  if (h) {
+    t.push({ benchmark: "hand-over", target: "median < 50 ms", value: `${fmt(h.median)} ms`, met: h.median < 50 });
+    t.push({ benchmark: "hand-over", target: "p99 < 250 ms", value: `${fmt(h.p99)} ms`, met: h.p99 < 250 });
+  }
+  const f = r.benchmarks.failover?.leasehold.summary;
+  if (f) {
+    const limit = FAST_TIMINGS.leaseDuration + 100;
+    t.push({
+      benchmark: "crash fail-over",
+      target: `median ≤ LeaseDuration + 100 ms (${limit} ms)`,
+      value: `${fmt(f.median)} ms`,
+      met: f.median <= limit,
+    });
+  }
+  const l = r.benchmarks.load;
+  if (l) {
+    const max = 60000 / l.retryPeriodMs;
+    if (l.leasehold) {
+      t.push({
+        benchmark: "steady load",
+        target: `leasehold leader ≤ 1 write per RetryPeriod (${max}/min)`,
+        value: `${fmt(l.leasehold.leader.writes)}/min`,
+        met: l.leasehold.leader.writes <= max,
+      });
+      const polls = l.leasehold.follower.reads + l.leasehold.follower.writes;
+      t.push({
+        benchmark: "steady load",
+        target: "leasehold follower: 0 polling requests while watching",
+        value: `${fmt(polls)}/min (+ ${fmt(l.leasehold.follower.watches)} watch starts/min)`,
+        met: polls === 0 && l.leasehold.follower.watches === 0,
+      });
+    }
+    if (l.clientGo) {
+      t.push({
+        benchmark: "steady load",
+        target: `client-go leader ≤ 1 write per RetryPeriod (${max}/min), for reference`,
+        value: `${fmt(l.clientGo.leader.writes)}/min`,
+        met: l.clientGo.leader.writes <= max,
+      });
+    }
+  }
+  const m = r.benchmarks.memory;
+  if (m) {
+    for (const [rt, v] of Object.entries(m.overheadMiB)) {
+      if (v === undefined) continue;
+      t.push({
+        benchmark: "memory",
+        target: `overhead over an empty ${rt} program < 5 MB`,
+        value: `${fmt(v)} MiB`,
+        met: v * 1.048576 < 5,
+      });
+    }
+  }
+  return t;
+}
+
+function table(head: string[], rows: string[][], align?: string[]): string {
+  const al = align ?? head.map((_, i) => (i === 0 ? "---" : "---:"));
+  return [`| ${head.join(" | ")} |`, `| ${al.join(" | ")} |`, ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
+}
+
+export function markdownReport(r: BenchResults): string {
+  const b = r.benchmarks;
+  const v = r.versions;
+  const out: string[] = [];
+  out.push("## Benchmarks: leasehold and client-go on the same API server");
+  out.push("");
+  out.push(
+    `${r.mode === "smoke" ? "**Smoke run (tiny counts; numbers are not meaningful).** " : ""}` +
+      `Measured ${r.startedAt.slice(0, 10)} with \`${r.command}\` in ${fmt(r.wallSeconds / 60, 1)} min on ` +
+      `${r.machine.cpuModel} (${r.machine.cores} cores, ${r.machine.memoryMiB} MiB), ${r.machine.os}. ` +
+      `Deno ${v.deno}, Bun ${v.bun}, Node ${v.node}, ${v.go ?? "Go ?"}; client-go ${v.clientGo}; ` +
+      `kube-apiserver ${v.kubeApiserver} with embedded etcd (tests/apiserver) on the same machine. ` +
+      `leasehold ${v.leasehold} runs as the entrypoint (\`lib/cli.ts\`, Deno unless stated), client-go as ` +
+      "`tests/apiserver/cmd/clientgo-elector`. Ratios are leasehold / client-go: below 1 means leasehold is " +
+      "faster or cheaper.",
+  );
+  out.push("");
+
+  const rows: string[][] = [];
+  const h = b.handover;
+  if (h) {
+    const a = h.leasehold.summary, c = h.clientGo.summary;
+    rows.push([
+      "1. Graceful hand-over, SIGTERM (15s/10s/2s)",
+      `median ms (n=${a?.n ?? 0})`,
+      fmt(a?.median),
+      fmt(c?.median),
+      ratio(a?.median, c?.median),
+      "< 50 ms",
+    ]);
+    rows.push(["", "p99 ms", fmt(a?.p99), fmt(c?.p99), ratio(a?.p99, c?.p99), "< 250 ms"]);
+  }
+  const f = b.failover;
+  if (f) {
+    const a = f.leasehold.summary, c = f.clientGo.summary;
+    rows.push([
+      "2. Crash fail-over, SIGKILL (4s/3s/500ms)",
+      `median ms (n=${a?.n ?? 0})`,
+      fmt(a?.median),
+      fmt(c?.median),
+      ratio(a?.median, c?.median),
+      `≤ ${FAST_TIMINGS.leaseDuration + 100} ms`,
+    ]);
+    rows.push(["", "p99 ms", fmt(a?.p99), fmt(c?.p99), ratio(a?.p99, c?.p99), ""]);
+  }
+  const l = b.load;
+  if (l) {
+    const a = l.leasehold, c = l.clientGo;
+    rows.push([
+      "3. Steady load, leader (15s/10s/2s)",
+      "requests/min (writes)",
+      a ? `${fmt(a.leader.total)} (${fmt(a.leader.writes)})` : "–",
+      c ? `${fmt(c.leader.total)} (${fmt(c.leader.writes)})` : "–",
+      ratio(a?.leader.total, c?.leader.total),
+      `≤ ${60000 / l.retryPeriodMs} writes/min`,
+    ]);
+    rows.push([
+      "3. Steady load, idle follower",
+      "requests/min",
+      a ? fmt(a.follower.total) : "–",
+      c ? fmt(c.follower.total) : "–",
+      ratio(a?.follower.total, c?.follower.total),
+      "0 polls while watching",
+    ]);
+  }
+  const m = b.memory;
+  if (m) {
+    const cg = m.medianMiB["client-go"];
+    for (const rt of ["deno", "bun", "node"] as const) {
+      const lh = m.medianMiB[`leasehold (${rt})`];
+      if (lh === undefined) continue;
+      rows.push([
+        `4. Memory, idle follower on ${rt[0].toUpperCase() + rt.slice(1)}`,
+        `RSS MiB (overhead ${fmt(m.overheadMiB[rt], 1)})`,
+        fmt(lh),
+        fmt(cg),
+        ratio(lh, cg),
+        "overhead < 5 MB",
+      ]);
+    }
+  }
+  const cs = b.coldStart;
+  if (cs) {
+    const cg = cs.summary["client-go"]?.firstAnswer?.median;
+    for (const [k, s] of Object.entries(cs.summary)) {
+      if (k === "client-go") continue;
+      rows.push([
+        `5. Cold start, ${k}`,
+        "median ms to first answer",
+        fmt(s.firstAnswer?.median),
+        fmt(cg),
+        ratio(s.firstAnswer?.median, cg),
+        "",
+      ]);
+    }
+  }
+  const s = b.scale;
+  if (s) {
+    const big = s.leases.at(-1);
+    if (big) {
+      rows.push([
+        `6. ${big.leases} Leases in one Deno process`,
+        "µs CPU / renewal; RSS MiB",
+        `${fmt(big.cpuUsPerRenewal)}; ${fmt(big.rssMiB)}`,
+        "no counterpart",
+        "–",
+        "",
+      ]);
+    }
+    for (const lp of s.replicas.filter((p) => p.impl === "leasehold")) {
+      const cgp = s.replicas.find((p) => p.impl === "client-go" && p.replicas === lp.replicas) ??
+        (s.clientGoExtrapolated?.replicas === lp.replicas ? s.clientGoExtrapolated : undefined);
+      const extra = cgp && cgp.windowSeconds === 0;
+      rows.push([
+        `6. ${lp.replicas} candidates on one Lease`,
+        "requests/s, all replicas",
+        fmt(lp.requestsPerSecond, 2),
+        cgp ? `${fmt(cgp.requestsPerSecond, 2)}${extra ? " (extrapolated)" : ""}` : "–",
+        ratio(lp.requestsPerSecond, cgp?.requestsPerSecond),
+        "",
+      ]);
+    }
+  }
+  out.push(
+    table(
+      ["Benchmark", "Metric", "leasehold", "client-go", "leasehold/client-go", "Target"],
+      rows,
+      ["---", "---", "---:", "---:", "---:", "---"],
+    ),
+  );
+  out.push("");
+
+  const targets = r.targets ?? evaluateTargets(r);
+  if (targets.length) {
+    out.push("Targets:");
+    out.push("");
+    for (const t of targets) out.push(`- ${t.met ? "met" : "**missed**"}: ${t.benchmark}, ${t.target}: ${t.value}`);
+    out.push("");
+  }
+  if (r.failures.length) {
+    out.push("Failures during the run:");
+    out.push("");
+    for (const e of r.failures) out.push(`- ${e.split("\n")[0]}`);
+    out.push("");
+  }
+
+  out.push("### Details and method");
+  out.push("");
+  out.push(
+    "Every number comes from real processes talking HTTPS to the real API server; the API server, etcd, the " +
+      "replicas and this benchmark share the machine's cores. Times are measured in the benchmark process from the " +
+      "moment it sends a signal or spawns a process to the moment the relevant log line arrives on a pipe. " +
+      "Request counts come from the API server's `apiserver_request_total` for `leases` (watch starts are taken " +
+      "from ended watches plus the change in `apiserver_longrunning_requests`), with the API server's own " +
+      "identity-Lease renewals (and any other writes outside the measured namespace, seen by a cluster-wide watch) " +
+      "subtracted. p99 is nearest-rank: with 10 samples it is the maximum.",
+  );
+  out.push("");
+  if (h) {
+    out.push(
+      `**1. Graceful hand-over.** A leader and a follower on one Lease at the default timings (15s/10s/2s). ` +
+        `The follower starts, reports the leader, then waits 1 s plus a random part of a client-go poll interval ` +
+        `(0–${(DEFAULT_TIMINGS.retryPeriod * 2.2) / 1000} s) so the kill lands at a random phase; the leader gets ` +
+        `SIGTERM and the sample is the time to the follower's "started leading" line (client-go: "started" event). ` +
+        `The follower then leads the next run. leasehold releases the Lease on SIGTERM and its follower is woken by its ` +
+        `watch; client-go also releases (ReleaseOnCancel) but its follower notices only at its next poll, ` +
+        `RetryPeriod × (1 + up to 1.2 jitter) apart.`,
+    );
+    out.push("");
+    out.push(
+      table(
+        ["", "n", "min", "median", "mean", "p99", "max"],
+        [h.leasehold, h.clientGo].map((x) => [
+          x.impl,
+          String(x.summary?.n ?? 0),
+          fmt(x.summary?.min),
+          fmt(x.summary?.median),
+          fmt(x.summary?.mean),
+          fmt(x.summary?.p99),
+          fmt(x.summary?.max),
+        ]),
+      ),
+    );
+    out.push("");
+    out.push("![hand-over time per run](handover.svg)");
+    out.push("");
+  }
+  if (f) {
+    out.push(
+      `**2. Crash fail-over.** As 1, but the leader gets SIGKILL, so nobody releases the Lease and the follower ` +
+        `must wait for it to expire. Timings 4s/3s/500ms for both, to keep the run short. leasehold's follower judges ` +
+        `expiry from the last change its watch delivered and tries at that moment; client-go's follower judges it from ` +
+        `the last change it saw when polling and tries at its next poll after that.`,
+    );
+    out.push("");
+    out.push(
+      table(
+        ["", "n", "min", "median", "mean", "p99", "max"],
+        [f.leasehold, f.clientGo].map((x) => [
+          x.impl,
+          String(x.summary?.n ?? 0),
+          fmt(x.summary?.min),
+          fmt(x.summary?.median),
+          fmt(x.summary?.mean),
+          fmt(x.summary?.p99),
+          fmt(x.summary?.max),
+        ]),
+      ),
+    );
+    out.push("");
+  }
+  if (l) {
+    out.push(
+      `**3. Steady load.** A leader and a follower at default timings, one implementation at a time, counted ` +
+        `over ${l.windowSeconds} s after a settling pause. leasehold: one window with both replicas; the split between ` +
+        `them comes from each replica's own \`leasehold_requests_total\` counters (get/update/create), and the ` +
+        `follower's watch starts from the server (the leader does not watch). client-go: the leader alone for half a ` +
+        `window, then leader and follower for a window; the follower is the difference. Per minute:`,
+    );
+    out.push("");
+    const row = (name: string, p?: { reads: number; writes: number; watches: number; total: number }) => [
+      name,
+      fmt(p?.reads),
+      fmt(p?.writes),
+      fmt(p?.watches),
+      fmt(p?.total),
+    ];
+    out.push(table(["", "reads", "writes", "watch starts", "total"], [
+      row("leasehold leader", l.leasehold?.leader),
+      row("leasehold follower", l.leasehold?.follower),
+      row("client-go leader", l.clientGo?.leader),
+      row("client-go follower", l.clientGo?.follower),
+    ]));
+    out.push("");
+    if (l.leasehold) {
+      out.push(
+        `Cross-check: the server counted ${l.leasehold.unattributed} Lease reads/writes in the leasehold window ` +
+          `that the replicas' own counters do not account for (0 means the two agree). The follower's watch start ` +
+          `itself happens before the window: one request per follower at start, then only on reconnects.`,
+      );
+      out.push("");
+    }
+  }
+  if (m) {
+    out.push(
+      `**4. Memory.** One idle follower per runtime (a client-go leader holds the Lease), each next to an empty ` +
+        `program on the same runtime that loads TLS with one HTTPS GET to the API server and then idles ` +
+        `(\`tests/bench/idle_baseline.mjs\`). After ${m.idleMs / 1000} s idle, VmRSS from /proc/<pid>/status is ` +
+        `sampled ${m.samplesPerRound} times, 1 s apart; the median of each round, then the median over ` +
+        `${
+          Object.values(m.rssMiB)[0]?.length ?? 0
+        } round(s) of fresh processes. Node runs the \`tsc\` build of the package.`,
+    );
+    out.push("");
+    out.push(table(
+      ["", "leasehold MiB", "empty program MiB", "overhead MiB", "client-go MiB", "leasehold/client-go"],
+      (["deno", "bun", "node"] as const).filter((rt) => m.medianMiB[`leasehold (${rt})`] !== undefined).map((rt) => [
+        rt,
+        fmt(m.medianMiB[`leasehold (${rt})`]),
+        fmt(m.medianMiB[`baseline (${rt})`]),
+        fmt(m.overheadMiB[rt]),
+        fmt(m.medianMiB["client-go"]),
+        ratio(m.medianMiB[`leasehold (${rt})`], m.medianMiB["client-go"]),
+      ]),
+    ));
+    out.push("");
+  }
+  if (cs) {
+    out.push(
+      `**5. Cold start.** A follower is spawned while a client-go leader holds the Lease; the times run from ` +
+        `the spawn to its first log line ("starting"; client-go: "ready") and to the line naming the leader, which ` +
+        `follows the first answer from the API server. One process at a time, after one discarded warm-up run per ` +
+        `implementation (so Deno's module cache is warm); ${cs.runs} run(s) each.`,
+    );
+    out.push("");
+    const cg = cs.summary["client-go"]?.firstAnswer?.median;
+    out.push(table(
+      ["", "to first log line, median ms", "to first answer, median ms", "p99 ms", "leasehold/client-go"],
+      Object.entries(cs.summary).map(([k, x]) => [
+        k,
+        fmt(x.ready?.median),
+        fmt(x.firstAnswer?.median),
+        fmt(x.firstAnswer?.p99),
+        k === "client-go" ? "" : ratio(x.firstAnswer?.median, cg),
+      ]),
+    ));
+    out.push("");
+  }
+  if (s) {
+    out.push(
+      `**6. Scale.** (a) One Deno process runs one LeaderElector per Lease (same identity, all leaders, ` +
+        `default timings, one shared client and connection pool, the admin token), after all have acquired and ` +
+        `renewed once; counted over ${s.windowSeconds} s. CPU is the process's user + system time (all threads) per ` +
+        `successful renewal; memory per Lease is the RSS growth over the process with only the client loaded. ` +
+        `client-go has no in-process counterpart here (one LeaderElector per process in its usual use).`,
+    );
+    out.push("");
+    out.push(table(
+      [
+        "Leases",
+        "acquire all, ms",
+        "renewals/s",
+        "µs CPU / renewal",
+        "CPU % of a core",
+        "RSS MiB",
+        "KiB / Lease",
+        "mean renew ms",
+        "requests/s (own)",
+        "requests/s (server)",
+      ],
+      s.leases.map((p) => [
+        String(p.leases),
+        fmt(p.acquireMs),
+        fmt(p.renewalsPerSecond),
+        fmt(p.cpuUsPerRenewal),
+        fmt(p.cpuPercent),
+        fmt(p.rssMiB),
+        fmt(p.rssPerLeaseKiB),
+        fmt(p.renewLatencyMeanMs, 2),
+        fmt(p.ownRequestsPerSecond),
+        fmt(p.serverRequestsPerSecond),
+      ]),
+    ));
+    out.push("");
+    out.push(
+      `(b) Candidates on one Lease at default timings, counted at the server over ${s.windowSeconds} s after ` +
+        `the election settled. leasehold: in-process LeaderElectors with distinct identities, each with its own ` +
+        `client and connection (starting ${
+          Math.max(...s.replicas.filter((x) => x.impl === "leasehold").map((x) => x.replicas), 0)
+        } ` +
+        `Deno processes would measure the runtime, not the protocol); its followers watch, so they cost nothing ` +
+        `after their watch starts. client-go: separate elector processes (at most 10 spawned); every follower polls.`,
+    );
+    out.push("");
+    const counts = [...new Set(s.replicas.map((p) => p.replicas))].sort((x, y) => x - y);
+    out.push(table(
+      ["candidates", "leasehold requests/s", "client-go requests/s", "leasehold/client-go"],
+      counts.map((n) => {
+        const a = s.replicas.find((p) => p.impl === "leasehold" && p.replicas === n);
+        const c = s.replicas.find((p) => p.impl === "client-go" && p.replicas === n) ??
+          (s.clientGoExtrapolated?.replicas === n ? s.clientGoExtrapolated : undefined);
+        const extra = c && c.windowSeconds === 0;
+        return [
+          String(n),
+          fmt(a?.requestsPerSecond, 2),
+          c ? `${fmt(c.requestsPerSecond, 2)}${extra ? " (extrapolated)" : ""}` : "–",
+          ratio(a?.requestsPerSecond, c?.requestsPerSecond),
+        ];
+      }),
+    ));
+    out.push("");
+    if (s.clientGoExtrapolated) {
+      out.push(`client-go at ${s.clientGoExtrapolated.replicas}: ${s.clientGoExtrapolated.how}.\n`);
+    }
+  }
+  return out.join("\n");
+}
+
+/** A log-scale dot plot of the hand-over samples, leasehold against client-go. Hand-written SVG. */
+export function handoverSvg(r: BenchResults): string {
+  const h = r.benchmarks.handover;
+  const W = 760, H = 380, L = 70, R = 190, T = 48, B = 52;
+  const series = h
+    ? [
+      { name: "leasehold", color: "#1f77b4", xs: h.leasehold.samplesMs, median: h.leasehold.summary?.median },
+      { name: "client-go", color: "#d9541e", xs: h.clientGo.samplesMs, median: h.clientGo.summary?.median },
+    ]
+    : [];
+  const all = series.flatMap((s) => s.xs).filter((x) => x > 0);
+  const lo = Math.pow(10, Math.floor(Math.log10(Math.min(...all, 10))));
+  const hi = Math.pow(10, Math.ceil(Math.log10(Math.max(...all, 100))));
+  const n = Math.max(1, ...series.map((s) => s.xs.length));
+  const x = (i: number) => L + (n === 1 ? (W - L - R) / 2 : (i * (W - L - R)) / (n - 1));
+  const y = (ms: number) =>
+    T + ((Math.log10(hi) - Math.log10(Math.max(ms, lo))) / (Math.log10(hi) - Math.log10(lo))) * (H - T - B);
+  const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;");
+  const p: string[] = [];
+  p.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
+  );
+  p.push(`<rect width="${W}" height="${H}" fill="#ffffff"/>`);
+  p.push(
+    `<text x="${L}" y="22" font-size="15" font-weight="bold">${
+      esc("Graceful hand-over: SIGTERM to the follower leading")
+    }</text>`,
+  );
+  p.push(
+    `<text x="${L}" y="38" fill="#555">${
+      esc(`default timings 15s/10s/2s, ${r.machine.cores} cores, ${r.mode} run, log scale`)
+    }</text>`,
+  );
+  for (let d = lo; d <= hi; d *= 10) {
+    p.push(`<line x1="${L}" x2="${W - R}" y1="${y(d).toFixed(1)}" y2="${y(d).toFixed(1)}" stroke="#ddd"/>`);
+    p.push(
+      `<text x="${L - 8}" y="${(y(d) + 4).toFixed(1)}" text-anchor="end">${
+        d >= 1000 ? `${d / 1000} s` : `${d} ms`
+      }</text>`,
+    );
+    for (const k of [2, 5]) {
+      if (d * k < hi) {
+        p.push(
+          `<line x1="${L}" x2="${W - R}" y1="${y(d * k).toFixed(1)}" y2="${y(d * k).toFixed(1)}" stroke="#f1f1f1"/>`,
+        );
+      }
+    }
+  }
+  p.push(`<line x1="${L}" x2="${L}" y1="${T}" y2="${H - B}" stroke="#333"/>`);
+  p.push(`<line x1="${L}" x2="${W - R}" y1="${H - B}" y2="${H - B}" stroke="#333"/>`);
+  for (let i = 0; i < n; i++) {
+    p.push(`<text x="${x(i).toFixed(1)}" y="${H - B + 16}" text-anchor="middle">${i + 1}</text>`);
+  }
+  p.push(`<text x="${(L + W - R) / 2}" y="${H - 12}" text-anchor="middle">run</text>`);
+  p.push(
+    `<text transform="translate(16 ${(T + H - B) / 2}) rotate(-90)" text-anchor="middle">time to new leader</text>`,
+  );
+  series.forEach((s, k) => {
+    if (!s.xs.length) return;
+    const pts = s.xs.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+    p.push(`<polyline points="${pts}" fill="none" stroke="${s.color}" stroke-opacity="0.45"/>`);
+    s.xs.forEach((v, i) => {
+      p.push(
+        k === 0
+          ? `<circle cx="${x(i).toFixed(1)}" cy="${
+            y(v).toFixed(1)
+          }" r="4" fill="${s.color}"><title>${v} ms</title></circle>`
+          : `<rect x="${(x(i) - 4).toFixed(1)}" y="${
+            (y(v) - 4).toFixed(1)
+          }" width="8" height="8" fill="${s.color}"><title>${v} ms</title></rect>`,
+      );
+    });
+    if (s.median !== undefined) {
+      p.push(
+        `<line x1="${L}" x2="${W - R}" y1="${y(s.median).toFixed(1)}" y2="${
+          y(s.median).toFixed(1)
+        }" stroke="${s.color}" stroke-dasharray="5 4"/>`,
+      );
+    }
+    const ly = T + 10 + k * 40;
+    p.push(
+      k === 0
+        ? `<circle cx="${W - R + 22}" cy="${ly}" r="4" fill="${s.color}"/>`
+        : `<rect x="${W - R + 18}" y="${ly - 4}" width="8" height="8" fill="${s.color}"/>`,
+    );
+    p.push(`<text x="${W - R + 32}" y="${ly + 4}" font-weight="bold">${esc(s.name)}</text>`);
+    p.push(`<text x="${W - R + 32}" y="${ly + 20}" fill="#555">median ${fmt(s.median)} ms (dashed)</text>`);
+  });
+  if (!series.length) p.push(`<text x="${L + 20}" y="${T + 40}">hand-over benchmark not run</text>`);
+  p.push("</svg>");
+  return p.join("\n") + "\n";
+}

@@ -1,0 +1,214 @@
+// Benchmark 6: scale. (a) One Deno process holding many Leases at once: CPU per
+// renewal, memory, requests per second. (b) Many candidates on ONE Lease:
+// total requests per second as the number of candidates grows, leasehold
+// (in-process electors, each with its own client) against client-go processes.
+
+import { join } from "node:path";
+import { type BenchContext, DEFAULT_TIMINGS, Proc, round, sleep } from "./common.ts";
+import { CLIENT_GO, type Replica, startReplica } from "./replicas.ts";
+import { type LeaseEvents, serverSnapshot, type WindowCounts, windowCounts } from "./server_counts.ts";
+import type { WorkerParams } from "./scale_worker.ts";
+
+export interface LeasesPoint {
+  leases: number;
+  acquireMs: number;
+  windowSeconds: number;
+  renewals: number;
+  renewalsPerSecond: number;
+  cpuMs: number;
+  /** CPU time of the whole process per successful renewal, µs. */
+  cpuUsPerRenewal: number;
+  /** CPU share of one core over the window, %. */
+  cpuPercent: number;
+  rssBaseMiB: number;
+  rssMiB: number;
+  /** (RSS after the elections settled − RSS with only the client loaded) / leases, KiB. */
+  rssPerLeaseKiB: number;
+  renewLatencyMeanMs: number | null;
+  ownRequestsPerSecond: number;
+  server: WindowCounts;
+  serverRequestsPerSecond: number;
+  errors: Record<string, number>;
+}
+
+export interface ReplicasPoint {
+  impl: "leasehold" | "client-go";
+  replicas: number;
+  windowSeconds: number;
+  server: WindowCounts;
+  requestsPerSecond: number;
+  /** How the point was obtained. */
+  how: string;
+}
+
+export interface ScaleResult {
+  windowSeconds: number;
+  leases: LeasesPoint[];
+  replicas: ReplicasPoint[];
+  /** client-go at the larger replica count, extrapolated from its measured per-follower rate. */
+  clientGoExtrapolated?: ReplicasPoint;
+  errors: string[];
+}
+
+async function runWorker(
+  ctx: BenchContext,
+  events: LeaseEvents,
+  params: WorkerParams,
+): Promise<{ lines: Record<string, Record<string, unknown>>; server: WindowCounts }> {
+  const worker = new Proc(
+    [ctx.denoPath, "run", "-A", join(ctx.root, "tests", "bench", "scale_worker.ts"), JSON.stringify(params)],
+    { logStream: "stdout", name: `scale worker ${params.mode} ${params.count}`, cwd: ctx.root },
+  );
+  try {
+    const limit = 240000 + params.windowMs;
+    const start = await worker.waitFor((l) => l.event === "window-start" || l.event === "error", limit, "window start");
+    if (start.event === "error") throw new Error(`scale worker: ${start.error}`);
+    const s0 = await serverSnapshot(ctx);
+    await worker.waitFor((l) => l.event === "window-end", params.windowMs + 30000, "window end");
+    const s1 = await serverSnapshot(ctx);
+    await worker.exited;
+    const lines: Record<string, Record<string, unknown>> = {};
+    for (const l of worker.lines) if (typeof l.event === "string") lines[l.event] = l;
+    return { lines, server: windowCounts(s0, s1, events, params.namespace) };
+  } finally {
+    await worker.stop("SIGKILL", 0);
+  }
+}
+
+export async function scale(
+  ctx: BenchContext,
+  events: LeaseEvents,
+  o: { leaseCounts: number[]; replicaCounts: number[]; clientGoReplicas: number; windowMs: number },
+): Promise<ScaleResult> {
+  const t = DEFAULT_TIMINGS;
+  const result: ScaleResult = { windowSeconds: o.windowMs / 1000, leases: [], replicas: [], errors: [] };
+  const base = { server: ctx.info.url, caFile: ctx.info.caFile, token: ctx.info.adminToken, timings: t };
+
+  for (const count of o.leaseCounts) {
+    try {
+      const namespace = await ctx.namespace("scale-leases");
+      ctx.log(`  ${count} leases in one process: electing, then counting for ${o.windowMs / 1000} s`);
+      const { lines, server } = await runWorker(ctx, events, {
+        ...base,
+        mode: "leases",
+        count,
+        namespace,
+        settleMs: 2 * t.retryPeriod,
+        windowMs: o.windowMs,
+      });
+      const end = lines["window-end"] as {
+        windowMs: number;
+        cpuMs: number;
+        renewals: number;
+        renewLatencyMeanMs: number | null;
+        requests: Record<string, number>;
+        errors: Record<string, number>;
+        rssKb: number;
+      };
+      const ready = lines["ready"] as { acquireMs: number; rssKb: number };
+      const baseRss = (lines["base"] as { rssKb: number }).rssKb;
+      const secs = end.windowMs / 1000;
+      const own = Object.values(end.requests).reduce((a, b) => a + b, 0);
+      const p: LeasesPoint = {
+        leases: count,
+        acquireMs: ready.acquireMs,
+        windowSeconds: round(secs, 2),
+        renewals: end.renewals,
+        renewalsPerSecond: round(end.renewals / secs, 1),
+        cpuMs: round(end.cpuMs, 1),
+        cpuUsPerRenewal: end.renewals ? round((end.cpuMs * 1000) / end.renewals, 0) : NaN,
+        cpuPercent: round((end.cpuMs / end.windowMs) * 100, 1),
+        rssBaseMiB: round(baseRss / 1024, 1),
+        rssMiB: round(end.rssKb / 1024, 1),
+        rssPerLeaseKiB: round((ready.rssKb - baseRss) / count, 1),
+        renewLatencyMeanMs: end.renewLatencyMeanMs === null ? null : round(end.renewLatencyMeanMs, 2),
+        ownRequestsPerSecond: round(own / secs, 1),
+        server,
+        serverRequestsPerSecond: round(server.total / server.seconds, 1),
+        errors: end.errors,
+      };
+      result.leases.push(p);
+      ctx.log(
+        `    ${p.cpuUsPerRenewal} µs CPU per renewal, ${p.rssMiB} MiB RSS, ${p.serverRequestsPerSecond} requests/s`,
+      );
+    } catch (e) {
+      result.errors.push(`${count} leases: ${(e as Error).message}`);
+    }
+  }
+
+  for (const count of o.replicaCounts) {
+    try {
+      const namespace = await ctx.namespace("scale-replicas");
+      ctx.log(`  leasehold: ${count} candidates on one lease, counting for ${o.windowMs / 1000} s`);
+      const { server } = await runWorker(ctx, events, {
+        ...base,
+        mode: "replicas",
+        count,
+        namespace,
+        settleMs: 2 * t.retryPeriod,
+        windowMs: o.windowMs,
+      });
+      result.replicas.push({
+        impl: "leasehold",
+        replicas: count,
+        windowSeconds: round(server.seconds, 2),
+        server,
+        requestsPerSecond: round(server.total / server.seconds, 2),
+        how: "in-process LeaderElectors, each with its own client and connection, in one Deno process",
+      });
+    } catch (e) {
+      result.errors.push(`leasehold ${count} replicas: ${(e as Error).message}`);
+    }
+  }
+
+  // client-go: separate processes on one Lease.
+  if (o.clientGoReplicas > 0) {
+    const leaseName = "scale-one";
+    const namespace = await ctx.namespace("scale-cg");
+    const sa = await ctx.identity(namespace, leaseName);
+    const reps: Replica[] = [];
+    try {
+      ctx.log(`  client-go: ${o.clientGoReplicas} processes on one lease, counting for ${o.windowMs / 1000} s`);
+      for (let i = 0; i < o.clientGoReplicas; i++) {
+        reps.push(startReplica(ctx, CLIENT_GO, { identity: `replica-${i}`, leaseName, sa, timings: t }));
+      }
+      const first = await Promise.any(reps.map((r) => r.leading(30000).then(() => r)));
+      await Promise.all(reps.filter((r) => r !== first).map((r) => r.seesLeader(first.identity, 30000)));
+      await sleep(2 * t.retryPeriod + 1000);
+      const s0 = await serverSnapshot(ctx);
+      await sleep(o.windowMs);
+      const s1 = await serverSnapshot(ctx);
+      const server = windowCounts(s0, s1, events, namespace);
+      result.replicas.push({
+        impl: "client-go",
+        replicas: o.clientGoReplicas,
+        windowSeconds: round(server.seconds, 2),
+        server,
+        requestsPerSecond: round(server.total / server.seconds, 2),
+        how: "separate client-go elector processes",
+      });
+      // Extrapolate to the largest leasehold count: the leader's rate plus one poll rate per follower.
+      const maxN = Math.max(...o.replicaCounts);
+      if (maxN > o.clientGoReplicas) {
+        const secs = server.seconds;
+        const leaderRate = ((server.byVerb.PUT ?? 0) + (server.byVerb.POST ?? 0)) / secs;
+        const followerRate = (server.total / secs - leaderRate) / (o.clientGoReplicas - 1);
+        result.clientGoExtrapolated = {
+          impl: "client-go",
+          replicas: maxN,
+          windowSeconds: 0,
+          server,
+          requestsPerSecond: round(leaderRate + followerRate * (maxN - 1), 2),
+          how: `extrapolated from ${o.clientGoReplicas} processes: leader writes/s + ${
+            maxN - 1
+          } × measured requests/s per follower`,
+        };
+      }
+    } catch (e) {
+      result.errors.push(`client-go replicas: ${(e as Error).message}`);
+    } finally {
+      await Promise.all(reps.map((r) => r.proc.stop()));
+    }
+  }
+  return result;
+}
