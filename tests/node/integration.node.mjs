@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { apiServer, freshNamespace, podIdentity } from "../env/testenv.mjs";
-import * as leasehold from "../../dist/mod.js";
+import * as leasehold from "@leasehold/leasehold"; // the package itself, through its exports map
 
 const { createLeaseApi, inClusterConfig, isConflict, KubeApiError, LeaderElector, readRecord } = leasehold;
 const FAST = { leaseDuration: 4000, renewDeadline: 3000, retryPeriod: 500 };
