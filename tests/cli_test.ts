@@ -155,7 +155,7 @@ test("sidecar mode: the command runs only while leading, gets the fencing token,
   const dir = await mkdtemp(join(tmpdir(), "leasehold-side-"));
   const marker = join(dir, "running");
   const script =
-    `echo "$LEASEHOLD_FENCING_TOKEN" > ${marker}; trap 'rm -f ${marker}; exit 0' TERM; while true; do sleep 0.1; done`;
+    `echo "$LEASEHOLD_FENCING_TOKEN" > ${marker}.tmp && mv ${marker}.tmp ${marker}; trap 'rm -f ${marker}; exit 0' TERM; while true; do sleep 0.1; done`;
   const a = startReplica([...FAST, "--identity", "a", "--", "sh", "-c", script], s.env, { name: "a" });
   try {
     await a.waitFor((l) => l.msg === "started command");
