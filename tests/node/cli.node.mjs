@@ -50,3 +50,23 @@ test("node entrypoint: a command that exits on its own releases the lease and pa
   const lease = await adminRequest(s.info, "GET", `/apis/coordination.k8s.io/v1/namespaces/${s.ns}/leases/nexits`);
   assert.equal(lease.spec.holderIdentity, "");
 });
+
+test("node entrypoint: SIGKILL of the leader hands over only after the lease expires", async (t) => {
+  const s = await setup(t, "ncrash");
+  if (!s) return;
+  const a = startReplica([...FAST, "--identity", "a"], s.env, { name: "a" });
+  const b = startReplica([...FAST, "--identity", "b"], s.env, { name: "b" });
+  try {
+    const first = await Promise.race([a, b].map((r) => r.waitFor(startedLeading).then(() => r)));
+    const other = first === a ? b : a;
+    await other.waitFor((l) => l.msg === "new leader" && l.leader === first.name);
+    const t0 = performance.now();
+    first.kill("SIGKILL");
+    const line = await other.waitFor(startedLeading, 15000);
+    const waited = line.at - t0;
+    assert.ok(waited >= 2500 && waited <= 6500, `took over ${Math.round(waited)} ms after the crash`);
+  } finally {
+    a.kill("SIGKILL");
+    b.kill("SIGKILL");
+  }
+});
