@@ -620,12 +620,15 @@ export class LeaderElector extends EventTarget {
   }
 
   /**
-   * Sleeps until the next attempt is worth making: at once when the Lease is free
-   * or gone, at the observed expiry, or after the jittered retry period when no
-   * healthy watch reports changes. Watch events only make it look again.
+   * Sleeps until the next attempt is worth making: at once when the Lease was
+   * released since the last attempt, at the observed expiry while a holder's
+   * claim runs, else after the jittered retry period (so a failing attempt is
+   * never retried in a tight loop). With a healthy watch no polling happens while
+   * a claim runs; watch events only make it look again.
    */
   async #waitForChance(stop: AbortSignal, retryAfter: number): Promise<void> {
     const start = this.#clock.now();
+    const keyAtStart = this.#observed?.key;
     const earliest = start + retryAfter;
     const pollAt = start + Math.max(this.retryPeriod * (1 + this.#random() * JITTER_FACTOR), retryAfter);
     for (;;) {
@@ -633,11 +636,11 @@ export class LeaderElector extends EventTarget {
       const now = this.#clock.now();
       const o = this.#observed;
       let until = pollAt;
-      if (o && o.holder === "") {
+      if (o && o.holder === "" && o.key !== keyAtStart) {
         until = earliest;
-      } else if (o) {
+      } else if (o && o.holder !== "") {
         const exp = this.#expiresAt(o);
-        until = Math.max(earliest, this.#watchHealthy ? exp : Math.min(exp, pollAt));
+        if (exp > start) until = Math.max(earliest, this.#watchHealthy ? exp : Math.min(exp, pollAt));
       }
       if (now >= until) return;
       const ctl = new AbortController();

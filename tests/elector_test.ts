@@ -401,6 +401,24 @@ test("429 Retry-After is honoured by a follower", async () => {
   await shutdown(clock, a);
 });
 
+test("a failing takeover of a free Lease is retried once per jittered retryPeriod, not in a tight loop", async () => {
+  const clock = new ManualClock();
+  const store = new MemoryLeaseStore();
+  store.put(NS, NAME, { spec: { holderIdentity: "", leaseDurationSeconds: 1, leaseTransitions: 1 } });
+  const a = replica(store, clock, "a");
+  a.api.fault = (op) =>
+    op === "update"
+      ? new KubeApiError("Forbidden", { code: 403, reason: "Forbidden", method: "PUT", url: "x" })
+      : undefined;
+  await clock.advance(10000);
+  const updates = store.log.filter((o) => o.op === "update").length;
+  // 2000 × (1 + 0.5 × 1.2) = 3200 ms between attempts: 4 attempts in 10 s.
+  assert.ok(updates >= 3 && updates <= 5, `${updates} update attempts in 10 s`);
+  assert.equal(a.elector.isLeader, false);
+  a.api.fault = undefined;
+  await shutdown(clock, a);
+});
+
 test("options are validated as client-go does, with one clear error", () => {
   const api = new MemoryLeaseStore().api(NS, NAME);
   const bad: [Partial<LeaderElectorOptions>, RegExp][] = [

@@ -411,8 +411,9 @@ export function markdownReport(r: BenchResults): string {
   if (s) {
     out.push(
       `**6. Scale.** (a) One Deno process runs one LeaderElector per Lease (same identity, all leaders, ` +
-        `default timings, one shared client and connection pool, the admin token), after all have acquired and ` +
-        `renewed once; counted over ${s.windowSeconds} s. CPU is the process's user + system time (all threads) per ` +
+        `default timings, the admin token), each with its own client and connection as \`createLeaseApi\` makes ` +
+        `them, started evenly over one RetryPeriod (5 ms apart for large counts); counted over ${s.windowSeconds} s ` +
+        `once all lead and have renewed. (One client shared by all electors does not work on Deno: see below.) CPU is the process's user + system time (all threads) per ` +
         `successful renewal; memory per Lease is the RSS growth over the process with only the client loaded. ` +
         `client-go has no in-process counterpart here (one LeaderElector per process in its usual use).`,
     );
@@ -420,7 +421,7 @@ export function markdownReport(r: BenchResults): string {
     out.push(table(
       [
         "Leases",
-        "acquire all, ms",
+        "start + acquire all, ms",
         "renewals/s",
         "µs CPU / renewal",
         "CPU % of a core",

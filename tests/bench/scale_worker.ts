@@ -2,10 +2,9 @@
 //
 //   deno run -A tests/bench/scale_worker.ts '<json params>'
 //
-// mode "leases":   `count` LeaderElectors, each on its own Lease, one identity,
-//                  sharing one KubeClient (one connection pool) in this process.
-// mode "replicas": `count` LeaderElectors with distinct identities on ONE Lease,
-//                  each with its own client, as separate replicas would have.
+// mode "leases":   `count` LeaderElectors, each on its own Lease, one identity.
+// mode "replicas": `count` LeaderElectors with distinct identities on ONE Lease.
+// Each elector has its own client (createLeaseApi), see below.
 //
 // It prints JSON lines on stdout: "base" (client ready), "ready" (elections
 // settled), "window-start", "window-end" (CPU, RSS and request counters of the
@@ -13,15 +12,7 @@
 // window lines.
 
 import process from "node:process";
-import {
-  createFetch,
-  createLeaseApi,
-  KubeClient,
-  KubeLeaseApi,
-  LeaderElector,
-  type LeaseApi,
-  staticToken,
-} from "../../mod.ts";
+import { createLeaseApi, LeaderElector, type LeaseApi, staticToken } from "../../mod.ts";
 
 export interface WorkerParams {
   mode: "leases" | "replicas";
@@ -43,23 +34,19 @@ async function main(p: WorkerParams): Promise<void> {
   const caCert = await Deno.readTextFile(p.caFile);
   const config = { server: p.server, caCert, tokenSource: staticToken(p.token), source: "bench" };
   const timeoutMs = Math.max(1000, p.timings.renewDeadline / 2);
-  const shared = new KubeClient({
-    server: p.server,
-    fetch: await createFetch(config),
-    tokenSource: config.tokenSource,
-    timeoutMs,
-  });
   // One request so TLS and the client are loaded before the baseline RSS.
-  await new KubeLeaseApi(shared, p.namespace, "warm-up").get();
+  await (await createLeaseApi(config, { name: "warm-up", namespace: p.namespace, timeoutMs })).get();
   emit({ event: "base", rssKb: rssKb() });
 
+  // Every elector gets its own client (createLeaseApi), as the library's API gives
+  // it. Sharing one client is not an option on Deno: its fetch multiplexes all
+  // requests over one HTTP/2 connection, kube-apiserver allows 100 concurrent
+  // streams per connection by default, and each candidate's watch holds a stream,
+  // so from about 100 candidates on, renewals queue behind watches and time out.
   const apis: LeaseApi[] = [];
   for (let i = 0; i < p.count; i++) {
-    apis.push(
-      p.mode === "leases"
-        ? new KubeLeaseApi(shared, p.namespace, `scale-${i}`)
-        : await createLeaseApi(config, { name: "scale-one", namespace: p.namespace, timeoutMs }),
-    );
+    const name = p.mode === "leases" ? `scale-${i}` : "scale-one";
+    apis.push(await createLeaseApi(config, { name, namespace: p.namespace, timeoutMs }));
   }
   const electors = apis.map((lease, i) =>
     new LeaderElector({ lease, identity: p.mode === "leases" ? "bench-scale" : `replica-${i}`, ...p.timings })
@@ -67,9 +54,10 @@ async function main(p: WorkerParams): Promise<void> {
   const stop = new AbortController();
   const t0 = performance.now();
   const runs: Promise<void>[] = [];
-  // Leases: starts spread evenly over one RetryPeriod, so renewals are spread out
-  // too, as they would drift apart in a long-running process. Replicas: all at once.
-  const spread = p.mode === "leases" ? p.timings.retryPeriod : 0;
+  // Leases: starts spread evenly over at least one RetryPeriod (5 ms apart for
+  // many), so renewals are spread out too, as they would drift apart in a
+  // long-running process. Replicas: all at once.
+  const spread = p.mode === "leases" ? Math.max(p.timings.retryPeriod, 5 * p.count) : 0;
   for (const [i, e] of electors.entries()) {
     const due = t0 + (i * spread) / p.count;
     if (due > performance.now()) await sleep(due - performance.now());
