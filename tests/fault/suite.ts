@@ -370,6 +370,7 @@ class Run {
 
 interface Outcome {
   name: string;
+  transitions: number;
   faults: string;
   ms: number;
   overlaps: number;
@@ -792,8 +793,14 @@ async function runScenario(s: Scenario): Promise<Outcome> {
     }
   }
   await r.teardown().catch(() => {});
+  let transitions = 0;
+  for (let i = 1; i < r.leaseLog.length; i++) {
+    const h = r.leaseLog[i].holder;
+    if (h && h !== "<deleted>" && h !== r.leaseLog[i - 1].holder) transitions++;
+  }
   return {
     name: s.name,
+    transitions,
     faults: [...new Set(r.faults)].join(", "),
     ms: Date.now() - t0,
     overlaps,
