@@ -834,7 +834,7 @@ do {
     console.log(
       `${o.ok ? "ok  " : "FAIL"} ${o.name.padEnd(18)} ${
         (o.ms / 1000).toFixed(1).padStart(5)
-      }s  overlaps ${o.overlaps}  faults: ${o.faults}`,
+      }s  transitions ${o.transitions}  overlaps ${o.overlaps}  faults: ${o.faults}`,
     );
     for (const p of o.problems) console.log(`       ${p}`);
   }
@@ -848,7 +848,9 @@ const passed = results.filter((r) => r.ok).length;
 const failed = results.length - passed;
 const totalOverlaps = results.reduce((a, r) => a + r.overlaps, 0);
 console.log(
-  `\nscenarios: ${results.length}, overlaps: ${totalOverlaps}, faults injected: ${
+  `\nscenarios: ${results.length}, leadership transitions: ${
+    results.reduce((a, r) => a + r.transitions, 0)
+  }, overlaps: ${totalOverlaps}, faults injected: ${
     results.reduce((a, r) => a + r.faults.split(", ").filter(Boolean).length, 0)
   }, seed ${seed}`,
 );
