@@ -433,7 +433,7 @@ const scenarios: Scenario[] = [
     run: async (r) => {
       const leader = await mixed(r, "latency");
       // A request crosses the proxy twice; the request timeout is max(1s, renewDeadline/2) = 1.5 s.
-      const under = between(500, 650);
+      const under = between(400, 550); // 0.8–1.1 s in all: room for a loaded machine
       for (const x of r.reps) r.setFault(x, { kind: "latency", ms: under });
       await sleep(6000);
       expect(r, r.leader() === leader, `leader changed under ${2 * under} ms latency (below the timeout)`);
