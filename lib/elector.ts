@@ -220,7 +220,8 @@ export function validateElectorOptions(o: {
  * record last changed, never from the Lease's timestamps; a leader that cannot
  * renew within `renewDeadline` of its last successful renewal stops leading and
  * aborts its work; the Lease is released only after the work settled, and only
- * if a fresh read shows this replica still holds it.
+ * while this replica still holds it (a PUT guarded by the resourceVersion of its
+ * own last write, else a fresh read first).
  *
  * Events (an `EventTarget`): `newleader` (detail: identity), `started`
  * (detail: {@linkcode FencingToken}), `stopped` (detail: {@linkcode StopReason}).
@@ -483,6 +484,23 @@ export class LeaderElector extends EventTarget {
         req.done();
       }
       this.stats.slowpathTotal++;
+    } else if (!this.#leading && o?.record && o.holder === "") {
+      // 1b. The Lease was free when last seen (a release delivered by the watch):
+      // take it with one PUT of that object; a 409 means someone was faster.
+      const req = this.#requestSignal(stop, budget);
+      try {
+        this.#count("update");
+        const updated = await this.#api.update(
+          this.#withRecord(o.lease, this.#desired(o.record, false, wall)),
+          req.signal,
+        );
+        this.#written(updated, start);
+        return "acquired";
+      } catch (e) {
+        if (stop.aborted || !isConflict(e)) throw e;
+      } finally {
+        req.done();
+      }
     }
     // 2. Read the Lease.
     const remaining = () => budget - (this.#clock.now() - start);
@@ -816,10 +834,41 @@ export class LeaderElector extends EventTarget {
     }
   }
 
-  /** Writes an empty holder, but only if a fresh read shows this replica still holds the Lease. */
+  /** Writes an empty holder, but only while this replica still holds the Lease. */
   async #release(): Promise<void> {
     const deadline = this.#clock.now() + this.renewDeadline;
     const never = new AbortController().signal;
+    // First the cached object of our last write: its resourceVersion makes the PUT
+    // fail with 409 if anyone wrote since, so it can only blank our own record.
+    const o = this.#observed;
+    if (o?.record && o.holder === this.identity) {
+      const req = this.#requestSignal(never, deadline - this.#clock.now());
+      try {
+        const wall = formatMicroTime(this.#clock.wallTime());
+        this.#count("update");
+        const updated = await this.#api.update(
+          this.#withRecord(o.lease, {
+            ...o.record,
+            holderIdentity: "",
+            leaseDurationSeconds: 1,
+            acquireTime: wall,
+            renewTime: wall,
+          }),
+          req.signal,
+        );
+        this.#observe(updated, this.#clock.now());
+        this.#log.info("released the lease", { lease: `${this.#api.namespace}/${this.#api.name}` });
+        return;
+      } catch (e) {
+        if (!isConflict(e)) {
+          this.#noteError(e, "could not release the lease; it will expire after leaseDuration");
+          return;
+        }
+      } finally {
+        req.done();
+      }
+    }
+    // Then a fresh read: release only what this replica still holds.
     for (let i = 0; i < 10; i++) {
       const left = deadline - this.#clock.now();
       if (left <= 0) break;
