@@ -26,6 +26,7 @@ import {
 } from "./lease.ts";
 import type { LeaseApi } from "./lease_api.ts";
 import { type Logger, silentLogger } from "./log.ts";
+import { linkSignals } from "./signal.ts";
 
 /** client-go's JitterFactor: followers wait RetryPeriod plus up to 1.2 × RetryPeriod. */
 export const JITTER_FACTOR = 1.2;
@@ -437,7 +438,14 @@ export class LeaderElector extends EventTarget {
       () => t.abort(new TimeoutError(`lease request got no answer within ${ms} ms`)),
       () => {},
     );
-    return { signal: AbortSignal.any([stop, t.signal]), done: () => cancel.abort() };
+    const linked = linkSignals([stop, t.signal]);
+    return {
+      signal: linked.signal,
+      done: () => {
+        cancel.abort();
+        linked.dispose();
+      },
+    };
   }
 
   #desired(prev: LeaderElectionRecord | undefined, keepTerm: boolean, wall: string): LeaderElectionRecord {
@@ -611,9 +619,8 @@ export class LeaderElector extends EventTarget {
 
   async #acquireLoop(stop: AbortSignal): Promise<boolean> {
     const watcher = new AbortController();
-    const watching = (this.#opts.watch ?? true) && this.#api.watch
-      ? this.#watchLoop(AbortSignal.any([stop, watcher.signal]))
-      : undefined;
+    const linked = linkSignals([stop, watcher.signal]);
+    const watching = (this.#opts.watch ?? true) && this.#api.watch ? this.#watchLoop(linked.signal) : undefined;
     try {
       for (;;) {
         if (stop.aborted) return false;
@@ -634,6 +641,7 @@ export class LeaderElector extends EventTarget {
     } finally {
       watcher.abort();
       await watching;
+      linked.dispose();
     }
   }
 
@@ -663,12 +671,14 @@ export class LeaderElector extends EventTarget {
       if (now >= until) return;
       const ctl = new AbortController();
       this.#wake = () => ctl.abort();
+      const linked = linkSignals([stop, ctl.signal]);
       try {
-        await this.#clock.sleep(until - now, AbortSignal.any([stop, ctl.signal]));
+        await this.#clock.sleep(until - now, linked.signal);
       } catch {
         // woken: look again
       } finally {
         this.#wake = undefined;
+        linked.dispose();
       }
     }
   }

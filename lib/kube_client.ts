@@ -7,6 +7,7 @@
  */
 
 import { type Clock, systemClock } from "./clock.ts";
+import { linkSignals } from "./signal.ts";
 import { InvalidResponseError, KubeApiError, NetworkError, type StatusReason, TimeoutError } from "./errors.ts";
 
 /** A `fetch`-compatible function. */
@@ -154,7 +155,8 @@ export class KubeClient {
       `${method} ${url}: no complete answer within ${timeoutMs} ms; the API server or the network to it is slow or down`,
     );
     this.clock.sleep(timeoutMs, stopTimer.signal).then(() => timer.abort(timedOut), () => {});
-    const signal = options.signal ? AbortSignal.any([options.signal, timer.signal]) : timer.signal;
+    const linked = linkSignals([options.signal, timer.signal]);
+    const signal = linked.signal;
     const headers: Record<string, string> = { accept: "application/json" };
     const token = await this.#tokens?.token();
     if (token) headers.authorization = `Bearer ${token}`;
@@ -168,15 +170,19 @@ export class KubeClient {
       res = await this.#fetch(url, { method, headers, body, signal });
     } catch (e) {
       stopTimer.abort();
+      linked.dispose();
       throw this.#wrap(e, options.signal, timer.signal, method, url);
     }
     if (streaming) {
-      stopTimer.abort();
+      stopTimer.abort(); // the caller's signal stays linked for as long as the stream is read
       return res;
     }
     // Keep the timer running while the body is read; #json/#fail stop it.
     const r = res as Response & { _done?: () => void; _signals?: [AbortSignal | undefined, AbortSignal] };
-    r._done = () => stopTimer.abort();
+    r._done = () => {
+      stopTimer.abort();
+      linked.dispose();
+    };
     r._signals = [options.signal, timer.signal];
     return r;
   }

@@ -30,9 +30,8 @@ export function nodeFetch(tls: TlsOptions): FetchLike {
     key: tls.clientKey,
     rejectUnauthorized: !tls.insecureSkipTlsVerify,
     keepAlive: true,
-    maxSockets: 8,
   });
-  const plain = new http.Agent({ keepAlive: true, maxSockets: 8 });
+  const plain = new http.Agent({ keepAlive: true });
   return (input, init = {}) =>
     new Promise<Response>((resolve, reject) => {
       const url = new URL(input instanceof Request ? input.url : String(input));

@@ -5,8 +5,9 @@
 //   deno run -A tests/bench/bench.ts --smoke    tiny counts, same code paths (about 2 minutes)
 //
 // Options:
-//   --out DIR       where results.json, results.md and handover.svg go
-//                   (default: tests/bench for a full run, a temporary directory for --smoke)
+//   --render        only re-render results.md and handover.svg from results.json
+//   --out DIR       where results.json, results.md and handover.svg go (default: tests/bench
+//                   for a complete full run, else a new temporary directory, printed at the end)
 //   --only a,b      run only some of: footprint, handover, failover, load, scale
 //
 // The API server is the one named by LEASEHOLD_TESTENV (a ready.json), else one
@@ -14,7 +15,7 @@
 // missed performance targets are reported, not failed.
 
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -41,22 +42,25 @@ const ROOT = fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, "")
 const ALL = ["footprint", "handover", "failover", "load", "scale"] as const;
 
 function parseCli(args: string[]) {
-  let smoke = false, out: string | undefined, only: string[] = [...ALL];
+  let smoke = false, render = false, out: string | undefined, only: string[] = [...ALL];
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     if (a === "--smoke") smoke = true;
+    else if (a === "--render") render = true;
     else if (a === "--out") out = args[++i];
     else if (a.startsWith("--out=")) out = a.slice(6);
     else if (a === "--only") only = args[++i].split(",");
     else if (a.startsWith("--only=")) only = a.slice(7).split(",");
     else if (a === "-h" || a === "--help") {
-      console.log("usage: deno run -A tests/bench/bench.ts [--smoke] [--out DIR] [--only footprint,handover,...]");
+      console.log(
+        "usage: deno run -A tests/bench/bench.ts [--smoke] [--out DIR] [--only footprint,handover,...] [--render]",
+      );
       Deno.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
   const bad = only.filter((o) => !(ALL as readonly string[]).includes(o));
   if (bad.length) throw new Error(`unknown benchmark ${bad.join(", ")}; choose from ${ALL.join(", ")}`);
-  return { smoke, out, only };
+  return { smoke, render, out, only };
 }
 
 /** Iteration counts: the full run fits in 15 minutes on 2 cores, the smoke run in about 2. */
@@ -108,6 +112,7 @@ async function machine() {
     os: `${/^PRETTY_NAME="?([^"\n]+)"?$/m.exec(osRelease)?.[1] ?? Deno.build.os}, kernel ${Deno.osRelease()}`,
     arch: Deno.build.arch,
     memoryMiB: Math.round(Deno.systemMemoryInfo().total / 1048576),
+    loadAverageAtStart: Deno.loadavg(),
   };
 }
 
@@ -129,12 +134,42 @@ async function buildForNode(log: (m: string) => void): Promise<string | undefine
   return dir;
 }
 
+/** Writes results.json, results.md and handover.svg, formatted as `deno fmt` wants them; returns the markdown. */
+async function writeResults(outDir: string, results: BenchResults): Promise<string> {
+  await mkdir(outDir, { recursive: true });
+  const files = ["results.json", "results.md", "handover.svg"].map((f) => join(outDir, f));
+  await writeFile(files[0], JSON.stringify(results, null, 2) + "\n");
+  await writeFile(files[1], markdownReport(results));
+  await writeFile(files[2], handoverSvg(results));
+  // In the style `deno fmt --check` expects, so a full run leaves the tree clean.
+  await new Deno.Command(Deno.execPath(), {
+    args: ["fmt", "--quiet", "--config", join(ROOT, "deno.json"), ...files],
+    cwd: ROOT,
+    stdout: "null",
+  }).output();
+  return await readFile(files[1], "utf8");
+}
+
 async function main() {
-  const { smoke, out: outOpt, only } = parseCli(Deno.args);
+  const { smoke, render, out: outOpt, only } = parseCli(Deno.args);
+  if (render) {
+    // Only re-render results.md and handover.svg from an existing results.json.
+    const dir = outOpt ?? join(ROOT, "tests", "bench");
+    const results = JSON.parse(await readFile(join(dir, "results.json"), "utf8")) as BenchResults;
+    console.log(await writeResults(dir, results));
+    Deno.exit(0);
+  }
   const started = performance.now();
   const startedAt = new Date().toISOString();
   const log = (m: string) => console.error(`[${((performance.now() - started) / 1000).toFixed(1)}s] ${m}`);
   const p = plan(smoke);
+  // A watchdog, so that a hang cannot keep CI waiting: 25 min full, 8 min smoke.
+  const watchdog = setTimeout(async () => {
+    log(`!!! the benchmark run exceeded its time limit; stopping`);
+    await killAll();
+    Deno.exit(1);
+  }, (smoke ? 8 : 25) * 60000);
+  Deno.unrefTimer(watchdog);
 
   log(`leasehold benchmarks (${smoke ? "smoke" : "full"}): ${only.join(", ")}`);
   const serverFromEnv = Deno.env.get("LEASEHOLD_TESTENV");
@@ -245,21 +280,23 @@ async function main() {
         }),
     );
   } finally {
+    log("stopping the lease event watch and every child process");
     await events.stop();
     await killAll();
     await info.kill?.();
+    if (nodeDist) await rm(nodeDist, { recursive: true, force: true });
   }
   results.wallSeconds = round((performance.now() - started) / 1000, 1);
   results.targets = evaluateTargets(results);
 
+  // Only a complete full run replaces the committed results in tests/bench.
+  const complete = !smoke && only.length === ALL.length;
   const outDir = outOpt ??
-    (smoke ? await mkdtemp(join(tmpdir(), "leasehold-bench-smoke-")) : join(ROOT, "tests", "bench"));
-  await mkdir(outDir, { recursive: true });
-  const md = markdownReport(results);
-  await writeFile(join(outDir, "results.json"), JSON.stringify(results, null, 2) + "\n");
-  await writeFile(join(outDir, "results.md"), md);
-  await writeFile(join(outDir, "handover.svg"), handoverSvg(results));
-  console.log(md);
+    (complete
+      ? join(ROOT, "tests", "bench")
+      : await mkdtemp(join(tmpdir(), `leasehold-bench-${smoke ? "smoke" : "partial"}-`)));
+  results.machine.loadAverageAtEnd = Deno.loadavg();
+  console.log(await writeResults(outDir, results));
   log(`wrote results.json, results.md and handover.svg to ${outDir} (${results.wallSeconds} s)`);
   if (results.failures.length) {
     log(`!!! ${results.failures.length} benchmark failure(s):\n${results.failures.join("\n")}`);

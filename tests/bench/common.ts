@@ -1,8 +1,6 @@
 // Shared pieces of the benchmarks: child processes that log JSON lines, small
 // statistics, /proc readers, and the context every benchmark receives.
 
-import { join } from "node:path";
-
 /** One parsed log line of a child process; `at` is the bench's performance.now() when it arrived. */
 export interface LogLine {
   at: number;
@@ -149,7 +147,7 @@ export class Proc {
 }
 
 /** A field of /proc/<pid>/status in KiB. */
-export function procStatusKb(pid: number | "self", field: string): number | undefined {
+function procStatusKb(pid: number | "self", field: string): number | undefined {
   try {
     const text = Deno.readTextFileSync(`/proc/${pid}/status`);
     const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(text);
@@ -158,20 +156,6 @@ export function procStatusKb(pid: number | "self", field: string): number | unde
     return undefined;
   }
 }
-
-/** CPU time (user + system, all threads) of a process in ms, from /proc/<pid>/stat. */
-export function procCpuMs(pid: number | "self"): number | undefined {
-  try {
-    const text = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
-    // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
-  } catch {
-    return undefined;
-  }
-}
-
-const CLOCK_TICKS = 100;
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -220,7 +204,7 @@ export interface Timings {
 export const DEFAULT_TIMINGS: Timings = { leaseDuration: 15000, renewDeadline: 10000, retryPeriod: 2000 };
 export const FAST_TIMINGS: Timings = { leaseDuration: 4000, renewDeadline: 3000, retryPeriod: 500 };
 
-export const goDuration = (ms: number) => (ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`);
+const goDuration = (ms: number) => (ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`);
 
 export function timingFlags(t: Timings): string[] {
   return [
@@ -268,8 +252,4 @@ export interface BenchContext {
   identity(namespace: string, leaseName: string): Promise<PodIdentity>;
   /** Progress line on stderr. */
   log(msg: string): void;
-}
-
-export function benchDir(root: string): string {
-  return join(root, "tests", "bench");
 }

@@ -3,20 +3,38 @@
 // cold start, from spawning a follower to its first answer from the API server.
 
 import { join } from "node:path";
-import { type BenchContext, DEFAULT_TIMINGS, Proc, quantile, round, sleep, summarize, type Summary } from "./common.ts";
+import { pathToFileURL } from "node:url";
+import {
+  type BenchContext,
+  DEFAULT_TIMINGS,
+  type PodIdentity,
+  Proc,
+  quantile,
+  round,
+  sleep,
+  summarize,
+  type Summary,
+} from "./common.ts";
 import { CLIENT_GO, type Impl, implName, type Replica, type Runtime, startReplica } from "./replicas.ts";
 
-export const RUNTIMES: Runtime[] = ["deno", "bun", "node"];
+const RUNTIMES: Runtime[] = ["deno", "bun", "node"];
 
 export interface MemoryResult {
   idleMs: number;
   samplesPerRound: number;
-  /** Median VmRSS (MiB) of each round, by process kind ("leasehold (deno)", "baseline (deno)", "client-go"). */
+  /**
+   * Median VmRSS (MiB) of each round, by process: "leasehold (deno)" (the entrypoint), "library (deno)"
+   * (lib_follower.mjs), "baseline (deno)" (idle_baseline.mjs), "client-go".
+   */
   rssMiB: Record<string, number[]>;
+  /** Every VmRSS sample (MiB), by process, one array per round. */
+  samplesMiB: Record<string, number[][]>;
   /** Median over rounds, MiB. */
   medianMiB: Record<string, number>;
-  /** leasehold minus the baseline on the same runtime, MiB. */
+  /** The entrypoint follower minus the baseline on the same runtime, MiB. */
   overheadMiB: Record<Runtime, number | undefined>;
+  /** A follower through the library alone (lib_follower.mjs) minus the baseline, MiB. */
+  libraryOverheadMiB: Record<Runtime, number | undefined>;
   errors: string[];
 }
 
@@ -46,9 +64,11 @@ export async function footprint(
   const memory: MemoryResult = {
     idleMs: o.idleMs,
     samplesPerRound: o.samples,
+    samplesMiB: {},
     rssMiB: {},
     medianMiB: {},
     overheadMiB: { deno: undefined, bun: undefined, node: undefined },
+    libraryOverheadMiB: { deno: undefined, bun: undefined, node: undefined },
     errors: [],
   };
   const cold: ColdStartResult = { runs: o.coldRuns, readyMs: {}, firstAnswerMs: {}, summary: {}, errors: [] };
@@ -72,6 +92,12 @@ export async function footprint(
           proc,
           ready: proc.waitFor((l) => l.msg === "ready", 30000, '"ready"'),
         });
+        const lib = libraryFollower(ctx, runtime, { identity: `mem-${++n}`, leaseName, sa });
+        procs.push({
+          key: `library (${runtime})`,
+          proc: lib,
+          ready: lib.waitFor((l) => l.msg === "new leader" && l.leader === "leader", 30000, '"new leader"'),
+        });
       }
       try {
         const ready = await Promise.allSettled(procs.map((p) => p.ready));
@@ -89,7 +115,9 @@ export async function footprint(
           });
         }
         procs.forEach((p, i) => {
-          if (samples[i].length) (memory.rssMiB[p.key] ??= []).push(round(quantile(samples[i], 0.5), 2));
+          if (!samples[i].length) return;
+          (memory.rssMiB[p.key] ??= []).push(round(quantile(samples[i], 0.5), 2));
+          (memory.samplesMiB[p.key] ??= []).push(samples[i].map((v) => round(v, 2)));
         });
       } finally {
         await Promise.all(procs.map((p) => p.proc.stop()));
@@ -98,7 +126,9 @@ export async function footprint(
     for (const [k, v] of Object.entries(memory.rssMiB)) memory.medianMiB[k] = round(quantile(v, 0.5), 2);
     for (const rt of RUNTIMES) {
       const a = memory.medianMiB[`leasehold (${rt})`], b = memory.medianMiB[`baseline (${rt})`];
+      const c = memory.medianMiB[`library (${rt})`];
       if (a !== undefined && b !== undefined) memory.overheadMiB[rt] = round(a - b, 2);
+      if (c !== undefined && b !== undefined) memory.libraryOverheadMiB[rt] = round(c - b, 2);
     }
 
     // Cold start: one process at a time, a discarded warm-up run first (fills caches).
@@ -141,5 +171,28 @@ function baseline(ctx: BenchContext, runtime: Runtime): Proc {
     env: { BENCH_URL: `${ctx.info.url}/readyz`, BENCH_CA: ctx.info.caFile },
     logStream: "stderr",
     name: `baseline (${runtime})`,
+  });
+}
+
+function libraryFollower(
+  ctx: BenchContext,
+  runtime: Runtime,
+  o: { identity: string; leaseName: string; sa: PodIdentity },
+): Proc {
+  const script = join(ctx.root, "tests", "bench", "lib_follower.mjs");
+  const lib = runtime === "node" ? join(ctx.nodeDist!, "mod.js") : join(ctx.root, "mod.ts");
+  const cmd = runtime === "deno"
+    ? [ctx.denoPath, "run", "-A", script]
+    : [runtime === "bun" ? ctx.bunPath : ctx.nodePath, script];
+  return new Proc(cmd, {
+    env: {
+      ...o.sa.env,
+      BENCH_LIB: pathToFileURL(lib).href,
+      BENCH_SA_DIR: o.sa.dir,
+      BENCH_LEASE: o.leaseName,
+      BENCH_IDENTITY: o.identity,
+    },
+    logStream: "stderr",
+    name: `library (${runtime})`,
   });
 }

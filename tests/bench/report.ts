@@ -24,7 +24,16 @@ export interface BenchResults {
   command: string;
   startedAt: string;
   wallSeconds: number;
-  machine: { cpuModel: string; cores: number; os: string; arch: string; memoryMiB: number };
+  machine: {
+    cpuModel: string;
+    cores: number;
+    os: string;
+    arch: string;
+    memoryMiB: number;
+    /** 1, 5 and 15 minute load averages: other work on the machine shows here. */
+    loadAverageAtStart: number[];
+    loadAverageAtEnd?: number[];
+  };
   versions: Record<string, string | undefined>;
   server: { url: string; sharedFromEnv: boolean };
   benchmarks: {
@@ -53,8 +62,13 @@ export const ratio = (a: number | undefined | null, b: number | undefined | null
   if (b === 0) return a === 0 ? "1 (both 0)" : "∞";
   const r = a / b;
   if (r === 0) return "0";
-  return `${Number(r.toPrecision(2))}`;
+  return r.toPrecision(2);
 };
+
+function medianOf(xs: (number | undefined)[]): number | undefined {
+  const v = xs.filter((x): x is number => typeof x === "number").sort((a, b) => a - b);
+  return v.length ? v[Math.ceil(v.length / 2) - 1] : undefined;
+}
 
 export function evaluateTargets(r: BenchResults): Target[] {
   const t: Target[] = [];
@@ -129,7 +143,8 @@ export function markdownReport(r: BenchResults): string {
   out.push(
     `${r.mode === "smoke" ? "**Smoke run (tiny counts; numbers are not meaningful).** " : ""}` +
       `Measured ${r.startedAt.slice(0, 10)} with \`${r.command}\` in ${fmt(r.wallSeconds / 60, 1)} min on ` +
-      `${r.machine.cpuModel} (${r.machine.cores} cores, ${r.machine.memoryMiB} MiB), ${r.machine.os}. ` +
+      `${r.machine.cpuModel} (${r.machine.cores} cores, ${r.machine.memoryMiB} MiB), ${r.machine.os}; load ` +
+      `average ${r.machine.loadAverageAtStart?.[0]?.toFixed(2) ?? "?"} at the start. ` +
       `Deno ${v.deno}, Bun ${v.bun}, Node ${v.node}, ${v.go ?? "Go ?"}; client-go ${v.clientGo}; ` +
       `kube-apiserver ${v.kubeApiserver} with embedded etcd (tests/apiserver) on the same machine. ` +
       `leasehold ${v.leasehold} runs as the entrypoint (\`lib/cli.ts\`, Deno unless stated), client-go as ` +
@@ -193,7 +208,7 @@ export function markdownReport(r: BenchResults): string {
       if (lh === undefined) continue;
       rows.push([
         `4. Memory, idle follower on ${rt[0].toUpperCase() + rt.slice(1)}`,
-        `RSS MiB (overhead ${fmt(m.overheadMiB[rt], 1)})`,
+        `RSS MiB (overhead ${fmt(m.overheadMiB[rt], 1)}; library only ${fmt(m.libraryOverheadMiB?.[rt], 1)})`,
         fmt(lh),
         fmt(cg),
         ratio(lh, cg),
@@ -291,7 +306,7 @@ export function markdownReport(r: BenchResults): string {
     out.push("");
     out.push(
       table(
-        ["", "n", "min", "median", "mean", "p99", "max"],
+        ["", "n", "min", "median", "mean", "p99", "max", "old leader released, median"],
         [h.leasehold, h.clientGo].map((x) => [
           x.impl,
           String(x.summary?.n ?? 0),
@@ -300,8 +315,15 @@ export function markdownReport(r: BenchResults): string {
           fmt(x.summary?.mean),
           fmt(x.summary?.p99),
           fmt(x.summary?.max),
+          fmt(medianOf(x.runs.map((run) => run.releaseMs))),
         ]),
       ),
+    );
+    out.push("");
+    out.push(
+      "All times in ms. The last column is the time from SIGTERM to the old leader's own report that it gave the " +
+        'Lease up (leasehold: "released the lease" after its GET + PUT; client-go: "stopped"); the rest of the ' +
+        "hand-over is the follower noticing and taking the Lease.",
     );
     out.push("");
     out.push("![hand-over time per run](handover.svg)");
@@ -371,16 +393,29 @@ export function markdownReport(r: BenchResults): string {
         `sampled ${m.samplesPerRound} times, 1 s apart; the median of each round, then the median over ` +
         `${
           Object.values(m.rssMiB)[0]?.length ?? 0
-        } round(s) of fresh processes. Node runs the \`tsc\` build of the package.`,
+        } round(s) of fresh processes. "Entrypoint" is \`lib/cli.ts\` as a replica runs it; "library only" is ` +
+        `\`tests/bench/lib_follower.mjs\`, a LeaderElector through the public API with nothing else. Node runs ` +
+        `the \`tsc\` build of the package. The target (overhead < 5 MB) applies to the entrypoint.`,
     );
     out.push("");
     out.push(table(
-      ["", "leasehold MiB", "empty program MiB", "overhead MiB", "client-go MiB", "leasehold/client-go"],
+      [
+        "runtime",
+        "entrypoint follower MiB",
+        "library-only follower MiB",
+        "empty program MiB",
+        "overhead: entrypoint",
+        "overhead: library only",
+        "client-go MiB",
+        "entrypoint/client-go",
+      ],
       (["deno", "bun", "node"] as const).filter((rt) => m.medianMiB[`leasehold (${rt})`] !== undefined).map((rt) => [
         rt,
         fmt(m.medianMiB[`leasehold (${rt})`]),
+        fmt(m.medianMiB[`library (${rt})`]),
         fmt(m.medianMiB[`baseline (${rt})`]),
         fmt(m.overheadMiB[rt]),
+        fmt(m.libraryOverheadMiB?.[rt]),
         fmt(m.medianMiB["client-go"]),
         ratio(m.medianMiB[`leasehold (${rt})`], m.medianMiB["client-go"]),
       ]),
@@ -446,6 +481,14 @@ export function markdownReport(r: BenchResults): string {
     ));
     out.push("");
     out.push(
+      "Why one client per Lease: on Deno, one client sends everything over one HTTP/2 connection, and " +
+        "kube-apiserver allows 100 concurrent streams per connection by default. Every candidate that is not " +
+        "leading keeps a watch open, which holds a stream; with 100 watches open on one client, any further request " +
+        "on it waits for a free stream and times out. 1000 electors sharing one client (tried while building this " +
+        "benchmark) lost leadership one after another as their renewals timed out, and none recovered.",
+    );
+    out.push("");
+    out.push(
       `(b) Candidates on one Lease at default timings, counted at the server over ${s.windowSeconds} s after ` +
         `the election settled. leasehold: in-process LeaderElectors with distinct identities, each with its own ` +
         `client and connection (starting ${
@@ -493,7 +536,8 @@ export function handoverSvg(r: BenchResults): string {
   const lo = Math.pow(10, Math.floor(Math.log10(Math.min(...all, 10))));
   const hi = Math.pow(10, Math.ceil(Math.log10(Math.max(...all, 100))));
   const n = Math.max(1, ...series.map((s) => s.xs.length));
-  const x = (i: number) => L + (n === 1 ? (W - L - R) / 2 : (i * (W - L - R)) / (n - 1));
+  const pad = 24;
+  const x = (i: number) => L + pad + (n === 1 ? (W - L - R - 2 * pad) / 2 : (i * (W - L - R - 2 * pad)) / (n - 1));
   const y = (ms: number) =>
     T + ((Math.log10(hi) - Math.log10(Math.max(ms, lo))) / (Math.log10(hi) - Math.log10(lo))) * (H - T - B);
   const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;");

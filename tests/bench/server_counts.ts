@@ -50,6 +50,7 @@ export class LeaseEvents {
   readonly events: LeaseEvent[] = [];
   #stop = new AbortController();
   #done: Promise<void>;
+  #reader?: ReadableStreamDefaultReader<Uint8Array>;
 
   private constructor(ctx: BenchContext, rv: string) {
     this.#done = this.#loop(ctx, rv);
@@ -74,7 +75,11 @@ export class LeaseEvents {
         if (!res.body) throw new Error(`watch: ${res.status}`);
         const dec = new TextDecoder();
         let buf = "";
-        for await (const chunk of res.body) {
+        const reader = res.body.getReader();
+        this.#reader = reader;
+        for (;;) {
+          const { done, value: chunk } = await reader.read();
+          if (done) break;
           const at = performance.now();
           buf += dec.decode(chunk, { stream: true });
           let nl: number;
@@ -112,7 +117,11 @@ export class LeaseEvents {
 
   async stop(): Promise<void> {
     this.#stop.abort();
-    await this.#done;
+    this.#reader?.cancel().catch(() => {});
+    // Do not hang the run on a stream that ignores the abort.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([this.#done, new Promise((r) => (timer = setTimeout(r, 3000)))]);
+    clearTimeout(timer);
   }
 }
 
@@ -138,7 +147,9 @@ export function windowCounts(
   for (const v of new Set([...Object.keys(a.byVerb), ...Object.keys(b.byVerb)])) {
     byVerb[v] = (b.byVerb[v] ?? 0) - (a.byVerb[v] ?? 0);
   }
-  byVerb.WATCH = (byVerb.WATCH ?? 0) + (b.watchOpen - a.watchOpen);
+  // Watches of a process that just went away can leave the gauge a moment before
+  // they are counted as ended; a negative count is that, not a start.
+  byVerb.WATCH = Math.max(0, (byVerb.WATCH ?? 0) + (b.watchOpen - a.watchOpen));
   const bg = events.count(a.at, b.at, (e) => e.namespace !== namespace);
   const ours = events.count(a.at, b.at, (e) => e.namespace === namespace);
   const sub = (verb: string, n: number) => {
