@@ -109,6 +109,9 @@ p=$(sed -nE 's/^([0-9]+) passed.*/\1/p' <<<"$line"); f=$(sed -nE 's/.* ([0-9]+) 
 [ -z "$line" ] && { p=0; f=1; echo "!!! the fault suite printed no summary"; }
 count "fault suite (scenarios)" "${p:-0}" "${f:-0}"
 
+# The benchmarks' short mode, so they cannot rot; its numbers are not judged here.
+check "benchmark smoke (tests/bench/bench.ts --smoke)" deno run -A tests/bench/bench.ts --smoke --out .cache/bench-smoke
+
 printf '\n==> summary\n'
 printf '%s\n' "${SUMMARY[@]}"
 echo "$PASSED passed, $FAILED failed"
