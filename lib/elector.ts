@@ -844,6 +844,24 @@ export class LeaderElector extends EventTarget {
     }
   }
 
+  /** PUTs the release record (holder "", 1 s, times now, transitions kept) over `lease`. */
+  async #writeRelease(lease: Lease, record: LeaderElectionRecord, signal: AbortSignal): Promise<void> {
+    const wall = formatMicroTime(this.#clock.wallTime());
+    this.#count("update");
+    const updated = await this.#api.update(
+      this.#withRecord(lease, {
+        ...record,
+        holderIdentity: "",
+        leaseDurationSeconds: 1,
+        acquireTime: wall,
+        renewTime: wall,
+      }),
+      signal,
+    );
+    this.#observe(updated, this.#clock.now());
+    this.#log.info("released the lease", { lease: `${this.#api.namespace}/${this.#api.name}` });
+  }
+
   /** Writes an empty holder, but only while this replica still holds the Lease. */
   async #release(): Promise<void> {
     const deadline = this.#clock.now() + this.renewDeadline;
@@ -854,20 +872,7 @@ export class LeaderElector extends EventTarget {
     if (o?.record && o.holder === this.identity) {
       const req = this.#requestSignal(never, deadline - this.#clock.now());
       try {
-        const wall = formatMicroTime(this.#clock.wallTime());
-        this.#count("update");
-        const updated = await this.#api.update(
-          this.#withRecord(o.lease, {
-            ...o.record,
-            holderIdentity: "",
-            leaseDurationSeconds: 1,
-            acquireTime: wall,
-            renewTime: wall,
-          }),
-          req.signal,
-        );
-        this.#observe(updated, this.#clock.now());
-        this.#log.info("released the lease", { lease: `${this.#api.namespace}/${this.#api.name}` });
+        await this.#writeRelease(o.lease, o.record, req.signal);
         return;
       } catch (e) {
         if (!isConflict(e)) {
@@ -891,20 +896,7 @@ export class LeaderElector extends EventTarget {
           this.#log.debug("release skipped: the lease is not held by this replica", {});
           return;
         }
-        const wall = formatMicroTime(this.#clock.wallTime());
-        this.#count("update");
-        const updated = await this.#api.update(
-          this.#withRecord(lease, {
-            ...r.record,
-            holderIdentity: "",
-            leaseDurationSeconds: 1,
-            acquireTime: wall,
-            renewTime: wall,
-          }),
-          req.signal,
-        );
-        this.#observe(updated, this.#clock.now());
-        this.#log.info("released the lease", { lease: `${this.#api.namespace}/${this.#api.name}` });
+        await this.#writeRelease(lease, r.record, req.signal);
         return;
       } catch (e) {
         if (isConflict(e)) continue;
