@@ -47,3 +47,4 @@ export * from "./lib/memory.ts";
 export * from "./lib/elector.ts";
 export * from "./lib/config.ts";
 export * from "./lib/transport.ts";
+export * from "./lib/events.ts";
