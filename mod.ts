@@ -48,3 +48,4 @@ export * from "./lib/elector.ts";
 export * from "./lib/config.ts";
 export * from "./lib/transport.ts";
 export * from "./lib/events.ts";
+export * from "./lib/candidate.ts";
