@@ -1,0 +1,313 @@
+// Sidecar mode against the in-memory Lease server, with real commands: the
+// follower never runs the command, the whole process group is stopped (SIGTERM,
+// then SIGKILL after the child grace), exit statuses for every signal, spawn
+// failure, the command restarted when leadership returns, and leasehold's own
+// exit never orphaning the command. Synchronised on log lines and exit statuses.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, readFileSync } from "node:fs";
+import { mkdtemp, writeFile } from "node:fs/promises";
+import { constants, tmpdir } from "node:os";
+import { join } from "node:path";
+import { CommandSupervisor, main } from "../lib/cli.ts";
+import { jsonLogger, LeadershipLostError } from "../mod.ts";
+import { type LeaseServer, startLeaseServer } from "./support/lease_server.ts";
+import { startReplica } from "./env/replica.mjs";
+
+const FAST = ["--lease-duration", "2s", "--renew-deadline", "1s", "--retry-period", "250ms"];
+type Line = Record<string, unknown> & { msg: string; level: string };
+
+/** Log lines with waiters: `waitFor` resolves on the first matching line, past or future. */
+function lineLog() {
+  const lines: Line[] = [];
+  let waiters: { pred: (l: Line) => boolean; resolve: (l: Line) => void }[] = [];
+  return {
+    lines,
+    write(text: string) {
+      const l = JSON.parse(text) as Line;
+      lines.push(l);
+      waiters = waiters.filter((w) => (w.pred(l) ? (w.resolve(l), false) : true));
+    },
+    waitFor(pred: (l: Line) => boolean): Promise<Line> {
+      const hit = lines.find(pred);
+      return hit ? Promise.resolve(hit) : new Promise((resolve) => waiters.push({ pred, resolve }));
+    },
+  };
+}
+
+async function kubeconfigFor(server: LeaseServer): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "leasehold-sidecar-"));
+  const path = join(dir, "kubeconfig");
+  await writeFile(
+    path,
+    JSON.stringify({
+      apiVersion: "v1",
+      kind: "Config",
+      clusters: [{ name: "c", cluster: { server: server.url } }],
+      users: [{ name: "u", user: { token: "t" } }],
+      contexts: [{ name: "x", context: { cluster: "c", user: "u", namespace: "default" } }],
+      "current-context": "x",
+    }),
+  );
+  return path;
+}
+
+/** One in-process replica: main() with its own stop signal and log. */
+function replica(kubeconfig: string, identity: string, args: string[], command?: string[]) {
+  const stop = new AbortController();
+  const log = lineLog();
+  const argv = ["--lease-name", "side", "--identity", identity, "--kubeconfig", kubeconfig, ...FAST, ...args];
+  const exited = main(command ? [...argv, "--", ...command] : argv, {
+    write: log.write,
+    handleSignals: false,
+    env: () => undefined,
+    signal: stop.signal,
+  });
+  return { ...log, exited, stop: () => stop.abort() };
+}
+
+/** Whether `pid` is a live process (a zombie awaiting its reaper is not). */
+function isAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return !/^[ZX]$/.test(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0]);
+  } catch {
+    return false;
+  }
+}
+
+async function until(cond: () => boolean, what: string, ms = 15000): Promise<void> {
+  const end = performance.now() + ms;
+  while (!cond()) {
+    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const readLines = (path: string) => (existsSync(path) ? readFileSync(path, "utf8").trim().split("\n") : []);
+
+/** A command that appends "start <identity> <token>" and, on SIGTERM, "stop <identity>" to `log`. */
+const recorder = (log: string) => [
+  "sh",
+  "-c",
+  `trap 'echo "stop $LEASEHOLD_HOLDER_IDENTITY" >> ${log}; exit 0' TERM; ` +
+  `echo "start $LEASEHOLD_HOLDER_IDENTITY $LEASEHOLD_FENCING_TOKEN" >> ${log}; while :; do sleep 0.05; done`,
+];
+
+test("two replicas: the follower never runs the command; it starts only after the leader's stopped", async () => {
+  const server = await startLeaseServer();
+  const kc = await kubeconfigFor(server);
+  const dir = await mkdtemp(join(tmpdir(), "leasehold-two-"));
+  const log = join(dir, "work.log");
+  const a = replica(kc, "a", [], recorder(log));
+  const b = { current: undefined as ReturnType<typeof replica> | undefined };
+  try {
+    await a.waitFor((l) => l.msg === "started command");
+    b.current = replica(kc, "b", [], recorder(log));
+    await b.current.waitFor((l) => l.msg === "new leader" && l.leader === "a");
+    // Let the leader renew a few times while b follows.
+    const puts = server.countBy("PUT");
+    await until(() => server.countBy("PUT") >= puts + 3, "three renewals");
+    assert.equal(b.current.lines.filter((l) => l.msg === "started command").length, 0, "the follower ran the command");
+    assert.deepEqual(readLines(log), ["start a 0/a"]);
+    a.stop();
+    assert.equal(await a.exited, 0);
+    await b.current.waitFor((l) => l.msg === "started command");
+    await until(() => readLines(log).length >= 3, "b's command to start");
+    assert.deepEqual(readLines(log), ["start a 0/a", "stop a", "start b 1/b"]);
+    b.current.stop();
+    assert.equal(await b.current.exited, 0);
+    assert.deepEqual(readLines(log), ["start a 0/a", "stop a", "start b 1/b", "stop b"]);
+  } finally {
+    a.stop();
+    b.current?.stop();
+    await Promise.all([a.exited, b.current?.exited]);
+    await server.close();
+  }
+});
+
+test("the command's whole process group is stopped: a sh -c wrapper's child dies too, by SIGKILL after the grace", async () => {
+  const server = await startLeaseServer();
+  const kc = await kubeconfigFor(server);
+  const dir = await mkdtemp(join(tmpdir(), "leasehold-group-"));
+  const pids = join(dir, "pids");
+  // The wrapper exits on SIGTERM; its child ignores SIGTERM, so only a SIGKILL to the group ends it.
+  // The child writes its pid only once it ignores SIGTERM.
+  const inner = `trap '' TERM; echo \\$\\$ > ${pids}; exec sleep 1000`;
+  const script = `trap 'exit 0' TERM; sh -c "${inner}" & while :; do sleep 0.05; done`;
+  const a = replica(kc, "a", ["--child-grace", "300ms"], ["sh", "-c", script]);
+  try {
+    await a.waitFor((l) => l.msg === "started command");
+    await until(() => readLines(pids).length === 1, "the wrapper's child to start");
+    const grandchild = Number(readLines(pids)[0]);
+    assert.ok(isAlive(grandchild));
+    a.stop();
+    assert.equal(await a.exited, 0);
+    assert.equal(isAlive(grandchild), false, "the wrapper's child outlived leasehold");
+    const msgs = a.lines.map((l) => l.msg);
+    const stopping = a.lines.find((l) => l.msg === "stopping command")!;
+    assert.equal(stopping.signal, "SIGTERM");
+    assert.equal(stopping.graceMs, 300);
+    assert.ok(
+      msgs.indexOf("command did not stop in time; killing its process group") > msgs.indexOf("stopping command"),
+    );
+    assert.ok(
+      msgs.indexOf("released the lease") > msgs.indexOf("command did not stop in time; killing its process group"),
+    );
+  } finally {
+    a.stop();
+    await a.exited;
+    await server.close();
+  }
+});
+
+test("a command killed by any signal n gives status 128+n; one that cannot start gives 127", async () => {
+  const server = await startLeaseServer();
+  const kc = await kubeconfigFor(server);
+  const signals = ["SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL"]
+    .concat(["SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGXCPU", "SIGSYS"]);
+  try {
+    for (const sig of signals) {
+      const n = (constants.signals as Record<string, number>)[sig];
+      const a = replica(kc, "a", [], ["sh", "-c", `ulimit -c 0; kill -${sig.slice(3)} $$; sleep 5`]);
+      assert.equal(await a.exited, 128 + n, sig);
+      const exit = a.lines.find((l) => l.msg === "command exited")!;
+      assert.equal(exit.signal, sig);
+    }
+    const a = replica(kc, "a", [], ["/nonexistent/leasehold-test-command"]);
+    assert.equal(await a.exited, 127);
+    assert.ok(a.lines.some((l) => l.msg === "cannot start command" && l.level === "error"));
+    assert.equal((server.leases().get("default/side") as { spec: { holderIdentity: string } }).spec.holderIdentity, "");
+  } finally {
+    await server.close();
+  }
+});
+
+test("the command is stopped when leadership is lost and started again, with the new token, when it returns", async () => {
+  const server = await startLeaseServer();
+  const kc = await kubeconfigFor(server);
+  const dir = await mkdtemp(join(tmpdir(), "leasehold-again-"));
+  const log = join(dir, "work.log");
+  const a = replica(kc, "a", [], recorder(log));
+  try {
+    await a.waitFor((l) => l.msg === "started command");
+    type Spec = Record<string, unknown> & { leaseTransitions: number };
+    const current = server.leases().get("default/side") as { spec: Spec };
+    const now = new Date().toISOString().replace("Z", "000Z");
+    server.put("default", "side", {
+      ...current,
+      spec: { ...current.spec, holderIdentity: "intruder", renewTime: now, leaseTransitions: 1 },
+    });
+    await a.waitFor((l) => l.msg === "command exited");
+    assert.equal(a.lines.filter((l) => l.msg === "started command").length, 1);
+    // The intruder lets go; a takes the Lease again and restarts the command.
+    const taken = server.leases().get("default/side") as { spec: Spec };
+    server.put("default", "side", { ...taken, spec: { ...taken.spec, holderIdentity: "", leaseDurationSeconds: 1 } });
+    await until(() => a.lines.filter((l) => l.msg === "started command").length === 2, "the second start");
+    await until(() => readLines(log).length === 3, "the second command to write");
+    assert.deepEqual(readLines(log), ["start a 0/a", "stop a", "start a 2/a"]);
+    a.stop();
+    assert.equal(await a.exited, 0);
+  } finally {
+    a.stop();
+    await a.exited;
+    await server.close();
+  }
+});
+
+/** A context as the elector hands it to the work. */
+function term(value: string) {
+  const ctl = new AbortController();
+  return {
+    ctl,
+    ctx: {
+      signal: ctl.signal,
+      fencingToken: { holderIdentity: "a", leaseTransitions: 0, resourceVersion: "1", acquireTime: "", value },
+    },
+  };
+}
+
+test("the SIGKILL comes within graceMs of the term's abort reason, minus the margin; else after the child grace", async () => {
+  const log = lineLog();
+  const sup = new CommandSupervisor({
+    command: ["sleep", "1000"],
+    childGrace: 4000,
+    margin: (w) => Math.min(1000, w / 5),
+    log: jsonLogger(log.write, "debug"),
+  });
+  const t1 = term("0/a");
+  const done1 = sup.run(t1.ctx, () => assert.fail("no exit while leading"));
+  await log.waitFor((l) => l.msg === "started command");
+  const reason = Object.assign(new LeadershipLostError("renew-deadline", "lost"), { graceMs: 600 });
+  t1.ctl.abort(reason);
+  await done1;
+  assert.equal(log.lines.find((l) => l.msg === "stopping command")!.graceMs, 480);
+  const t2 = term("1/a");
+  const done2 = sup.run(t2.ctx, () => assert.fail("no exit while leading"));
+  await log.waitFor((l) => l.msg === "started command" && l !== log.lines.find((x) => x.msg === "started command"));
+  t2.ctl.abort(new LeadershipLostError("shutdown", "stopping"));
+  await done2;
+  assert.equal(log.lines.filter((l) => l.msg === "stopping command")[1].graceMs, 4000);
+});
+
+test("no new term starts the command while the last term's process group still runs", async () => {
+  const ready = join(await mkdtemp(join(tmpdir(), "leasehold-term-")), "ready");
+  const log = lineLog();
+  const sup = new CommandSupervisor({
+    command: ["sh", "-c", `trap '' TERM; echo > ${ready}; while :; do sleep 0.05; done`],
+    childGrace: 300,
+    margin: () => 0,
+    log: jsonLogger(log.write, "debug"),
+  });
+  const t1 = term("0/a");
+  const done1 = sup.run(t1.ctx, () => {});
+  await until(() => existsSync(ready), "the command to ignore SIGTERM");
+  t1.ctl.abort(new LeadershipLostError("renew-deadline", "lost"));
+  assert.equal(sup.stopping, true);
+  const t2 = term("1/a");
+  const done2 = sup.run(t2.ctx, () => assert.fail("no exit while leading"));
+  await log.waitFor((l) => l.msg === "started command" && l !== log.lines.find((x) => x.msg === "started command"));
+  await done1;
+  const msgs = log.lines.map((l) => l.msg);
+  assert.deepEqual(msgs, [
+    "started command",
+    "stopping command",
+    "waiting for the last term's command to stop before starting it again",
+    "command did not stop in time; killing its process group",
+    "command exited",
+    "started command",
+  ]);
+  t2.ctl.abort(new LeadershipLostError("shutdown", "stopping"));
+  await done2;
+  assert.equal(sup.stopping, false);
+});
+
+test("leasehold's own signals: SIGHUP exits 129 after a clean shutdown; a second signal kills the command at once", async () => {
+  const server = await startLeaseServer();
+  const kc = await kubeconfigFor(server);
+  const dir = await mkdtemp(join(tmpdir(), "leasehold-sig-"));
+  const pidFile = join(dir, "pid");
+  const base = ["--lease-name", "sig", "--identity", "a", "--kubeconfig", kc, ...FAST];
+  try {
+    const a = startReplica(base, {}, { name: "a" });
+    await a.waitFor((l: Line) => l.msg === "started leading");
+    a.kill("SIGHUP");
+    assert.deepEqual(await a.exited, { code: 129, signal: null });
+    assert.ok(a.lines.some((l: Line) => l.msg === "released the lease"));
+
+    // The command ignores SIGTERM; a second signal must not leave it running after leasehold exits.
+    const script = `echo $$ > ${pidFile}; trap '' TERM; while :; do sleep 0.05; done`;
+    const slow = base.filter((_, i) => i < 6); // default timings: a child grace of 4 s
+    const b = startReplica([...slow, "--", "sh", "-c", script], {}, { name: "b" });
+    await b.waitFor((l: Line) => l.msg === "started command");
+    await until(() => readLines(pidFile).length === 1, "the command's pid");
+    const pid = Number(readLines(pidFile)[0]);
+    b.kill("SIGTERM");
+    await b.waitFor((l: Line) => l.msg === "stopping command");
+    b.kill("SIGINT");
+    assert.deepEqual(await b.exited, { code: 130, signal: null });
+    await until(() => !isAlive(pid), "the command to die (it outlived leasehold)", 3000);
+  } finally {
+    await server.close();
+  }
+});
