@@ -170,3 +170,50 @@ test("an --http-addr that cannot be listened on exits 2, as documented", async (
     await lease.close();
   }
 });
+
+test("main's endpoints: POST, PUT and OPTIONS get 405, HEAD gets headers only", async () => {
+  const lease = await startLeaseServer();
+  const probe = createServer();
+  await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+  const port = (probe.address() as { port: number }).port;
+  await new Promise((r) => probe.close(r));
+  const dir = await mkdtemp(join(tmpdir(), "leasehold-http-"));
+  const kubeconfig = join(dir, "kubeconfig");
+  await writeFile(
+    kubeconfig,
+    JSON.stringify({
+      apiVersion: "v1",
+      kind: "Config",
+      clusters: [{ name: "c", cluster: { server: lease.url } }],
+      users: [{ name: "u", user: { token: "t" } }],
+      contexts: [{ name: "x", context: { cluster: "c", user: "u", namespace: "default" } }],
+      "current-context": "x",
+    }),
+  );
+  const stop = new AbortController();
+  let serving: () => void;
+  const ready = new Promise<void>((r) => (serving = r));
+  const code = main(
+    ["--lease-name", "x", "--identity", "a", "--kubeconfig", kubeconfig, "--http-addr", `127.0.0.1:${port}`],
+    {
+      write: (l) => JSON.parse(l).msg === "serving http" && serving(),
+      handleSignals: false,
+      env: () => undefined,
+      signal: stop.signal,
+    },
+  );
+  try {
+    await ready;
+    const url = `http://127.0.0.1:${port}`;
+    for (const method of ["POST", "PUT", "OPTIONS"]) {
+      const r = await get(`${url}/healthz`, method);
+      assert.equal(r.status, 405, method);
+      assert.equal(r.allow, "GET, HEAD");
+    }
+    assert.deepEqual(await get(`${url}/readyz`, "HEAD"), { status: 200, body: "", allow: null });
+  } finally {
+    stop.abort();
+    assert.equal(await code, 0);
+    await lease.close();
+  }
+});

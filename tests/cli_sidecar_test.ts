@@ -9,7 +9,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, writeFile } from "node:fs/promises";
 import { constants, tmpdir } from "node:os";
 import { join } from "node:path";
-import { CommandSupervisor, main } from "../lib/cli.ts";
+import { CommandSupervisor, killAllGroupsSync, main } from "../lib/cli.ts";
 import { jsonLogger, LeadershipLostError } from "../mod.ts";
 import { type LeaseServer, startLeaseServer } from "./support/lease_server.ts";
 import { startReplica } from "./env/replica.mjs";
@@ -235,19 +235,23 @@ test("the SIGKILL comes within graceMs of the term's abort reason, minus the mar
     margin: (w) => Math.min(1000, w / 5),
     log: jsonLogger(log.write, "debug"),
   });
-  const t1 = term("0/a");
-  const done1 = sup.run(t1.ctx, () => assert.fail("no exit while leading"));
-  await log.waitFor((l) => l.msg === "started command");
-  const reason = Object.assign(new LeadershipLostError("renew-deadline", "lost"), { graceMs: 600 });
-  t1.ctl.abort(reason);
-  await done1;
-  assert.equal(log.lines.find((l) => l.msg === "stopping command")!.graceMs, 480);
-  const t2 = term("1/a");
-  const done2 = sup.run(t2.ctx, () => assert.fail("no exit while leading"));
-  await log.waitFor((l) => l.msg === "started command" && l !== log.lines.find((x) => x.msg === "started command"));
-  t2.ctl.abort(new LeadershipLostError("shutdown", "stopping"));
-  await done2;
-  assert.equal(log.lines.filter((l) => l.msg === "stopping command")[1].graceMs, 4000);
+  try {
+    const t1 = term("0/a");
+    const done1 = sup.run(t1.ctx, () => assert.fail("no exit while leading"));
+    await log.waitFor((l) => l.msg === "started command");
+    const reason = Object.assign(new LeadershipLostError("renew-deadline", "lost"), { graceMs: 600 });
+    t1.ctl.abort(reason);
+    await done1;
+    assert.equal(log.lines.find((l) => l.msg === "stopping command")!.graceMs, 480);
+    const t2 = term("1/a");
+    const done2 = sup.run(t2.ctx, () => assert.fail("no exit while leading"));
+    await log.waitFor((l) => l.msg === "started command" && l !== log.lines.find((x) => x.msg === "started command"));
+    t2.ctl.abort(new LeadershipLostError("shutdown", "stopping"));
+    await done2;
+    assert.equal(log.lines.filter((l) => l.msg === "stopping command")[1].graceMs, 4000);
+  } finally {
+    killAllGroupsSync(); // a failed assertion leaves nothing running
+  }
 });
 
 test("no new term starts the command while the last term's process group still runs", async () => {
@@ -259,27 +263,31 @@ test("no new term starts the command while the last term's process group still r
     margin: () => 0,
     log: jsonLogger(log.write, "debug"),
   });
-  const t1 = term("0/a");
-  const done1 = sup.run(t1.ctx, () => {});
-  await until(() => existsSync(ready), "the command to ignore SIGTERM");
-  t1.ctl.abort(new LeadershipLostError("renew-deadline", "lost"));
-  assert.equal(sup.stopping, true);
-  const t2 = term("1/a");
-  const done2 = sup.run(t2.ctx, () => assert.fail("no exit while leading"));
-  await log.waitFor((l) => l.msg === "started command" && l !== log.lines.find((x) => x.msg === "started command"));
-  await done1;
-  const msgs = log.lines.map((l) => l.msg);
-  assert.deepEqual(msgs, [
-    "started command",
-    "stopping command",
-    "waiting for the last term's command to stop before starting it again",
-    "command did not stop in time; killing its process group",
-    "command exited",
-    "started command",
-  ]);
-  t2.ctl.abort(new LeadershipLostError("shutdown", "stopping"));
-  await done2;
-  assert.equal(sup.stopping, false);
+  try {
+    const t1 = term("0/a");
+    const done1 = sup.run(t1.ctx, () => {});
+    await until(() => existsSync(ready), "the command to ignore SIGTERM");
+    t1.ctl.abort(new LeadershipLostError("renew-deadline", "lost"));
+    assert.equal(sup.stopping, true);
+    const t2 = term("1/a");
+    const done2 = sup.run(t2.ctx, () => assert.fail("no exit while leading"));
+    await log.waitFor((l) => l.msg === "started command" && l !== log.lines.find((x) => x.msg === "started command"));
+    await done1;
+    const msgs = log.lines.map((l) => l.msg);
+    assert.deepEqual(msgs, [
+      "started command",
+      "stopping command",
+      "waiting for the last term's command to stop before starting it again",
+      "command did not stop in time; killing its process group",
+      "command exited",
+      "started command",
+    ]);
+    t2.ctl.abort(new LeadershipLostError("shutdown", "stopping"));
+    await done2;
+    assert.equal(sup.stopping, false);
+  } finally {
+    killAllGroupsSync(); // a failed assertion leaves nothing running
+  }
 });
 
 test("leasehold's own signals: SIGHUP exits 129 after a clean shutdown; a second signal kills the command at once", async () => {
