@@ -7,6 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, writeFile } from "node:fs/promises";
+import { createServer } from "node:http";
 import { constants, tmpdir } from "node:os";
 import { join } from "node:path";
 import { CommandSupervisor, killAllGroupsSync, main } from "../lib/cli.ts";
@@ -316,6 +317,59 @@ test("leasehold's own signals: SIGHUP exits 129 after a clean shutdown; a second
     assert.deepEqual(await b.exited, { code: 130, signal: null });
     await until(() => !isAlive(pid), "the command to die (it outlived leasehold)", 3000);
   } finally {
+    await server.close();
+  }
+});
+
+test("/leader, /metrics and /healthz flip when the command is told to stop, before it exits and the Lease is released", async () => {
+  const server = await startLeaseServer();
+  const kc = await kubeconfigFor(server);
+  const dir = await mkdtemp(join(tmpdir(), "leasehold-flip-"));
+  const [ready, go] = [join(dir, "ready"), join(dir, "go")];
+  const probe = createServer();
+  await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+  const port = (probe.address() as { port: number }).port;
+  await new Promise((r) => probe.close(r));
+  // Default timings (a 4 s child grace): the command ignores SIGTERM until the test lets it go.
+  const script = `trap '' TERM; echo > ${ready}; while [ ! -e ${go} ]; do sleep 0.02; done`;
+  const stop = new AbortController();
+  const log = lineLog();
+  const exited = main(
+    ["--lease-name", "flip", "--identity", "a", "--kubeconfig", kc, "--http-addr", `127.0.0.1:${port}`, "--", "sh"]
+      .concat(["-c", script]),
+    { write: log.write, handleSignals: false, env: () => undefined, signal: stop.signal },
+  );
+  const url = `http://127.0.0.1:${port}`;
+  try {
+    await until(() => existsSync(ready), "the command to start");
+    const leading = await (await fetch(`${url}/leader`)).json();
+    assert.equal(leading.isLeader, true);
+    assert.match(
+      await (await fetch(`${url}/metrics`)).text(),
+      /leader_election_master_status\{name="default\/flip"\} 1/,
+    );
+    stop.abort();
+    await log.waitFor((l) => l.msg === "stopping command");
+    const leader = await (await fetch(`${url}/leader`)).json();
+    assert.equal(leader.isLeader, false);
+    assert.equal(leader.fencingToken, null);
+    assert.equal(leader.workSettling, true);
+    assert.match(
+      await (await fetch(`${url}/metrics`)).text(),
+      /leader_election_master_status\{name="default\/flip"\} 0/,
+    );
+    const health = await fetch(`${url}/healthz`);
+    assert.equal(health.status, 200);
+    assert.equal(await health.text(), "ok: the last term's work is still stopping\n");
+    assert.equal(log.lines.some((l) => l.msg === "command exited" || l.msg === "released the lease"), false);
+    await writeFile(go, "");
+    assert.equal(await exited, 0);
+    const msgs = log.lines.map((l) => l.msg);
+    assert.ok(msgs.indexOf("command exited") < msgs.indexOf("released the lease"));
+  } finally {
+    stop.abort();
+    await writeFile(go, "");
+    await exited;
     await server.close();
   }
 });
