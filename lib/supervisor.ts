@@ -52,6 +52,8 @@ export function groupAlive(pgid: number): boolean {
   if (!signalGroup(pgid, 0)) return false;
   let entries: string[];
   try {
+    // Only a procfs of our own PID namespace numbers processes as kill(2) does.
+    if (Number(readFileSync("/proc/self/stat", "utf8").split(" ")[0]) !== process.pid) return true;
     entries = readdirSync("/proc");
   } catch {
     return true; // no procfs: trust kill(2)

@@ -5,7 +5,9 @@
 // exit never orphaning the command. Synchronised on log lines and exit statuses.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
+import process from "node:process";
 import { mkdtemp, writeFile } from "node:fs/promises";
 import { createServer } from "node:http";
 import { constants, tmpdir } from "node:os";
@@ -13,7 +15,7 @@ import { join } from "node:path";
 import { CommandSupervisor, killAllGroupsSync, main } from "../lib/cli.ts";
 import { jsonLogger, LeadershipLostError } from "../mod.ts";
 import { type LeaseServer, startLeaseServer } from "./support/lease_server.ts";
-import { startReplica } from "./env/replica.mjs";
+import { entrypointCommand, startReplica } from "./env/replica.mjs";
 
 const FAST = ["--lease-duration", "2s", "--renew-deadline", "1s", "--retry-period", "250ms"];
 type Line = Record<string, unknown> & { msg: string; level: string };
@@ -370,6 +372,48 @@ test("/leader, /metrics and /healthz flip when the command is told to stop, befo
     stop.abort();
     await writeFile(go, "");
     await exited;
+    await server.close();
+  }
+});
+
+test("as PID 1: warns that orphans are not reaped, and a SIGTERM still shuts down cleanly and stops the command", async (t) => {
+  const probe = spawnSync("unshare", ["--pid", "--fork", "--kill-child", "true"]);
+  if (probe.status !== 0) {
+    console.error("!!! SKIPPING the PID 1 test: `unshare --pid --fork` is not available here (needs root)");
+    t.skip("unshare --pid not available");
+    return;
+  }
+  const server = await startLeaseServer();
+  const kc = await kubeconfigFor(server);
+  const dir = await mkdtemp(join(tmpdir(), "leasehold-pid1-"));
+  const pidFile = join(dir, "pid");
+  const script = `trap 'exit 0' TERM; echo $$ > ${pidFile}; while :; do sleep 0.05; done`;
+  const args = ["--lease-name", "pid1", "--identity", "a", "--kubeconfig", kc, ...FAST, "--", "sh", "-c", script];
+  const r = startReplica(args, {}, {
+    name: "pid1",
+    cmd: ["unshare", "--pid", "--fork", "--kill-child", ...entrypointCommand()],
+  });
+  try {
+    const warn = await r.waitFor((l: Line) => l.msg.startsWith("running as PID 1"));
+    assert.match(warn.msg, /not reaped; run leasehold under an init/);
+    await r.waitFor((l: Line) => l.msg === "started command");
+    // leasehold is the only child of unshare; signal it by its pid outside the namespace.
+    let inner = 0;
+    await until(() => {
+      try {
+        inner = Number(readFileSync(`/proc/${r.child.pid}/task/${r.child.pid}/children`, "utf8").trim().split(" ")[0]);
+      } catch {
+        inner = 0;
+      }
+      return inner > 0;
+    }, "leasehold's pid");
+    process.kill(inner, "SIGTERM");
+    assert.deepEqual(await r.exited, { code: 0, signal: null });
+    assert.ok(r.lines.some((l: Line) => l.msg === "released the lease"));
+    assert.equal((server.leases().get("default/pid1") as { spec: { holderIdentity: string } }).spec.holderIdentity, "");
+  } finally {
+    r.kill("SIGKILL");
+    await r.exited;
     await server.close();
   }
 });
