@@ -293,18 +293,20 @@ test("no new term starts the command while the last term's process group still r
   }
 });
 
-test("leasehold's own signals: SIGHUP exits 129 after a clean shutdown; a second signal kills the command at once", async () => {
+test("leasehold's own signals: SIGHUP/SIGQUIT exit 128+n after a clean shutdown, SIGTERM/SIGINT 0; a second signal kills the command at once", async () => {
   const server = await startLeaseServer();
   const kc = await kubeconfigFor(server);
   const dir = await mkdtemp(join(tmpdir(), "leasehold-sig-"));
   const pidFile = join(dir, "pid");
   const base = ["--lease-name", "sig", "--identity", "a", "--kubeconfig", kc, ...FAST];
   try {
-    const a = startReplica(base, {}, { name: "a" });
-    await a.waitFor((l: Line) => l.msg === "started leading");
-    a.kill("SIGHUP");
-    assert.deepEqual(await a.exited, { code: 129, signal: null });
-    assert.ok(a.lines.some((l: Line) => l.msg === "released the lease"));
+    for (const [sig, code] of [["SIGHUP", 129], ["SIGQUIT", 131], ["SIGTERM", 0], ["SIGINT", 0]] as const) {
+      const a = startReplica(base, {}, { name: "a" });
+      await a.waitFor((l: Line) => l.msg === "started leading");
+      a.kill(sig);
+      assert.deepEqual(await a.exited, { code, signal: null }, sig);
+      assert.ok(a.lines.some((l: Line) => l.msg === "released the lease"), sig);
+    }
 
     // The command ignores SIGTERM; a second signal must not leave it running after leasehold exits.
     const script = `echo $$ > ${pidFile}; trap '' TERM; while :; do sleep 0.05; done`;
