@@ -38,13 +38,12 @@ export {
   FLAGS,
   type FlagSpec,
   helpText,
-  invalidIdentity,
-  MAX_IDENTITY_LENGTH,
   maxChildGrace,
   parseArgs,
   resolveSettings,
 } from "./cli_flags.ts";
 export { formatDuration, MAX_TIMER_MS, parseDuration } from "./duration.ts";
+export { invalidIdentity, MAX_IDENTITY_LENGTH } from "./identity.ts";
 export {
   createHandler,
   type ElectorView,
