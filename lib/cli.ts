@@ -166,6 +166,7 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
     log.info("signal received; shutting down", { signal: sig });
     stop.abort();
   };
+  for (const w of settings.warnings) log.warn(w, {});
   if (settings.identitySource === "hostname") {
     log.warn(
       "no identity given (--identity / POD_NAME is empty); using the hostname, which is not unique with " +

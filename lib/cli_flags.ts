@@ -265,8 +265,10 @@ export interface CliSettings {
   httpAddr?: { host?: string; port: number };
   /** Healthz grace in ms. */
   healthzGrace: number;
-  /** Child grace in ms (at most {@linkcode maxChildGrace}). */
+  /** Child grace in ms (at most {@linkcode maxChildGrace}: a longer one is clamped, with a warning). */
   childGrace: number;
+  /** Settings that were adjusted, to be logged as warnings. */
+  warnings: string[];
   /** Log level. */
   logLevel: LogLevel;
   /** Command to supervise. */
@@ -336,6 +338,7 @@ export function resolveSettings(o: CliOptions, hostname: () => string = () => ""
     kubeconfig: v["kubeconfig"],
     healthzGrace: dur("healthz-grace", "non-negative"),
     childGrace: NaN,
+    warnings: [],
     logLevel: "info",
     command: o.command,
   };
@@ -380,15 +383,15 @@ export function resolveSettings(o: CliOptions, hostname: () => string = () => ""
       s.childGrace = max;
     } else {
       const g = dur("child-grace", "non-negative");
+      s.childGrace = Math.min(g, max);
       if (g > max) {
-        problems.push(
-          `--child-grace ${v["child-grace"]} is longer than the command may run after leadership ends: another ` +
-            `replica may take the Lease leaseDuration - renewDeadline (${
+        s.warnings.push(
+          `--child-grace ${v["child-grace"]} is longer than the command may run after leadership ends (another ` +
+            `replica may take the Lease leaseDuration - renewDeadline = ${
               formatDuration(s.leaseDuration - s.renewDeadline)
-            }) ` +
-            `after a failed renewal; use at most ${formatDuration(max)}, or raise --lease-duration`,
+            } after a failed renewal); using ${formatDuration(max)}: lower --child-grace or raise --lease-duration`,
         );
-      } else s.childGrace = g;
+      }
     }
   }
   if (problems.length) throw new ConfigError(problems.join("; "));

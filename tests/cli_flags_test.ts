@@ -100,14 +100,17 @@ test("--lease-duration must be whole seconds: main exits 2 with one line naming 
   assert.equal(settings(["--identity", "a", "--lease-duration", "16000ms"]).leaseDuration, 16000);
 });
 
-test("child grace: defaults to leaseDuration - renewDeadline minus a margin; longer is refused", () => {
+test("child grace: defaults to leaseDuration - renewDeadline minus a margin; longer is clamped with a warning", async () => {
   assert.equal(maxChildGrace(15000, 10000), 4000);
   assert.equal(settings(["--identity", "a"]).childGrace, 4000);
   assert.equal(settings(["--identity", "a", "--lease-duration", "4s", "--renew-deadline", "3s"]).childGrace, 800);
   assert.equal(settings(["--identity", "a", "--child-grace", "2s"]).childGrace, 2000);
-  assert.throws(
-    () => settings(["--identity", "a"], { CHILD_GRACE: "10s" }),
-    /--child-grace 10s is longer than the command may run after leadership ends.*use at most 4s/,
+  const clamped = settings(["--identity", "a"], { CHILD_GRACE: "10s" });
+  assert.equal(clamped.childGrace, 4000);
+  assert.equal(clamped.warnings.length, 1);
+  assert.match(
+    clamped.warnings[0],
+    /--child-grace 10s is longer than the command may run after leadership ends.*using 4s/,
   );
 });
 
