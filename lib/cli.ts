@@ -6,6 +6,8 @@
  *
  * The command runs in its own process group; when leadership ends the whole
  * group gets SIGTERM, then SIGKILL before another replica could take the Lease.
+ * If leasehold itself is killed with SIGKILL, the command is left to the
+ * container runtime, which stops every process of the container with it.
  * leasehold does not reap orphaned processes when it runs as PID 1: give the
  * container an init (tini, `docker run --init`) or the pod
  * `shareProcessNamespace: true`.
