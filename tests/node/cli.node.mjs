@@ -1,6 +1,11 @@
 // Node: the built entrypoint (dist/lib/cli.js) as processes against the real API server.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { existsSync, readFileSync } from "node:fs";
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
 import { adminRequest, apiServer, freshNamespace, podIdentity } from "../env/testenv.mjs";
 import { freePort, startReplica } from "../env/replica.mjs";
 
@@ -33,7 +38,8 @@ test("node entrypoint: two replicas, one leads, /healthz answers, SIGTERM hands 
     const t0 = performance.now();
     a.kill("SIGTERM");
     const line = await b.waitFor(startedLeading, 15000);
-    assert.ok(line.at - t0 < 1000, `hand-over took ${Math.round(line.at - t0)} ms`);
+    // Released, not expired: b took over before the 4 s leaseDuration could have run out.
+    assert.ok(line.at - t0 < 4000, `hand-over after ${Math.round(line.at - t0)} ms: the release was not seen`);
     assert.equal((await a.exited).code, 0);
     b.kill("SIGTERM");
     assert.equal((await b.exited).code, 0);
@@ -68,5 +74,55 @@ test("node entrypoint: SIGKILL of the leader hands over only after the lease exp
   } finally {
     a.kill("SIGKILL");
     b.kill("SIGKILL");
+  }
+});
+
+const isAlive = (pid) => {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return !/^[ZX]$/.test(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0]);
+  } catch {
+    return false;
+  }
+};
+const readLines = (path) => (existsSync(path) ? readFileSync(path, "utf8").trim().split("\n") : []);
+async function until(cond, what, ms = 15000) {
+  const end = performance.now() + ms;
+  while (!cond()) {
+    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+test("node entrypoint: sidecar with two replicas; only the leader runs the command; its whole group stops", async (t) => {
+  const s = await setup(t, "nside");
+  if (!s) return;
+  const dir = await mkdtemp(join(tmpdir(), "leasehold-nside-"));
+  const log = join(dir, "work.log");
+  const pids = join(dir, "pids");
+  // The command records start/stop; the process it starts ignores SIGTERM, so only a SIGKILL to the group ends it.
+  const script = `trap 'echo "stop $LEASEHOLD_HOLDER_IDENTITY" >> ${log}; exit 0' TERM; ` +
+    `echo "start $LEASEHOLD_HOLDER_IDENTITY $LEASEHOLD_FENCING_TOKEN" >> ${log}; ` +
+    `sh -c "trap '' TERM; echo \\$\\$ >> ${pids}; exec sleep 1000" & while :; do sleep 0.05; done`;
+  const a = startReplica([...FAST, "--identity", "a", "--", "sh", "-c", script], s.env, { name: "a" });
+  let b;
+  try {
+    await a.waitFor((l) => l.msg === "started command");
+    b = startReplica([...FAST, "--identity", "b", "--", "sh", "-c", script], s.env, { name: "b" });
+    await b.waitFor((l) => l.msg === "new leader" && l.leader === "a");
+    await until(() => readLines(pids).length === 1, "a's command to start its child");
+    a.kill("SIGTERM");
+    assert.equal((await a.exited).code, 0);
+    assert.equal(isAlive(Number(readLines(pids)[0])), false, "a's command's child outlived a");
+    await b.waitFor((l) => l.msg === "started command");
+    await until(() => readLines(pids).length === 2, "b's command to start its child");
+    b.kill("SIGHUP");
+    assert.deepEqual(await b.exited, { code: 129, signal: null });
+    assert.equal(isAlive(Number(readLines(pids)[1])), false, "b's command's child outlived b");
+    assert.deepEqual(readLines(log), ["start a 0/a", "stop a", "start b 1/b", "stop b"]);
+  } finally {
+    a.kill("SIGKILL");
+    b?.kill("SIGKILL");
+    for (const pid of readLines(pids).map(Number)) if (isAlive(pid)) process.kill(pid, "SIGKILL");
   }
 });
