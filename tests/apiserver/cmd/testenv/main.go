@@ -115,6 +115,10 @@ func main() {
 		"--service-account-signing-key-file=" + filepath.Join(abs, "sa.key"),
 		"--service-account-key-file=" + filepath.Join(abs, "sa.key"),
 		"--enable-priority-and-fairness=false",
+		// Coordinated leader election (KEP-4355, beta and off by default in 1.37):
+		// the election controller runs inside kube-apiserver and serves LeaseCandidates.
+		"--feature-gates=CoordinatedLeaderElection=true",
+		"--runtime-config=coordination.k8s.io/v1beta1=true",
 		"--profiling=false",
 		"--v=" + strconv.Itoa(*verbosity),
 	}
