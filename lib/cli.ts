@@ -29,6 +29,7 @@ import { type ClusterConfig, createLeaseApi, getEnv, inClusterConfig, kubeconfig
 import { LeaderElector } from "./elector.ts";
 import { ConfigError } from "./errors.ts";
 import { jsonLogger } from "./log.ts";
+import { LeaderEventRecorder } from "./events.ts";
 import { childGraceMargin, type CliSettings, helpText, parseArgs, resolveSettings } from "./cli_flags.ts";
 import { serveHttp } from "./cli_http.ts";
 import { CommandSupervisor, exitStatus, killAllGroupsSync } from "./supervisor.ts";
@@ -236,6 +237,15 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
           })
         : undefined,
     });
+    if (settings.events) {
+      new LeaderEventRecorder({
+        client: lease.client,
+        namespace: lease.namespace,
+        leaseName: lease.name,
+        identity: settings.identity,
+        logger: log,
+      }).attach(elector);
+    }
     options.onElector?.(elector);
     if (settings.httpAddr) {
       const ns = settings.namespace;

@@ -98,6 +98,13 @@ export const FLAGS: readonly FlagSpec[] = [
       "leaseDuration - renewDeadline minus a margin (default: that maximum, 4s at the default timings)",
     duration: true,
   },
+  {
+    flag: "events",
+    env: "EVENTS",
+    help: "record Events on the Lease when this replica becomes leader or stops leading (needs create on events)",
+    def: "true",
+    bool: true,
+  },
   { flag: "log-level", env: "LOG_LEVEL", help: "debug, info, warn or error", def: "info" },
 ];
 
@@ -258,6 +265,8 @@ export interface CliSettings {
   retryPeriod: number;
   /** Release on shutdown. */
   releaseOnCancel: boolean;
+  /** Record leadership Events on the Lease. */
+  events: boolean;
   /** Service-account directory. */
   serviceAccountDir: string;
   /** Kubeconfig path, if any. */
@@ -335,6 +344,7 @@ export function resolveSettings(o: CliOptions, hostname: () => string = () => ""
     renewDeadline: dur("renew-deadline", "positive"),
     retryPeriod: dur("retry-period", "positive"),
     releaseOnCancel: true,
+    events: true,
     serviceAccountDir: v["service-account-dir"] ?? SERVICE_ACCOUNT_DIR,
     kubeconfig: v["kubeconfig"],
     healthzGrace: dur("healthz-grace", "non-negative"),
@@ -353,6 +363,11 @@ export function resolveSettings(o: CliOptions, hostname: () => string = () => ""
   }
   try {
     s.releaseOnCancel = parseBool("release-on-cancel", v["release-on-cancel"]);
+  } catch (e) {
+    problems.push((e as Error).message);
+  }
+  try {
+    s.events = parseBool("events", v["events"]);
   } catch (e) {
     problems.push((e as Error).message);
   }

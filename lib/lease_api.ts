@@ -87,6 +87,11 @@ export class KubeLeaseApi implements LeaseApi {
     this.name = name;
   }
 
+  /** The client this API talks through, e.g. to write Events over the same connection. */
+  get client(): KubeClient {
+    return this.#client;
+  }
+
   #path(withName: boolean): string {
     const base = `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(this.namespace)}/leases`;
     return withName ? `${base}/${encodeURIComponent(this.name)}` : base;
