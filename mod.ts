@@ -49,3 +49,4 @@ export * from "./lib/config.ts";
 export * from "./lib/transport.ts";
 export * from "./lib/events.ts";
 export * from "./lib/candidate.ts";
+export * from "./lib/lease_hub.ts";
