@@ -101,7 +101,7 @@ after(async () => {
 });
 
 test("npm pack from a clean copy builds first and ships exactly the library, its types, the bin, README, LICENSE", () => {
-  const expected = ["package.json", "README.md", "LICENSE", "dist/mod.js", "dist/mod.d.ts"];
+  const expected = ["package.json", "README.md", "LICENSE", "dist/mod.js", "dist/mod.d.ts", "dist/bin/leasehold.mjs"];
   for (const m of libModules()) expected.push(`dist/lib/${m}.js`, `dist/lib/${m}.d.ts`);
   const actual = packed.files.map((/** @type {any} */ f) => f.path);
   assert.deepEqual([...actual].sort(), expected.sort());
@@ -115,10 +115,17 @@ test("every entry point package.json names is in the package", () => {
   for (const p of paths) assert.ok(existsSync(join(app, "node_modules", NAME, p)), `${p} is in the package`);
 });
 
-test("the installed bin starts with a Node shebang and is executable", () => {
+test("the installed bin is one minified file with a Node shebang, executable, importing only node: modules", () => {
   const bin = join(app, "node_modules", ".bin", "leasehold");
   assert.ok(statSync(bin).mode & 0o111, "node_modules/.bin/leasehold is executable");
-  assert.equal(readFileSync(bin, "utf8").split("\n")[0], "#!/usr/bin/env node");
+  const text = readFileSync(bin, "utf8");
+  assert.equal(text.split("\n")[0], "#!/usr/bin/env node");
+  const specs = [...text.matchAll(/(?:\bfrom\s*|\bimport\s*\(?\s*)["']([^"']+)["']/g)].map((m) => m[1]);
+  assert.ok(specs.length > 0, "the bundle imports node: built-ins");
+  assert.deepEqual(specs.filter((s) => !s.startsWith("node:")), [], "nothing but node: built-ins is imported");
+  const lines = text.split("\n").length;
+  assert.ok(lines < 50, `minified: ${lines} lines`);
+  console.log(`# bin ${packed.files.find((/** @type {any} */ f) => f.path === "dist/bin/leasehold.mjs").size} bytes`);
 });
 
 /** The runtime export names of mod.ts (source, on Bun) and of the installed package (by name). */

@@ -223,6 +223,15 @@ const PROBES = [
     assert.equal(r.status, 0, r.stdout + r.stderr);
     assert.ok(existsSync(join(fresh, "dist", "lib", "cli.js")));
   }],
+  [/^npm run build$/, () => {
+    const r = run("npm", ["run", "build"]);
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    for (const f of ["dist/mod.js", "dist/mod.d.ts", "dist/lib/cli.js", "dist/bin/leasehold.mjs"]) {
+      assert.ok(existsSync(join(fresh, f)), f);
+    }
+    const help = run(process.execPath, ["dist/bin/leasehold.mjs", "--help"]);
+    assert.match(help.stdout + help.stderr, /usage: leasehold/);
+  }],
   [/^npm run bench$/, () => {
     const r = run("npm", ["run", "bench", "--", "--help"]);
     assert.equal(r.status, 0, r.stdout + r.stderr);
