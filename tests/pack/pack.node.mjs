@@ -6,6 +6,7 @@
 // name, compares its exports (values and types) with mod.ts's, type-checks a
 // consumer against the shipped declarations, and starts the `leasehold` bin: its
 // help, and an election between a Node and a Bun replica on the real API server.
+// The per-runtime one-file bundles (dist/bundle) elect on Deno and Bun.
 // JSR: the file list of `deno publish --dry-run`.
 //
 //   node --test tests/pack/pack.node.mjs
@@ -273,6 +274,42 @@ test("the installed bin on Node and on Bun shares a Lease on the real API server
   } finally {
     node.kill("SIGKILL");
     bun.kill("SIGKILL");
+  }
+});
+
+test("the one-file bundles for Deno and Bun (dist/bundle) share a Lease on the real API server", async (t) => {
+  const env = testenv = await import(pathToFileURL(join(src, "tests", "env", "testenv.mjs")).href);
+  const { startReplica } = await import(pathToFileURL(join(src, "tests", "env", "replica.mjs")).href);
+  const info = await env.apiServer();
+  if (!info) {
+    t.skip("real API server not available");
+    return;
+  }
+  const ns = await env.freshNamespace(info, "bundle");
+  const id = await env.podIdentity(info, ns, "bundle");
+  const vars = { ...id.env, SERVICE_ACCOUNT_DIR: id.dir, LEASE_NAME: "bundle", PATH };
+  const started = (/** @type {any} */ l) => l.msg === "started leading";
+  const deno = startReplica([...FAST, "--identity", "deno"], vars, {
+    name: "deno",
+    cmd: [DENO, "run", "-A", join(src, "dist", "bundle", "leasehold.deno.js")],
+  });
+  /** @type {any} */
+  let bun;
+  try {
+    await deno.waitFor(started, 30000);
+    bun = startReplica([...FAST, "--identity", "bun"], vars, {
+      name: "bun",
+      cmd: [BUN, join(src, "dist", "bundle", "leasehold.bun.js")],
+    });
+    await bun.waitFor((l) => l.msg === "new leader" && l.leader === "deno");
+    deno.kill("SIGTERM");
+    await bun.waitFor(started, 15000);
+    assert.equal((await deno.exited).code, 0);
+    bun.kill("SIGTERM");
+    assert.equal((await bun.exited).code, 0);
+  } finally {
+    deno.kill("SIGKILL");
+    bun?.kill("SIGKILL");
   }
 });
 
