@@ -43,6 +43,8 @@ const NAME = "@leasehold/leasehold";
 // The shebang resolves `node` through PATH: make it this Node.
 const PATH = [dirname(NODE), TOOLS, process.env.PATH].join(":");
 const FAST = ["--lease-duration", "4s", "--renew-deadline", "3s", "--retry-period", "500ms"];
+// Settings of an outer `npm run` (npm_config_*) must not leak into the npm commands here.
+const ENV = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("npm_")));
 
 /** @type {string} */ let work; // temp root
 /** @type {string} */ let src; // the clean copy
@@ -52,7 +54,7 @@ const FAST = ["--lease-duration", "4s", "--renew-deadline", "3s", "--retry-perio
 
 /** Runs a command; throws with its output when it fails. */
 function run(cmd, args, opts = {}) {
-  const r = spawnSync(cmd, args, { encoding: "utf8", env: { ...process.env, PATH, NO_COLOR: "1" }, ...opts });
+  const r = spawnSync(cmd, args, { encoding: "utf8", env: { ...ENV, PATH, NO_COLOR: "1" }, ...opts });
   if (r.error) throw new Error(`cannot run ${cmd}: ${r.error.message}`);
   if (r.status !== 0) {
     throw new Error(`${cmd} ${args.join(" ")} exited with ${r.status}:\n${r.stdout}\n${r.stderr}`);
