@@ -34,3 +34,7 @@ test("fails: a test that outlives its timeout", { timeout: 200 }, async () => {
 test("passes: a test that ends within its timeout", { timeout: 5000 }, async () => {
   await tick(10);
 });
+
+test("skips: a test that calls t.skip()", (t) => {
+  t.skip("skipped at run time");
+});
