@@ -169,7 +169,12 @@ export function serverAvailability() {
     try {
       const file = process.env.LEASEHOLD_TESTENV;
       if (file) {
-        const info = JSON.parse(readFileSync(file, "utf8"));
+        let info;
+        try {
+          info = JSON.parse(readFileSync(file, "utf8"));
+        } catch (e) {
+          throw new Error(`no ready line in ${file} (LEASEHOLD_TESTENV): ${/** @type {Error} */ (e).message}`);
+        }
         const probe = await probeServer(info);
         if (!probe.ok) throw new Error(`the API server in ${file} does not answer: ${probe.reason}`);
         return { info };

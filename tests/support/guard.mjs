@@ -20,7 +20,7 @@ import process from "node:process";
 /** The bound of a test that sets no `timeout` of its own (ms); LEASEHOLD_TEST_TIMEOUT_MS overrides it. */
 export const DEFAULT_TEST_TIMEOUT_MS = Number(process.env.LEASEHOLD_TEST_TIMEOUT_MS) || 120_000;
 
-/** Prefix of the line printed on Deno when a test calls t.skip() (Deno reports it "ok"; tests/run_all.sh counts these). */
+/** Prefix of the line printed when a test calls t.skip() (Deno reports it "ok"; tests/run_all.sh counts these). */
 export const RUNTIME_SKIP_MARKER = "::leasehold-skip runtime ::";
 
 /** @type {unknown[]} errors that escaped a test and are not yet reported (Deno only) */
@@ -87,8 +87,9 @@ export function test(name, optionsOrFn, maybeFn) {
   /** @param {TestContext} t */
   const guarded = async (t) => {
     checkStray(name, "before"); // escaped after the previous test ended
-    if (deno && typeof t?.skip === "function") {
-      // Deno reports a test that called t.skip() as "ok": say so, for tests/run_all.sh to count it as skipped.
+    if (typeof t?.skip === "function") {
+      // Deno reports a test that called t.skip() as "ok": say so, for tests/run_all.sh to count it as
+      // skipped (on every runtime, so that it can tell skips of tests that need the API server).
       const skip = t.skip.bind(t);
       t.skip = (/** @type {string | undefined} */ message) => {
         console.error(`${RUNTIME_SKIP_MARKER} ${name} :: ${message ?? ""}`);
