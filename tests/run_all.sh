@@ -56,18 +56,33 @@ bound() {
 }
 
 # bounded SECS LOG CMD...: runs CMD under timeout(1), output to the terminal and LOG;
-# sets RC (124/137: over its bound).
+# sets RC (124/137: over its bound). timeout(1) runs CMD in a process group of its
+# own and kills that whole group at the bound; the pipeline runs in the background
+# so that Ctrl-C or a SIGTERM to this script reaches it (see `interrupted`).
+SUITE_PID_FILE=.cache/logs/.suite.pid
 bounded() {
   local secs=$1 log=$2; shift 2
   if [ "$secs" -le 0 ]; then
     echo "!!! no time left in the run's budget of $BUDGET s" | tee "$log"; RC=124; return
   fi
-  timeout --kill-after=10 "$secs" "$@" 2>&1 | tee "$log"
-  RC=${PIPESTATUS[0]}
+  rm -f "$log.rc"
+  { timeout --kill-after=10 "$secs" "$@" & echo $! > "$SUITE_PID_FILE"; wait $!; echo $? > "$log.rc"; } 2>&1 | tee "$log" &
+  wait $!
+  RC=$(cat "$log.rc" 2>/dev/null || echo 1)
+  rm -f "$log.rc" "$SUITE_PID_FILE"
   if [ "$RC" -eq 124 ] || [ "$RC" -eq 137 ]; then
     echo "!!! over its bound of $secs s: killed" | tee -a "$log"
   fi
 }
+
+# Ctrl-C / SIGTERM: stop the running suite (timeout(1) passes the signal on to its
+# process group), then exit; the EXIT trap stops the API server.
+interrupted() {
+  [ -s "$SUITE_PID_FILE" ] && kill -TERM "$(cat "$SUITE_PID_FILE")" 2>/dev/null
+  echo "!!! interrupted"
+  exit 130
+}
+trap interrupted INT TERM
 
 # settle NAME RC PASSED FAILED SKIPPED LOG: the exit code and the skip markers count too.
 settle() {
