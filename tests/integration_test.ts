@@ -184,45 +184,51 @@ serverTest(
       electors.push(e);
     }
     const firstLeader = firstEvent(electors, "started");
-    const runs = electors.map((e, i) => e.run(stops[i].signal));
-    await firstLeader;
-    const leader = electors.find((e) => e.isLeader)!;
-    const followers = electors.filter((e) => e !== leader);
-    assert.equal(electors.filter((e) => e.isLeader).length, 1);
-    const api = await leaseApiFor(id.dir, id.env, "three");
-    const r1 = readRecord((await api.get())!);
-    assert.ok(r1.ok);
-    assert.equal(r1.record.holderIdentity, leader.identity);
-    // The leader renews: the record's renewTime moves on while it stays the holder.
-    let r2: RecordResult = r1;
-    await until(async () => {
-      r2 = readRecord((await api.get())!);
-      return r2.ok && r2.record.renewTime !== r1.record.renewTime;
-    }, "the leader renews");
-    assert.ok(r2.ok);
-    assert.equal(r2.record.holderIdentity, leader.identity);
-    assert.equal(r2.record.leaseTransitions, r1.record.leaseTransitions, "a renewal keeps the term");
-    assert.equal(electors.filter((e) => e.isLeader).length, 1);
+    const runs: Promise<void>[] = [];
+    try {
+      runs.push(...electors.map((e, i) => e.run(stops[i].signal)));
+      await firstLeader;
+      const leader = electors.find((e) => e.isLeader)!;
+      const followers = electors.filter((e) => e !== leader);
+      assert.equal(electors.filter((e) => e.isLeader).length, 1);
+      const api = await leaseApiFor(id.dir, id.env, "three");
+      const r1 = readRecord((await api.get())!);
+      assert.ok(r1.ok);
+      assert.equal(r1.record.holderIdentity, leader.identity);
+      // The leader renews: the record's renewTime moves on while it stays the holder.
+      let r2: RecordResult = r1;
+      await until(async () => {
+        r2 = readRecord((await api.get())!);
+        return r2.ok && r2.record.renewTime !== r1.record.renewTime;
+      }, "the leader renews");
+      assert.ok(r2.ok);
+      assert.equal(r2.record.holderIdentity, leader.identity);
+      assert.equal(r2.record.leaseTransitions, r1.record.leaseTransitions, "a renewal keeps the term");
+      assert.equal(electors.filter((e) => e.isLeader).length, 1);
 
-    // Graceful hand-over: the lease cannot expire within the wait (NO_EXPIRY), so
-    // a follower that starts leading at all took it because the leader released it.
-    const next = firstEvent(followers, "started");
-    stops[electors.indexOf(leader)].abort();
-    const [successor] = await next;
-    await runs[electors.indexOf(leader)];
-    const r3 = readRecord((await api.get())!);
-    assert.ok(r3.ok);
-    assert.equal(r3.record.holderIdentity, successor.identity);
-    assert.equal(r3.record.leaseTransitions, r2.record.leaseTransitions + 1);
-    assert.deepEqual(
-      events.slice(0, 3),
-      [`${leader.identity} started`, `${leader.identity} stopped`, `${successor.identity} started`],
-      "the old leader stopped (and released) before the next one started",
-    );
-    for (const s of stops) s.abort();
-    await withTimeout(Promise.all(runs), 20000, "electors stop");
-    assert.equal(overlaps, 0);
-    assert.equal(readRecord((await api.get())!).ok, true);
+      // Graceful hand-over: the lease cannot expire within the wait (NO_EXPIRY), so
+      // a follower that starts leading at all took it because the leader released it.
+      const next = firstEvent(followers, "started");
+      stops[electors.indexOf(leader)].abort();
+      const [successor] = await next;
+      await runs[electors.indexOf(leader)];
+      const r3 = readRecord((await api.get())!);
+      assert.ok(r3.ok);
+      assert.equal(r3.record.holderIdentity, successor.identity);
+      assert.equal(r3.record.leaseTransitions, r2.record.leaseTransitions + 1);
+      assert.deepEqual(
+        events.slice(0, 3),
+        [`${leader.identity} started`, `${leader.identity} stopped`, `${successor.identity} started`],
+        "the old leader stopped (and released) before the next one started",
+      );
+      for (const s of stops) s.abort();
+      await withTimeout(Promise.all(runs), 20000, "electors stop");
+      assert.equal(overlaps, 0);
+      assert.equal(readRecord((await api.get())!).ok, true);
+    } finally {
+      for (const s of stops) s.abort(); // also when an assertion failed: no elector outlives its test
+      await Promise.all(runs);
+    }
   },
 );
 
@@ -238,38 +244,49 @@ serverTest(
       ...FAST,
       releaseOnCancel: false,
     });
-    const aRun = a.run(aStop.signal);
-    await nextEvent(a, "started");
     const bStop = new AbortController();
-    const b = new LeaderElector({ lease: await leaseApiFor(id.dir, id.env, "crash"), identity: "b", ...FAST });
-    const bSawA = new Promise<void>((resolve) =>
-      b.addEventListener("newleader", (e) => (e as CustomEvent).detail === "a" && resolve())
-    );
-    let bStartedAt = 0;
-    b.addEventListener("started", () => (bStartedAt = Date.now()));
-    const bRun = b.run(bStop.signal);
-    await withTimeout(bSawA, 20000, "b sees a as the leader");
-    assert.equal(b.isLeader, false);
-    aStop.abort(); // stops renewing; the record stays "a"
-    await aRun;
-    const api = await leaseApiFor(id.dir, id.env, "crash");
-    const last = readRecord((await api.get())!);
-    assert.ok(last.ok);
-    assert.equal(last.record.holderIdentity, "a", "a crash leaves the record in place");
-    await nextEvent(b, "started");
-    // b judges expiry from when it saw a's last renewal, which a wrote at renewTime
-    // (the same machine's wall clock): b may not claim the lease before that plus leaseDuration.
-    const expiresAt = Date.parse(last.record.renewTime!) + FAST.leaseDuration;
-    assert.ok(
-      bStartedAt >= expiresAt - 50,
-      `b took over ${expiresAt - bStartedAt} ms before the lease of a expired`,
-    );
-    const now = readRecord((await api.get())!);
-    assert.ok(now.ok);
-    assert.equal(now.record.holderIdentity, "b");
-    assert.equal(now.record.leaseTransitions, last.record.leaseTransitions + 1);
-    bStop.abort();
-    await bRun;
+    const runs: Promise<void>[] = [];
+    try {
+      const aRun = a.run(aStop.signal);
+      runs.push(aRun);
+      await nextEvent(a, "started");
+      const b = new LeaderElector({ lease: await leaseApiFor(id.dir, id.env, "crash"), identity: "b", ...FAST });
+      const bSawA = new Promise<void>((resolve) =>
+        b.addEventListener("newleader", (e) => (e as CustomEvent).detail === "a" && resolve())
+      );
+      let bStartedAt = 0;
+      b.addEventListener("started", () => (bStartedAt = Date.now()));
+      const bStarted = nextEvent(b, "started", 30000);
+      bStarted.catch(() => {}); // awaited below; not an unhandled rejection if the test fails before that
+      const bRun = b.run(bStop.signal);
+      runs.push(bRun);
+      await withTimeout(bSawA, 20000, "b sees a as the leader");
+      assert.equal(b.isLeader, false);
+      aStop.abort(); // stops renewing; the record stays "a"
+      await aRun;
+      const api = await leaseApiFor(id.dir, id.env, "crash");
+      const last = readRecord((await api.get())!);
+      assert.ok(last.ok);
+      assert.equal(last.record.holderIdentity, "a", "a crash leaves the record in place");
+      await bStarted;
+      // b judges expiry from when it saw a's last renewal, which a wrote at renewTime
+      // (the same machine's wall clock): b may not claim the lease before that plus leaseDuration.
+      const expiresAt = Date.parse(last.record.renewTime!) + FAST.leaseDuration;
+      assert.ok(
+        bStartedAt >= expiresAt - 50,
+        `b took over ${expiresAt - bStartedAt} ms before the lease of a expired`,
+      );
+      const now = readRecord((await api.get())!);
+      assert.ok(now.ok);
+      assert.equal(now.record.holderIdentity, "b");
+      assert.equal(now.record.leaseTransitions, last.record.leaseTransitions + 1);
+      bStop.abort();
+      await bRun;
+    } finally {
+      aStop.abort(); // also when an assertion failed: no elector outlives its test
+      bStop.abort();
+      await Promise.all(runs);
+    }
   },
 );
 
@@ -292,9 +309,12 @@ serverTest("a 403 from a Role without update gives the RBAC fix and no leadershi
   const stop = new AbortController();
   const a = new LeaderElector({ lease: await leaseApiFor(id.dir, id.env, "noupd"), identity: "a", ...FAST, logger });
   const run = a.run(stop.signal);
-  await withTimeout(sawForbidden, 20000, `a Forbidden error logged (saw: ${errors.join(" | ")})`);
-  stop.abort();
-  await run;
+  try {
+    await withTimeout(sawForbidden, 20000, `a Forbidden error logged (saw: ${errors.join(" | ")})`);
+  } finally {
+    stop.abort();
+    await run;
+  }
   assert.equal(a.isLeader, false);
   assert.equal(a.stats.startedTotal, 0);
   const msg = errors.find((e) => e.includes("Forbidden"));

@@ -38,21 +38,13 @@ function firstEvent(targets, type, ms = 20000) {
   });
 }
 
-/** Resolves when `target` reports `leader` as the new leader (or already has). */
-function seesLeader(target, leader, ms = 20000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`${target.identity} did not see ${leader} lead within ${ms} ms`)),
-      ms,
-    );
-    const on = (e) => {
-      if (e.detail !== leader) return;
-      clearTimeout(timer);
-      target.removeEventListener("newleader", on);
-      resolve();
-    };
-    target.addEventListener("newleader", on);
-  });
+/** Resolves once `cond()` holds; checked every 50 ms, for at most `ms`. */
+async function until(cond, what, ms = 20000) {
+  const deadline = performance.now() + ms;
+  while (!cond()) {
+    if (performance.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 test("node: the built package has no runtime dependency and picks the node:https transport", async () => {
@@ -86,41 +78,48 @@ serverTest("node: three candidates elect one leader; graceful shutdown hands ove
   const stops = ["a", "b", "c"].map(() => new AbortController());
   const electors = [];
   const events = [];
-  for (const name of ["a", "b", "c"]) {
-    const e = new LeaderElector({
-      lease: await leaseApiFor(id, "nthree"),
-      identity: name,
-      ...NO_EXPIRY,
-      onStartedLeading: ({ signal }) => new Promise((r) => signal.addEventListener("abort", r, { once: true })),
-    });
-    e.addEventListener("started", () => events.push(`${name} started`));
-    e.addEventListener("stopped", () => events.push(`${name} stopped`));
-    electors.push(e);
+  const seen = new Map();
+  const runs = [];
+  try {
+    for (const name of ["a", "b", "c"]) {
+      const e = new LeaderElector({
+        lease: await leaseApiFor(id, "nthree"),
+        identity: name,
+        ...NO_EXPIRY,
+        onStartedLeading: ({ signal }) => new Promise((r) => signal.addEventListener("abort", r, { once: true })),
+      });
+      e.addEventListener("started", () => events.push(`${name} started`));
+      e.addEventListener("stopped", () => events.push(`${name} stopped`));
+      seen.set(e, []);
+      e.addEventListener("newleader", (ev) => seen.get(e).push(ev.detail));
+      electors.push(e);
+    }
+    const first = firstEvent(electors, "started");
+    runs.push(...electors.map((e, i) => e.run(stops[i].signal)));
+    const [leader] = await first;
+    const followers = electors.filter((e) => e !== leader);
+    // Every follower has seen the leader's record: still exactly one leader.
+    await until(() => followers.every((f) => seen.get(f).includes(leader.identity)), "the followers see the leader");
+    assert.deepEqual(electors.filter((e) => e.isLeader), [leader]);
+    const api = await leaseApiFor(id, "nthree");
+    const before = readRecord(await api.get());
+    assert.ok(before.ok);
+    // The lease cannot expire within the wait (NO_EXPIRY): a takeover came from the release.
+    const next = firstEvent(followers, "started");
+    stops[electors.indexOf(leader)].abort();
+    const [successor] = await next;
+    await runs[electors.indexOf(leader)];
+    const rec = readRecord(await api.get());
+    assert.ok(rec.ok);
+    assert.equal(rec.record.holderIdentity, successor.identity);
+    assert.equal(rec.record.leaseTransitions, before.record.leaseTransitions + 1);
+    assert.deepEqual(events.slice(0, 3), [
+      `${leader.identity} started`,
+      `${leader.identity} stopped`,
+      `${successor.identity} started`,
+    ]);
+  } finally {
+    for (const s of stops) s.abort();
+    await Promise.all(runs);
   }
-  const first = firstEvent(electors, "started");
-  const runs = electors.map((e, i) => e.run(stops[i].signal));
-  const [leader] = await first;
-  const followers = electors.filter((e) => e !== leader);
-  // Every follower has seen the leader's record: still exactly one leader.
-  await Promise.all(followers.map((f) => seesLeader(f, leader.identity)));
-  assert.deepEqual(electors.filter((e) => e.isLeader), [leader]);
-  const api = await leaseApiFor(id, "nthree");
-  const before = readRecord(await api.get());
-  assert.ok(before.ok);
-  // The lease cannot expire within the wait (NO_EXPIRY): a takeover came from the release.
-  const next = firstEvent(followers, "started");
-  stops[electors.indexOf(leader)].abort();
-  const [successor] = await next;
-  await runs[electors.indexOf(leader)];
-  const rec = readRecord(await api.get());
-  assert.ok(rec.ok);
-  assert.equal(rec.record.holderIdentity, successor.identity);
-  assert.equal(rec.record.leaseTransitions, before.record.leaseTransitions + 1);
-  assert.deepEqual(events.slice(0, 3), [
-    `${leader.identity} started`,
-    `${leader.identity} stopped`,
-    `${successor.identity} started`,
-  ]);
-  for (const s of stops) s.abort();
-  await Promise.all(runs);
 });
