@@ -176,12 +176,13 @@ bun_suite() {
 }
 
 # node_suite NAME TIMEOUT_SECS ARGS...: `node --test --test-reporter=tap ARGS`; TAP's
-# `# pass/fail/cancelled/skipped/todo N`; a cancelled test (over its timeout) is a failure.
+# `# pass/fail/cancelled/skipped/todo N`; a cancelled test (over its timeout) is a failure;
+# --test-force-exit: a test file whose event loop stays alive after its tests does not hang.
 node_suite() {
   local name=$1 secs=$2; shift 2
   local log=".cache/logs/$(slug "$name").log"
   note "$name"
-  bounded "$(bound "$secs")" "$log" node --test --test-reporter=tap "$@"
+  bounded "$(bound "$secs")" "$log" node --test --test-reporter=tap --test-force-exit "$@"
   local p f c s t
   p=$(sed -nE 's/^# pass ([0-9]+)$/\1/p' "$log" | tail -1)
   f=$(sed -nE 's/^# fail ([0-9]+)$/\1/p' "$log" | tail -1)
