@@ -80,6 +80,30 @@ function checkStray(name, when) {
  * @returns {void}
  */
 export function test(name, optionsOrFn, maybeFn) {
+  register(nodeTest.test, name, optionsOrFn, maybeFn);
+}
+
+/**
+ * node:test's `it` (a test inside `describe`), guarded as {@link test}.
+ * @param {string} name
+ * @param {TestOptions | TestFn} optionsOrFn
+ * @param {TestFn} [maybeFn]
+ * @returns {void}
+ */
+export function it(name, optionsOrFn, maybeFn) {
+  register(nodeTest.it, name, optionsOrFn, maybeFn);
+}
+
+// The rest of node:test, unchanged, so that a test file imports from here alone.
+export { after, afterEach, before, beforeEach, describe } from "node:test";
+
+/**
+ * @param {any} registerFn
+ * @param {string} name
+ * @param {TestOptions | TestFn} optionsOrFn
+ * @param {TestFn} [maybeFn]
+ */
+function register(registerFn, name, optionsOrFn, maybeFn) {
   const fn = typeof optionsOrFn === "function" ? optionsOrFn : maybeFn;
   const options = typeof optionsOrFn === "function" || optionsOrFn === undefined ? {} : { ...optionsOrFn };
   if (typeof fn !== "function") throw new TypeError(`test "${name}" has no function`);
@@ -104,6 +128,5 @@ export function test(name, optionsOrFn, maybeFn) {
     }
     checkStray(name, "during");
   };
-  // Bun's node:test rejects `undefined` options; pass only what is set.
-  void /** @type {any} */ (nodeTest.test)(name, options, guarded);
+  void registerFn(name, options, guarded);
 }
