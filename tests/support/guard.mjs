@@ -120,11 +120,15 @@ function register(registerFn, name, optionsOrFn, maybeFn) {
         skip(message);
       };
     }
+    const g = /** @type {any} */ (globalThis);
+    g.__leaseholdGuardRunning = (g.__leaseholdGuardRunning ?? 0) + 1; // tests/env/testenv.mjs apiServer() reads it
     try {
       await fn(t);
     } catch (e) {
       if (stray.length === 0) throw e;
       stray.unshift(e); // the test's own failure first, then what escaped
+    } finally {
+      g.__leaseholdGuardRunning--;
     }
     checkStray(name, "during");
   };
