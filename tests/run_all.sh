@@ -27,7 +27,8 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 export PATH="$ROOT/node_modules/.bin:$PATH"
-mkdir -p .cache/logs
+LOG_DIR=${LEASEHOLD_LOG_DIR:-$ROOT/.cache/logs} # where each suite's output goes
+mkdir -p "$LOG_DIR"
 PASSED=0
 FAILED=0
 SKIPPED=0
@@ -59,7 +60,7 @@ bound() {
 # sets RC (124/137: over its bound). timeout(1) runs CMD in a process group of its
 # own and kills that whole group at the bound; the pipeline runs in the background
 # so that Ctrl-C or a SIGTERM to this script reaches it (see `interrupted`).
-SUITE_PID_FILE=.cache/logs/.suite.pid
+SUITE_PID_FILE=$LOG_DIR/.suite.pid
 bounded() {
   local secs=$1 log=$2; shift 2
   if [ "$secs" -le 0 ]; then
@@ -110,7 +111,7 @@ settle() {
 
 check() { # name timeout command...: one check counted as one test
   local name=$1 secs=$2; shift 2
-  local log=".cache/logs/$(slug "$name").log"
+  local log="$LOG_DIR/$(slug "$name").log"
   note "$name"
   bounded "$(bound "$secs")" "$log" "$@"
   if [ "$RC" -eq 0 ]; then count "$name" 1 0; else count "$name" 0 1; fi
@@ -121,7 +122,7 @@ check() { # name timeout command...: one check counted as one test
 # and no such line is one failure.
 suite() {
   local name=$1 secs=$2; shift 2
-  local log=".cache/logs/$(slug "$name").log"
+  local log="$LOG_DIR/$(slug "$name").log"
   note "$name"
   bounded "$(bound "$secs")" "$log" "$@"
   local line p=0 f=0 s=0
@@ -140,7 +141,7 @@ suite() {
 #   ok|FAILED | N passed [(N steps)] | N failed [(...)] [| N ignored] [| N filtered out]
 deno_suite() {
   local name=$1 secs=$2; shift 2
-  local log=".cache/logs/$(slug "$name").log"
+  local log="$LOG_DIR/$(slug "$name").log"
   note "$name"
   bounded "$(bound "$secs")" "$log" deno test "$@"
   local line p=0 f=0 s=0 rt
@@ -162,7 +163,7 @@ deno_suite() {
 # ` N pass`, ` N skip`, ` N todo`, ` N fail` and, for errors outside tests, ` N error(s)`.
 bun_suite() {
   local name=$1 secs=$2; shift 2
-  local log=".cache/logs/$(slug "$name").log"
+  local log="$LOG_DIR/$(slug "$name").log"
   note "$name"
   bounded "$(bound "$secs")" "$log" bun test "$@"
   local p f s t e
@@ -180,7 +181,7 @@ bun_suite() {
 # --test-force-exit: a test file whose event loop stays alive after its tests does not hang.
 node_suite() {
   local name=$1 secs=$2; shift 2
-  local log=".cache/logs/$(slug "$name").log"
+  local log="$LOG_DIR/$(slug "$name").log"
   note "$name"
   bounded "$(bound "$secs")" "$log" node --test --test-reporter=tap --test-force-exit "$@"
   local p f c s t
@@ -243,7 +244,7 @@ export LEASEHOLD_TESTENV="$ROOT/.cache/testenv/ready.json"
 check "build test API server" 1500 node -e 'import("./tests/env/testenv.mjs").then(m => m.buildHarness())'
 if [ "$RC" -eq 0 ]; then
   note "starting the test API server"
-  ./.cache/bin/testenv --dir .cache/testenv > .cache/testenv/ready.json 2> .cache/logs/apiserver.log &
+  ./.cache/bin/testenv --dir .cache/testenv > .cache/testenv/ready.json 2> "$LOG_DIR/apiserver.log" &
   HARNESS_PID=$!
   for _ in $(seq 1 600); do # 150 s
     [ -s .cache/testenv/ready.json ] && break
@@ -254,7 +255,7 @@ if [ "$RC" -eq 0 ]; then
     echo "ready: $(cat .cache/testenv/ready.json)"
     count "start test API server" 1 0
   else
-    echo "!!! the test API server did not start; last log lines:"; tail -20 .cache/logs/apiserver.log
+    echo "!!! the test API server did not start; last log lines:"; tail -20 "$LOG_DIR/apiserver.log"
     count "start test API server" 0 1
   fi
 fi
@@ -271,7 +272,7 @@ if [ -n "$HARNESS_PID" ] && [ -s .cache/testenv/ready.json ]; then
     count "test API server alive after the tests" 1 0
   else
     echo "!!! the test API server (pid $HARNESS_PID) died during the run; last log lines:"
-    tail -20 .cache/logs/apiserver.log
+    tail -20 "$LOG_DIR/apiserver.log"
     count "test API server alive after the tests" 0 1
   fi
 fi
