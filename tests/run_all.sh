@@ -34,6 +34,7 @@ FAILED=0
 SKIPPED=0
 SERVER_SKIPPED=0
 SUMMARY=()
+LAST_SECS=0 # how long the last bounded suite took
 RUN_START=$(date +%s)
 BUDGET=${LEASEHOLD_RUN_BUDGET_SECS:-2700}
 IN_CI=false
@@ -46,7 +47,8 @@ slug() { tr -c 'a-zA-Z0-9\n' '-' <<<"$1" | tr -s '-' | sed -e 's/^-//; s/-$//' |
 count() { # name passed failed [skipped]
   local s=${4:-0}
   PASSED=$((PASSED + $2)); FAILED=$((FAILED + $3)); SKIPPED=$((SKIPPED + s))
-  SUMMARY+=("$(printf '%-44s %4d passed, %d failed, %d skipped' "$1" "$2" "$3" "$s")")
+  SUMMARY+=("$(printf '%-44s %4d passed, %d failed, %d skipped  %5s' "$1" "$2" "$3" "$s" "${LAST_SECS}s")")
+  LAST_SECS=0
 }
 
 # bound SECS: the suite's bound, cut to what is left of the run's budget (0 = none left).
@@ -67,10 +69,12 @@ bounded() {
     echo "!!! no time left in the run's budget of $BUDGET s" | tee "$log"; RC=124; return
   fi
   rm -f "$log.rc"
+  local t0=$SECONDS
   { timeout --kill-after=10 "$secs" "$@" & echo $! > "$SUITE_PID_FILE"; wait $!; echo $? > "$log.rc"; } 2>&1 | tee "$log" &
   wait $!
   RC=$(cat "$log.rc" 2>/dev/null || echo 1)
   rm -f "$log.rc" "$SUITE_PID_FILE"
+  LAST_SECS=$((SECONDS - t0))
   if [ "$RC" -eq 124 ] || [ "$RC" -eq 137 ]; then
     echo "!!! over its bound of $secs s: killed" | tee -a "$log"
   fi
