@@ -2,7 +2,7 @@
 // through the in-cluster path (token file + CA) with the Role from deploy/rbac.yaml.
 // Runs under Deno and Bun; tests/node/integration.node.mjs covers Node.
 // Without the server these tests are reported as skipped (under CI=true they fail):
-// see tests/support/server_test.mjs. Nothing here waits a fixed time or bounds a
+// see tests/support/needs_server.mjs. Nothing here waits a fixed time or bounds a
 // hand-over by the clock; the tests wait for events and check their order, and
 // timing is left to the benchmarks.
 import assert from "node:assert/strict";
@@ -21,7 +21,7 @@ import {
 } from "../mod.ts";
 import { createFetch, createLeaseApi, KubeClient } from "../mod.ts";
 import { adminRequest, freshNamespace, podIdentity, writeKubeconfig } from "./env/testenv.mjs";
-import { serverTest } from "./support/server_test.mjs";
+import { serverTest } from "./support/needs_server.mjs";
 
 const FAST = { leaseDuration: 4000, renewDeadline: 3000, retryPeriod: 500 };
 // A lease that cannot expire while a test waits for an event (20 s): a takeover

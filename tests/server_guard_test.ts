@@ -1,4 +1,4 @@
-// tests/support/server_test.mjs: a test that needs the API server fails when the
+// tests/support/needs_server.mjs: a test that needs the API server fails when the
 // server died mid-run (probed before each test with node:https, and by PID), in CI
 // and out of it. Proven with a stand-in HTTPS server that the first test of
 // tests/support/server_fixture.mjs kills, under this runtime's runner and Node's.

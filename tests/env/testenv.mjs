@@ -197,7 +197,7 @@ let warned = false;
  * The API server for this test run (see {@link serverAvailability}). Under
  * CI=true a missing server throws; elsewhere it resolves to `undefined` after
  * saying why on stderr. Tests should use `serverTest` from
- * tests/support/server_test.mjs, which reports such tests as skipped.
+ * tests/support/needs_server.mjs, which reports such tests as skipped.
  */
 export async function apiServer() {
   const a = await serverAvailability();

@@ -1,9 +1,9 @@
 // Node: the built package (dist/, what npm users import) against the real API server.
 // Without the server the server tests are reported as skipped (under CI=true they
-// fail): see tests/support/server_test.mjs. No fixed waits and no clock bounds on
+// fail): see tests/support/needs_server.mjs. No fixed waits and no clock bounds on
 // hand-overs: the tests wait for events and check their order.
 import { test } from "../support/guard.mjs";
-import { serverTest } from "../support/server_test.mjs";
+import { serverTest } from "../support/needs_server.mjs";
 import assert from "node:assert/strict";
 import { freshNamespace, podIdentity } from "../env/testenv.mjs";
 import * as leasehold from "@leasehold/leasehold"; // the package itself, through its exports map

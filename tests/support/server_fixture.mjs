@@ -1,7 +1,7 @@
 // Run by tests/server_guard_test.ts with LEASEHOLD_TESTENV naming a stand-in
 // server: the first test kills that server by its PID; the tests after it must
 // fail, because the server is probed again before each test.
-import { serverTest } from "./server_test.mjs";
+import { serverTest } from "./needs_server.mjs";
 import process from "node:process";
 
 serverTest("passes: runs while the server is up, then kills it", (_t, info) => {

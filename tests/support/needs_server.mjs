@@ -1,6 +1,6 @@
 // `serverTest` for tests that need the real API server (tests/env/testenv.mjs).
 //
-//   import { serverTest } from "./support/server_test.mjs";
+//   import { serverTest } from "./support/needs_server.mjs";
 //   serverTest("name", async (t, info) => { ... });
 //
 // Whether the server is there is decided when the test file loads, so that a
