@@ -1,6 +1,6 @@
 // LeaseCandidate keeping for coordinated leader election, against a small fake
 // of the candidate endpoint with resourceVersion checks.
-import { test } from "node:test";
+import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
 import { ConfigError, KubeClient, type LeaseCandidate, LeaseCandidateKeeper, ManualClock, settle } from "../mod.ts";
 

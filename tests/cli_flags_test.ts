@@ -1,7 +1,7 @@
 // The entrypoint's flags: Go durations, whole-second lease durations, timer
 // limits, child grace bounds, identity validation, and exit status 2 for
 // configuration found bad at start. No API server needed.
-import { test } from "node:test";
+import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
 import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -100,7 +100,7 @@ test("--lease-duration must be whole seconds: main exits 2 with one line naming 
   assert.equal(settings(["--identity", "a", "--lease-duration", "16000ms"]).leaseDuration, 16000);
 });
 
-test("child grace: defaults to leaseDuration - renewDeadline minus a margin; longer is clamped with a warning", async () => {
+test("child grace: defaults to leaseDuration - renewDeadline minus a margin; longer is clamped with a warning", () => {
   assert.equal(maxChildGrace(15000, 10000), 4000);
   assert.equal(settings(["--identity", "a"]).childGrace, 4000);
   assert.equal(settings(["--identity", "a", "--lease-duration", "4s", "--renew-deadline", "3s"]).childGrace, 800);

@@ -1,6 +1,6 @@
 // The entrypoint's HTTP endpoints against a stub elector: the failing health
 // check, readiness, methods other than GET/HEAD, and a listen failure (exit 2).
-import { test } from "node:test";
+import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
 import { mkdtemp, writeFile } from "node:fs/promises";

@@ -3,7 +3,7 @@
 // then SIGKILL after the child grace), exit statuses for every signal, spawn
 // failure, the command restarted when leadership returns, and leasehold's own
 // exit never orphaning the command. Synchronised on log lines and exit statuses.
-import { test } from "node:test";
+import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";

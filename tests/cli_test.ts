@@ -1,6 +1,6 @@
 // The entrypoint: flag parsing (no server needed), then replicas as processes
 // against the real API server, in-cluster style (token file + CA + env).
-import { test } from "node:test";
+import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp } from "node:fs/promises";

@@ -5,7 +5,7 @@
  *
  * Runs under `deno test -A tests/deploy_test.ts` and `bun test tests/deploy_test.ts`.
  */
-import { test } from "node:test";
+import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
 import { access, readdir, readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";

@@ -1,6 +1,6 @@
 // Elector unit tests: a manual clock and the in-memory Lease store, so every
 // timing rule is checked deterministically.
-import { test } from "node:test";
+import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
 import {
   ConfigError,

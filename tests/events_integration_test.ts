@@ -1,7 +1,6 @@
 // Leadership Events and LeaseCandidates against the real API server, with the
 // Role from deploy/rbac.yaml: what `kubectl describe lease` lists, and the
 // API server's election controller choosing among leasehold candidates.
-import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
   createLeaseApi,
@@ -11,16 +10,11 @@ import {
   LeaderEventRecorder,
   LeaseCandidateKeeper,
 } from "../mod.ts";
-import { adminRequest, apiServer, freshNamespace, podIdentity } from "./env/testenv.mjs";
+import { adminRequest, freshNamespace, podIdentity } from "./env/testenv.mjs";
+import { serverTest } from "./support/needs_server.mjs";
 
 type Info = { url: string; host: string; port: number; caFile: string; adminToken: string };
 const FAST = { leaseDuration: 4000, renewDeadline: 3000, retryPeriod: 500 };
-
-async function env(t: { skip: (m: string) => void }): Promise<Info | undefined> {
-  const info = await apiServer();
-  if (!info) t.skip("real API server not available (see the message above)");
-  return info;
-}
 
 async function leaseApiFor(dir: string, envVars: Record<string, string>, name: string): Promise<KubeLeaseApi> {
   const config = await inClusterConfig({ serviceAccountDir: dir, env: (k) => envVars[k] });
@@ -39,85 +33,91 @@ async function until<T>(what: string, ms: number, probe: () => Promise<T | undef
 
 type EventList = { items: { reason: string; type: string; message: string; involvedObject: Record<string, string> }[] };
 
-test("events: became leader / stopped leading on the Lease, with its uid, under the shipped Role", async (t) => {
-  const info = await env(t);
-  if (!info) return;
-  const ns = await freshNamespace(info, "events");
-  const id = await podIdentity(info, ns, "ev-lease");
-  const lease = await leaseApiFor(id.dir, id.env, "ev-lease");
-  const elector = new LeaderElector({ lease, identity: "ev-a", ...FAST, onStartedLeading: () => {} });
-  const recorder = new LeaderEventRecorder({
-    client: lease.client,
-    namespace: ns,
-    leaseName: "ev-lease",
-    identity: "ev-a",
-  });
-  recorder.attach(elector);
-  const stop = new AbortController();
-  const started = new Promise((r) => elector.addEventListener("started", r, { once: true }));
-  const run = elector.run(stop.signal);
-  await started;
-  stop.abort();
-  await run;
-  const l = await adminRequest(info, "GET", `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases/ev-lease`);
-  const events = await until("two events", 10000, async () => {
-    const list: EventList = await adminRequest(info, "GET", `/api/v1/namespaces/${ns}/events`);
-    return list.items.length >= 2 ? list.items : undefined;
-  });
-  assert.deepEqual(recorder.stats(), { written: 2, failed: 0, dropped: 0 });
-  assert.deepEqual(events.map((e) => e.message).sort(), ["ev-a became leader", "ev-a stopped leading"]);
-  for (const e of events) {
-    assert.equal(e.reason, "LeaderElection");
-    assert.equal(e.type, "Normal");
-    assert.equal(e.involvedObject.kind, "Lease");
-    assert.equal(e.involvedObject.name, "ev-lease");
-    assert.equal(e.involvedObject.uid, l.metadata.uid);
-  }
-  // What `kubectl describe lease` asks for: events by the Lease's uid.
-  const q = new URLSearchParams({
-    fieldSelector: `involvedObject.name=ev-lease,involvedObject.namespace=${ns},involvedObject.uid=${l.metadata.uid}`,
-  });
-  const described: EventList = await adminRequest(info, "GET", `/api/v1/namespaces/${ns}/events?${q}`);
-  assert.equal(described.items.length, 2);
-});
-
-test("candidates: the API server's election controller writes the oldest-version leasehold candidate in", async (t) => {
-  const info = await env(t);
-  if (!info) return;
-  const ns = await freshNamespace(info, "cle");
-  const id = await podIdentity(info, ns, "cle-lease");
-  const lease = await leaseApiFor(id.dir, id.env, "cle-lease");
-  const stop = new AbortController();
-  const keepers = [["new-1", "1.5.0"], ["old", "1.4.0"], ["new-2", "1.5.0"]].map(([identity, v]) =>
-    new LeaseCandidateKeeper({
+serverTest(
+  "events: became leader / stopped leading on the Lease, with its uid, under the shipped Role",
+  async (_t, info: Info) => {
+    const ns = await freshNamespace(info, "events");
+    const id = await podIdentity(info, ns, "ev-lease");
+    const lease = await leaseApiFor(id.dir, id.env, "ev-lease");
+    const elector = new LeaderElector({ lease, identity: "ev-a", ...FAST, onStartedLeading: () => {} });
+    const recorder = new LeaderEventRecorder({
       client: lease.client,
       namespace: ns,
-      leaseName: "cle-lease",
-      identity,
-      binaryVersion: v,
-      pollMs: 300,
-    })
-  );
-  const runs = keepers.map((k) => k.run(stop.signal));
-  try {
-    // The controller may elect as soon as the first candidate appears; once the
-    // oldest one exists it names it, as holder or as preferredHolder (nobody here
-    // renews the Lease, so it becomes the holder when the first term expires).
-    const held = await until("the oldest candidate named by the controller", 20000, async () => {
-      const l = await lease.get();
-      return l?.spec?.holderIdentity === "old" || l?.spec?.preferredHolder === "old" ? l : undefined;
+      leaseName: "ev-lease",
+      identity: "ev-a",
     });
-    assert.equal(held.spec?.strategy, "OldestEmulationVersion");
-    const cands = await adminRequest(info, "GET", `/apis/coordination.k8s.io/v1beta1/namespaces/${ns}/leasecandidates`);
-    assert.deepEqual(cands.items.map((c: { metadata: { name: string } }) => c.metadata.name).sort(), [
-      "new-1",
-      "new-2",
-      "old",
-    ]);
-  } finally {
+    recorder.attach(elector);
+    const stop = new AbortController();
+    const started = new Promise((r) => elector.addEventListener("started", r, { once: true }));
+    const run = elector.run(stop.signal);
+    await started;
     stop.abort();
-    await Promise.all(runs);
-  }
-  const left = await adminRequest(info, "GET", `/apis/coordination.k8s.io/v1beta1/namespaces/${ns}/leasecandidates`);
-  assert.equal(left.items.length, 0, "candidates are deleted when stopped");
-});
+    await run;
+    const l = await adminRequest(info, "GET", `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases/ev-lease`);
+    const events = await until("two events", 10000, async () => {
+      const list: EventList = await adminRequest(info, "GET", `/api/v1/namespaces/${ns}/events`);
+      return list.items.length >= 2 ? list.items : undefined;
+    });
+    assert.deepEqual(recorder.stats(), { written: 2, failed: 0, dropped: 0 });
+    assert.deepEqual(events.map((e) => e.message).sort(), ["ev-a became leader", "ev-a stopped leading"]);
+    for (const e of events) {
+      assert.equal(e.reason, "LeaderElection");
+      assert.equal(e.type, "Normal");
+      assert.equal(e.involvedObject.kind, "Lease");
+      assert.equal(e.involvedObject.name, "ev-lease");
+      assert.equal(e.involvedObject.uid, l.metadata.uid);
+    }
+    // What `kubectl describe lease` asks for: events by the Lease's uid.
+    const q = new URLSearchParams({
+      fieldSelector: `involvedObject.name=ev-lease,involvedObject.namespace=${ns},involvedObject.uid=${l.metadata.uid}`,
+    });
+    const described: EventList = await adminRequest(info, "GET", `/api/v1/namespaces/${ns}/events?${q}`);
+    assert.equal(described.items.length, 2);
+  },
+);
+
+serverTest(
+  "candidates: the API server's election controller writes the oldest-version leasehold candidate in",
+  async (_t, info: Info) => {
+    const ns = await freshNamespace(info, "cle");
+    const id = await podIdentity(info, ns, "cle-lease");
+    const lease = await leaseApiFor(id.dir, id.env, "cle-lease");
+    const stop = new AbortController();
+    const keepers = [["new-1", "1.5.0"], ["old", "1.4.0"], ["new-2", "1.5.0"]].map(([identity, v]) =>
+      new LeaseCandidateKeeper({
+        client: lease.client,
+        namespace: ns,
+        leaseName: "cle-lease",
+        identity,
+        binaryVersion: v,
+        pollMs: 300,
+      })
+    );
+    const runs = keepers.map((k) => k.run(stop.signal));
+    try {
+      // The controller may elect as soon as the first candidate appears; once the
+      // oldest one exists it names it, as holder or as preferredHolder (nobody here
+      // renews the Lease, so it becomes the holder when the first term expires).
+      const held = await until("the oldest candidate named by the controller", 20000, async () => {
+        const l = await lease.get();
+        return l?.spec?.holderIdentity === "old" || l?.spec?.preferredHolder === "old" ? l : undefined;
+      });
+      assert.equal(held.spec?.strategy, "OldestEmulationVersion");
+      const cands = await adminRequest(
+        info,
+        "GET",
+        `/apis/coordination.k8s.io/v1beta1/namespaces/${ns}/leasecandidates`,
+      );
+      assert.deepEqual(cands.items.map((c: { metadata: { name: string } }) => c.metadata.name).sort(), [
+        "new-1",
+        "new-2",
+        "old",
+      ]);
+    } finally {
+      stop.abort();
+      await Promise.all(runs);
+    }
+    const left = await adminRequest(info, "GET", `/apis/coordination.k8s.io/v1beta1/namespaces/${ns}/leasecandidates`);
+    assert.equal(left.items.length, 0, "candidates are deleted when stopped");
+  },
+);

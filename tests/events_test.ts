@@ -1,6 +1,6 @@
 // Leadership Events: what is written, and that a failing or hung API never
 // reaches the election.
-import { test } from "node:test";
+import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
 import { KubeClient, LeaderEventRecorder, type Logger, ManualClock, settle } from "../mod.ts";
 

@@ -1,7 +1,7 @@
 // Tests of tests/support/fault_proxy.ts against the real kube-apiserver, through
 // the library's own client, so each fault is also checked to surface as the
 // typed error a replica would handle. Runs under Deno and Bun.
-import { test } from "node:test";
+import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";

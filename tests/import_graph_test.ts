@@ -1,7 +1,7 @@
 // The static import graph of the library holds no `node:` module, so an edge
 // bundler or runtime loads it without Node compatibility; runtime-specific code
 // (node:https, node:fs) is reached only through dynamic import().
-import { test } from "node:test";
+import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { dirname, join, relative } from "node:path";

@@ -1,6 +1,6 @@
 // The shared LIST + WATCH of many Leases: catch-up, routing by name, failure
 // and re-list, the label on writes.
-import { test } from "node:test";
+import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
 import {
   type Lease,

@@ -1,4 +1,4 @@
-import { test } from "node:test";
+import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
 import { type LeaseServer, startLeaseServer } from "./support/lease_server.ts";
 

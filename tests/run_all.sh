@@ -235,7 +235,7 @@ check "deno lint" 300 deno lint
 check "deno check" 600 deno check mod.ts lib/ tests/
 check "deno doc --lint" 300 deno doc --lint mod.ts lib/cli.ts
 check "deno publish --dry-run (JSR)" 300 deno publish --dry-run --allow-dirty
-check "build for Node (tsc)" 300 npx tsc -p tsconfig.build.json
+check "build for Node (tsc + one-file bundles)" 300 npm run --silent build
 
 # The real API server, once for the whole run. The tests find it through
 # LEASEHOLD_TESTENV; when it is not there, that file says nothing and the server
@@ -269,6 +269,8 @@ deno_suite "deno test --doc (examples)" 600 -A --doc mod.ts lib/
 
 bun_suite "bun test (unit + integration)" 900 --timeout 120000
 node_suite "node --test (built package)" 600 --test-timeout=120000 tests/node/*.node.mjs
+node_suite "npm package (pack, install, run)" 600 --test-timeout=300000 tests/pack/pack.node.mjs
+node_suite "README commands" 900 --test-timeout=600000 tests/readme/readme_commands.node.mjs
 
 # The shared API server must have lived through the suites that use it.
 if [ -n "$HARNESS_PID" ] && [ -s .cache/testenv/ready.json ]; then

@@ -1,5 +1,5 @@
 // Node: the built entrypoint (dist/lib/cli.js) as processes against the real API server.
-import { test } from "node:test";
+import { test } from "../support/guard.mjs";
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp } from "node:fs/promises";

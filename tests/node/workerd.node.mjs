@@ -2,14 +2,14 @@
 // imports the built package (dist/) unchanged and holds an election against the
 // real test API server over HTTPS with workerd's own fetch. The cluster CA is
 // trusted through workerd's network service TLS options, nothing else.
-import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { createServer, connect } from "node:net";
+import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
-import { adminRequest, apiServer, freshNamespace, podIdentity, ROOT } from "../env/testenv.mjs";
+import { adminRequest, freshNamespace, podIdentity, ROOT } from "../env/testenv.mjs";
+import { serverTest } from "../support/needs_server.mjs";
 
 const WORKERD = join(ROOT, "node_modules", ".bin", "workerd");
 const LEASE = "edge-lease";
@@ -87,11 +87,9 @@ ${modules.map((m) => `    (name = ${q(m)}, esModule = embed ${q(m)}),`).join("\n
 }
 let modules = [];
 
-test("workerd: a Worker elects, renews, releases and answers who leads, against the real API server", {
+serverTest("workerd: a Worker elects, renews, releases and answers who leads, against the real API server", {
   timeout: 120000,
-}, async (t) => {
-  const info = await apiServer();
-  if (!info) return t.skip("the real API server is not available");
+}, async (_t, info) => {
   const namespace = await freshNamespace(info, "edge");
   const id = await podIdentity(info, namespace, LEASE);
   const dir = mkdtempSync(join(tmpdir(), "leasehold-workerd-"));
@@ -101,7 +99,9 @@ test("workerd: a Worker elects, renews, releases and answers who leads, against 
   modules = libraryModules(dir);
   const port = await freePort();
   writeFileSync(join(dir, "config.capnp"), config({ port, server: info.url, token: id.token, namespace }));
-  const child = spawn(WORKERD, ["serve", join(dir, "config.capnp"), "--verbose"], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(WORKERD, ["serve", join(dir, "config.capnp"), "--verbose"], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let log = "";
   child.stdout.on("data", (d) => (log += d));
   child.stderr.on("data", (d) => (log += d));
@@ -121,7 +121,11 @@ test("workerd: a Worker elects, renews, releases and answers who leads, against 
       if (seen.holderIdentity !== "edge-1") await new Promise((r) => setTimeout(r, 50));
     }
     assert.equal(seen?.holderIdentity, "edge-1", `the Worker's /leader answer: ${JSON.stringify(seen)}\n${log}`);
-    const held = await adminRequest(info, "GET", `/apis/coordination.k8s.io/v1/namespaces/${namespace}/leases/${LEASE}`);
+    const held = await adminRequest(
+      info,
+      "GET",
+      `/apis/coordination.k8s.io/v1/namespaces/${namespace}/leases/${LEASE}`,
+    );
     assert.equal(held.spec.holderIdentity, "edge-1");
     assert.equal(held.spec.leaseDurationSeconds, 4);
 
@@ -132,7 +136,11 @@ test("workerd: a Worker elects, renews, releases and answers who leads, against 
     assert.deepEqual(out.events.slice(0, 2), ["started", "work stopped"]);
     assert.match(out.events.at(-1), /^stopped: shutdown$/);
 
-    const after = await adminRequest(info, "GET", `/apis/coordination.k8s.io/v1/namespaces/${namespace}/leases/${LEASE}`);
+    const after = await adminRequest(
+      info,
+      "GET",
+      `/apis/coordination.k8s.io/v1/namespaces/${namespace}/leases/${LEASE}`,
+    );
     assert.equal(after.spec.holderIdentity ?? "", "", "released on shutdown");
     const free = await (await fetch(`${base}/leader`)).json();
     assert.equal(free.holderIdentity, "");

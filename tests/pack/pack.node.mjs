@@ -13,7 +13,7 @@
 //
 // Without the real API server the election test is skipped loudly; under CI=true
 // it fails (tests/env/testenv.mjs).
-import { after, before, test } from "node:test";
+import { after, before, test } from "../support/guard.mjs";
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import {

@@ -13,7 +13,7 @@
 // The kubeconfig variant of the demo and the kubectl commands use the real test
 // API server (tests/env/testenv.mjs): without it they are skipped loudly, and
 // under CI=true they fail.
-import { after, before, test } from "node:test";
+import { after, before, test } from "../support/guard.mjs";
 import assert from "node:assert/strict";
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";

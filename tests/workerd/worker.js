@@ -55,7 +55,11 @@ export default {
         const lease = await api(env).get();
         if (!lease) return Response.json({ holderIdentity: null });
         const r = readRecord(lease);
-        return Response.json(r.ok ? { holderIdentity: r.record.holderIdentity, leaseTransitions: r.record.leaseTransitions } : { problems: r.problems });
+        return Response.json(
+          r.ok
+            ? { holderIdentity: r.record.holderIdentity, leaseTransitions: r.record.leaseTransitions }
+            : { problems: r.problems },
+        );
       }
       return new Response("not found", { status: 404 });
     } catch (e) {
