@@ -10,24 +10,10 @@ import assert from "node:assert/strict";
 import { access, readdir, readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { parseAllDocuments } from "yaml";
+import { FLAGS } from "../lib/cli.ts";
 
-/**
- * The environment variables the entrypoint (lib/cli.ts) reads. This mirrors
- * the entrypoint's flags: keep the two lists in step when either changes.
- */
-export const ENTRYPOINT_ENV_NAMES: readonly string[] = [
-  "LEASE_NAME",
-  "LEASE_NAMESPACE",
-  "POD_NAME",
-  "LEASE_DURATION",
-  "RENEW_DEADLINE",
-  "RETRY_PERIOD",
-  "SERVICE_ACCOUNT_DIR",
-  "KUBECONFIG",
-  "HTTP_ADDR",
-  "LOG_LEVEL",
-  "RELEASE_ON_CANCEL",
-];
+/** The environment variables the entrypoint reads: those of its flag table. */
+export const ENTRYPOINT_ENV_NAMES: readonly string[] = FLAGS.flatMap((f) => (f.env ? [f.env] : []));
 
 const DEPLOY_DIR = new URL("../deploy/", import.meta.url);
 const LEASE_GROUP = "coordination.k8s.io";
@@ -200,7 +186,9 @@ test("the Role grants only the Lease verbs the elector uses", async () => {
     }
     for (const v of verbs) granted.add(v);
   }
-  assert.deepEqual([...granted].sort(), ["create", "get", "list", "update", "watch"]);
+  // No "list": followers watch with a metadata.name field selector, which the
+  // API server authorizes against resourceNames as a request for that one name.
+  assert.deepEqual([...granted].sort(), ["create", "get", "update", "watch"]);
 });
 
 test("the RoleBinding binds the Role to the ServiceAccount", async () => {
