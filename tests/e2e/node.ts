@@ -496,6 +496,15 @@ export class LocalNode {
     if (this.#dnat.length) sh("iptables", ["-t", "nat", "-D", ...this.#dnat], { allowFail: true });
     if (this.#bridgeCreated) sh("ip", ["link", "del", POD_BRIDGE], { allowFail: true });
     if (this.#cgroupsCreated) { for (const h of cgroupHierarchies()) rmCgroupTree(h + CGROUP_ROOT); }
+    // The kubelet links every container log into /var/log/containers.
+    const links = "/var/log/containers";
+    if (existsSync(links)) {
+      for (const f of readdirSync(links)) {
+        try {
+          if (Deno.readLinkSync(join(links, f)).startsWith(dir + "/")) Deno.removeSync(join(links, f));
+        } catch { /* not a link */ }
+      }
+    }
     // Leak check.
     const left = readFileSync("/proc/self/mountinfo", "utf8").split("\n").map((l) => l.split(" ")[4])
       .filter((m) => m && m.startsWith(dir));
