@@ -378,7 +378,7 @@ export class LocalNode {
       "controller-manager",
       "--kubeconfig",
       kc,
-      "--controllers=serviceaccount,serviceaccount-token,root-ca-cert-publisher,deployment,replicaset,nodelifecycle,garbagecollector",
+      "--controllers=serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,deployment-controller,replicaset-controller,node-lifecycle-controller,garbage-collector-controller",
       "--service-account-private-key-file",
       this.info.saKeyFile,
       "--root-ca-file",

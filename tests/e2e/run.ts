@@ -161,22 +161,69 @@ interface Interval {
   reported: boolean;
 }
 
-function readInstances(node: LocalNode, ns: string): Instance[] {
-  const out: Instance[] = [];
-  if (!existsSync(node.podLogs)) return out;
-  for (const podDir of readdirSync(node.podLogs).filter((d) => d.startsWith(`${ns}_`))) {
-    const pod = podDir.split("_")[1];
-    for (const c of readdirSync(join(node.podLogs, podDir))) {
-      for (const f of readdirSync(join(node.podLogs, podDir, c)).filter((f) => /^\d+\.log$/.test(f))) {
-        const lines = readFileSync(join(node.podLogs, podDir, c, f), "utf8").split("\n").filter(Boolean).map((l) => {
-          const [ts, , , ...rest] = l.split(" ");
-          return { t: Date.parse(ts), text: rest.join(" ") };
-        });
-        out.push({ pod, run: Number(f.split(".")[0]), lines });
+/**
+ * Every container log line, kept as it is read: the kubelet deletes a pod's
+ * log directory with the pod, so the files are followed while they exist.
+ */
+class LogCollector {
+  #files = new Map<string, { offset: number; rest: string; lines: { t: number; text: string }[] }>();
+  #timer?: ReturnType<typeof setInterval>;
+  constructor(readonly root: string) {}
+  start() {
+    this.#timer = setInterval(() => this.poll(), 250);
+  }
+  stop() {
+    clearInterval(this.#timer);
+    this.poll();
+  }
+  poll() {
+    if (!existsSync(this.root)) return;
+    for (const podDir of readdirSync(this.root)) {
+      let containers: string[] = [];
+      try {
+        containers = readdirSync(join(this.root, podDir));
+      } catch { /* removed meanwhile */ }
+      for (const c of containers) {
+        let files: string[] = [];
+        try {
+          files = readdirSync(join(this.root, podDir, c)).filter((f) => /^\d+\.log$/.test(f));
+        } catch { /* removed meanwhile */ }
+        for (const f of files) {
+          const key = `${podDir}/${c}/${f}`;
+          const st = this.#files.get(key) ?? { offset: 0, rest: "", lines: [] };
+          this.#files.set(key, st);
+          try {
+            const buf = readFileSync(join(this.root, key));
+            if (buf.length <= st.offset) continue;
+            const text = st.rest + new TextDecoder().decode(buf.subarray(st.offset));
+            st.offset = buf.length;
+            const parts = text.split("\n");
+            st.rest = parts.pop() ?? "";
+            for (const l of parts.filter(Boolean)) {
+              const [ts, , , ...msg] = l.split(" ");
+              st.lines.push({ t: Date.parse(ts), text: msg.join(" ") });
+            }
+          } catch { /* removed meanwhile */ }
+        }
       }
     }
   }
-  return out;
+  instances(ns: string): Instance[] {
+    this.poll();
+    const out: Instance[] = [];
+    for (const [key, st] of this.#files) {
+      const [podDir, , f] = key.split("/");
+      if (!podDir.startsWith(`${ns}_`)) continue;
+      out.push({ pod: podDir.split("_")[1], run: Number(f.split(".")[0]), lines: st.lines });
+    }
+    return out;
+  }
+}
+
+let logs: LogCollector;
+
+function readInstances(_node: LocalNode, ns: string): Instance[] {
+  return logs.instances(ns);
 }
 
 function classify(kind: Program["kind"], text: string): "start" | "end" | "work" | undefined {
@@ -244,7 +291,7 @@ function analyse(iv: Interval[], from: number, to: number): Analysis {
     for (let j = i + 1; j < iv.length; j++) {
       const a = iv[i], b = iv[j];
       const o = Math.min(a.end, b.end) - Math.max(a.start, b.start);
-      if (o > 0 && a.who.split("#")[0] !== b.who.split("#")[0]) {
+      if (o > 0 && a.who !== b.who) {
         overlaps.push(`${a.who} and ${b.who} both led for ${o} ms`);
       }
     }
@@ -342,6 +389,18 @@ async function alivePods(kube: Kube, p: Program): Promise<Set<string>> {
 
 // ---------------------------------------------------------------- scenarios
 
+/**
+ * Waits until some replica other than `except` (pod#run) reports that it
+ * started leading after `from`; the restarted container of the same pod counts.
+ */
+async function nextLeader(node: LocalNode, p: Program, from: number, except: string, ms = 60_000) {
+  return await waitFor(`${p.key}: a replica starting to lead`, ms, async () => {
+    const iv = intervals(node, p, deaths.get(p.ns)!, await alivePods(node.kube, p));
+    const x = iv.find((x) => x.start > from && x.who !== except);
+    return x ? { who: x.who, t: x.start } : undefined;
+  });
+}
+
 async function rollingUpdate(node: LocalNode, p: Program) {
   const name = "1. rolling update";
   try {
@@ -395,10 +454,7 @@ async function leaderPodDeleted(node: LocalNode, p: Program) {
     const leader = await settled(node, p);
     const from = Date.now();
     await node.kube.json("DELETE", `/api/v1/namespaces/${p.ns}/pods/${leader}`);
-    const next = await waitFor(`${p.key}: a new leader`, 60_000, async () => {
-      const h = await holder(node.kube, p);
-      return h && h !== leader ? h : undefined;
-    });
+    const next = (await nextLeader(node, p, from, "")).who.split("#")[0];
     await settled(node, p);
     const to = Date.now();
     const a = analyse(intervals(node, p, deaths.get(p.ns)!, await alivePods(node.kube, p)), from, to);
@@ -424,10 +480,7 @@ async function leaderProcessKilled(node: LocalNode, p: Program) {
     const from = Date.now();
     Deno.kill(pid, "SIGKILL");
     deaths.get(p.ns)!.set(`${leader}#${c.run}`, from);
-    const next = await waitFor(`${p.key}: a new leader`, 60_000, async () => {
-      const h = await holder(node.kube, p);
-      return h && h !== leader ? h : undefined;
-    });
+    const next = (await nextLeader(node, p, from, `${leader}#${c.run}`)).who;
     const restarted = await waitFor(`${p.key}: the killed container restarted`, 60_000, async () => {
       const now = await containerOf(node.kube, p.ns, leader).catch(() => undefined);
       return now && now.restarts > c.restarts ? Date.now() : undefined;
@@ -440,7 +493,9 @@ async function leaderProcessKilled(node: LocalNode, p: Program) {
       name,
       p,
       ok,
-      `hand-over ${a.handovers.map(s).join(" / ")} (to ${next.slice(-5)}), restarted after ${s(restarted - from)}`,
+      `hand-over ${a.handovers.map(s).join(" / ")} (to ${
+        next.startsWith(leader) ? "its own restarted container" : "another pod"
+      }), restarted after ${s(restarted - from)}`,
       a.overlaps,
     );
   } catch (e) {
@@ -534,10 +589,7 @@ async function leaderWedged(node: LocalNode, p: Program) {
     const from = Date.now();
     Deno.kill(pid, "SIGSTOP");
     deaths.get(p.ns)!.set(`${leader}#${c.run}`, from);
-    const next = await waitFor(`${p.key}: a new leader`, 60_000, async () => {
-      const h = await holder(node.kube, p);
-      return h && h !== leader ? Date.now() : undefined;
-    });
+    const next = (await nextLeader(node, p, from, `${leader}#${c.run}`, 90_000)).t;
     let restart = "";
     const problems: string[] = [];
     if (p.liveness) {
@@ -722,6 +774,8 @@ async function main() {
       }
       throw e;
     }
+    logs = new LogCollector(node.podLogs);
+    logs.start();
     t = Date.now();
     for (const p of PROGRAMS) {
       await node.kube.json("POST", "/api/v1/namespaces", {
@@ -747,6 +801,7 @@ async function main() {
     rows.push({ scenario: "node", program: "-", ok: false, figures: "", problems: [(e as Error).message] });
     say(`FAIL: ${(e as Error).message}`);
   } finally {
+    logs?.stop();
     node.recordNetns?.();
     leftovers = await node.stop();
     if (leftovers.length) {
