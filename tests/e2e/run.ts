@@ -226,12 +226,13 @@ function readInstances(_node: LocalNode, ns: string): Instance[] {
   return logs.instances(ns);
 }
 
-function classify(kind: Program["kind"], text: string): "start" | "end" | "work" | undefined {
+function classify(kind: Program["kind"], text: string): "start" | "end" | "release" | "work" | undefined {
   if (kind === "leasehold") {
     if (!text.startsWith("{")) return undefined;
     try {
       const msg = JSON.parse(text).msg;
       if (msg === "started leading") return "start";
+      if (msg === "released the lease") return "release";
       if (msg === "stopped leading") return "end";
     } catch { /* not ours */ }
     return undefined;
@@ -251,17 +252,29 @@ function classify(kind: Program["kind"], text: string): "start" | "end" | "work"
 function intervals(node: LocalNode, p: Program, deaths: Map<string, number>, alive: Set<string>): Interval[] {
   const out: Interval[] = [];
   const insts = readInstances(node, p.ns);
+  const updates = audit(node).filter((e) => e.verb === "update" && e.objectRef?.namespace === p.ns);
   for (const inst of insts) {
     const id = `${inst.pod}#${inst.run}`;
     const newer = insts.some((o) => o.pod === inst.pod && o.run > inst.run);
     let cur: Interval | undefined;
     let last = 0;
+    let released: number | undefined;
     for (const l of inst.lines) {
       const k = classify(p.kind, l.text);
       if (k === "start" && !cur) cur = { who: id, start: l.t, end: Infinity, reported: false };
       if (k === "work" || k === "start") last = l.t;
+      // leasehold aborts and awaits the work before it sends the release, and
+      // logs both after the release was answered: the work ended before the
+      // API server received that request.
+      if (k === "release" && cur) {
+        const sent = updates.filter((e) => podOf(e) === inst.pod && Date.parse(e.requestReceivedTimestamp) <= l.t).at(
+          -1,
+        );
+        released = sent ? Date.parse(sent.requestReceivedTimestamp) : l.t;
+      }
       if (k === "end" && cur) {
-        cur.end = l.t;
+        cur.end = released ?? l.t;
+        released = undefined;
         cur.reported = true;
         out.push(cur);
         cur = undefined;
@@ -508,13 +521,19 @@ interface AuditEvent {
   objectRef?: { namespace?: string; name?: string; resource?: string };
   user: { username: string; extra?: Record<string, string[]> };
   responseStatus?: { code?: number };
+  requestReceivedTimestamp: string;
   stageTimestamp: string;
   stage: string;
 }
 
+let auditCache = { size: -1, events: [] as AuditEvent[] };
 function audit(node: LocalNode): AuditEvent[] {
-  return readFileSync(node.info.auditLog, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as AuditEvent)
+  const text = readFileSync(node.info.auditLog, "utf8");
+  if (text.length === auditCache.size) return auditCache.events;
+  const events = text.split("\n").filter(Boolean).map((l) => JSON.parse(l) as AuditEvent)
     .filter((e) => e.stage === "ResponseComplete" || e.stage === "ResponseStarted");
+  auditCache = { size: text.length, events };
+  return events;
 }
 const podOf = (e: AuditEvent) => e.user.extra?.["authentication.kubernetes.io/pod-name"]?.[0];
 const jtiOf = (e: AuditEvent) => e.user.extra?.["authentication.kubernetes.io/credential-id"]?.[0];
