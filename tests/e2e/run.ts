@@ -282,7 +282,7 @@ function intervals(node: LocalNode, p: Program, deaths: Map<string, number>, ali
     }
     if (cur) {
       const death = deaths.get(id);
-      if (death !== undefined) cur.end = Math.min(death, Math.max(last, cur.start));
+      if (death !== undefined) cur.end = death;
       else if (newer || !alive.has(inst.pod)) cur.end = Math.max(last, cur.start);
       out.push(cur);
     }
@@ -298,7 +298,13 @@ interface Analysis {
   handovers: number[];
 }
 
-function analyse(iv: Interval[], from: number, to: number): Analysis {
+function analyse(iv: Interval[], fromAction: number, to: number): Analysis {
+  // A leader that reports work once a second may have made its last report up
+  // to a second before the action that ended it: measure from that report.
+  const from = Math.min(
+    fromAction,
+    ...iv.filter((x) => x.end >= fromAction - 1500 && x.end <= fromAction).map((x) => x.end),
+  );
   const overlaps: string[] = [];
   for (let i = 0; i < iv.length; i++) {
     for (let j = i + 1; j < iv.length; j++) {
