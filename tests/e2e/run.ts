@@ -797,6 +797,11 @@ async function main() {
       for (const c of ["containerd", "apiserver", "controller-manager", "scheduler", "kubelet"]) {
         console.log(`--- ${c}\n${node.tail(c)}`);
       }
+      if (!CI) {
+        const left = await node.stop();
+        if (left.length) console.log(`!!! LEFT BEHIND: ${left.join("; ")}`);
+        skipOrFail(`the node did not start: ${(e as Error).message}`);
+      }
       throw e;
     }
     logs = new LogCollector(node.podLogs);
