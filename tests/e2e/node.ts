@@ -40,6 +40,41 @@ export const SERVICE_IP = "10.214.0.1";
 export const NODE_NAME = "leasehold-e2e-node";
 export const CGROUP_ROOT = "/leasehold-e2e";
 const CGROUP_V1 = "/sys/fs/cgroup";
+const CGROUP_V2 = "/sys/fs/cgroup/unified";
+/** Chains the kubelet creates in iptables and ip6tables (its "util chains"). */
+const KUBELET_CHAINS = ["KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT"];
+const IPT_TABLES = ["filter", "nat", "mangle"];
+
+/** The chains (per tool and table) that exist now. */
+function chainsNow(): Set<string> {
+  const out = new Set<string>();
+  for (const tool of ["iptables", "ip6tables"]) {
+    for (const table of IPT_TABLES) {
+      const r = spawnSync(tool, ["-t", table, "-S"], { encoding: "utf8" });
+      for (const l of (r.stdout ?? "").split("\n")) {
+        const m = /^-N (\S+)/.exec(l);
+        if (m) out.add(`${tool} ${table} ${m[1]}`);
+      }
+    }
+  }
+  return out;
+}
+
+/** Removes the kubelet's chains that did not exist before, with the rules that jump to them. */
+function removeKubeletChains(before: Set<string>) {
+  for (const key of chainsNow()) {
+    const [tool, table, chain] = key.split(" ");
+    if (before.has(key) || !KUBELET_CHAINS.includes(chain)) continue;
+    const rules = spawnSync(tool, ["-t", table, "-S"], { encoding: "utf8" }).stdout ?? "";
+    for (const l of rules.split("\n")) {
+      if (l.startsWith("-A ") && l.includes(`-j ${chain}`)) {
+        spawnSync(tool, ["-t", table, "-D", ...l.slice(3).match(/"[^"]*"|\S+/g)!.map((w) => w.replace(/^"|"$/g, ""))]);
+      }
+    }
+    spawnSync(tool, ["-t", table, "-F", chain]);
+    spawnSync(tool, ["-t", table, "-X", chain]);
+  }
+}
 
 /** What the API server part prints when it is ready. */
 export interface ApiInfo {
@@ -261,6 +296,8 @@ export class LocalNode {
   #dnat: string[] = [];
   #bridgeCreated = false;
   #cgroupsCreated = false;
+  #chainsBefore?: Set<string>;
+  #v2CgroupExisted = true;
   #kubeletArgs: string[] = [];
 
   constructor(readonly opts: NodeOptions) {
@@ -329,6 +366,8 @@ export class LocalNode {
       }
     }
     this.#cgroupsCreated = true;
+    this.#v2CgroupExisted = existsSync(CGROUP_V2 + CGROUP_ROOT);
+    this.#chainsBefore = chainsNow();
 
     const t0 = Date.now();
     writeFileSync(join(dir, "containerd.toml"), containerdConfig(dir));
@@ -496,6 +535,8 @@ export class LocalNode {
     if (this.#dnat.length) sh("iptables", ["-t", "nat", "-D", ...this.#dnat], { allowFail: true });
     if (this.#bridgeCreated) sh("ip", ["link", "del", POD_BRIDGE], { allowFail: true });
     if (this.#cgroupsCreated) { for (const h of cgroupHierarchies()) rmCgroupTree(h + CGROUP_ROOT); }
+    if (!this.#v2CgroupExisted) rmCgroupTree(CGROUP_V2 + CGROUP_ROOT);
+    if (this.#chainsBefore) removeKubeletChains(this.#chainsBefore);
     // The kubelet links every container log into /var/log/containers.
     const links = "/var/log/containers";
     if (existsSync(links)) {

@@ -408,6 +408,14 @@ async function alivePods(kube: Kube, p: Program): Promise<Set<string>> {
 
 // ---------------------------------------------------------------- scenarios
 
+/** When the container run after `run` of `pod` wrote its first log line (it had started). */
+async function firstLine(p: Program, pod: string, run: number, ms: number): Promise<number> {
+  return await waitFor(`${p.key}: ${pod} restarted`, ms, () => {
+    const next = logs.instances(p.ns).find((i) => i.pod === pod && i.run > run && i.lines.length > 0);
+    return next?.lines[0].t;
+  });
+}
+
 /**
  * Waits until some replica other than `except` (pod#run) reports that it
  * started leading after `from`; the restarted container of the same pod counts.
@@ -499,11 +507,10 @@ async function leaderProcessKilled(node: LocalNode, p: Program) {
     const from = Date.now();
     Deno.kill(pid, "SIGKILL");
     deaths.get(p.ns)!.set(`${leader}#${c.run}`, from);
-    const next = (await nextLeader(node, p, from, `${leader}#${c.run}`)).who;
-    const restarted = await waitFor(`${p.key}: the killed container restarted`, 60_000, async () => {
-      const now = await containerOf(node.kube, p.ns, leader).catch(() => undefined);
-      return now && now.restarts > c.restarts ? Date.now() : undefined;
-    });
+    const [next, restarted] = await Promise.all([
+      nextLeader(node, p, from, `${leader}#${c.run}`).then((x) => x.who),
+      firstLine(p, leader, c.run, 60_000),
+    ]);
     await settled(node, p);
     const to = Date.now();
     const a = analyse(intervals(node, p, deaths.get(p.ns)!, await alivePods(node.kube, p)), from, to);
@@ -618,14 +625,7 @@ async function leaderWedged(node: LocalNode, p: Program) {
     let restart = "";
     const problems: string[] = [];
     if (p.liveness) {
-      const restarted = await waitFor(
-        `${p.key}: the liveness probe restarting the wedged container`,
-        90_000,
-        async () => {
-          const now = await containerOf(node.kube, p.ns, leader).catch(() => undefined);
-          return now && now.restarts > c.restarts ? Date.now() : undefined;
-        },
-      );
+      const restarted = await firstLine(p, leader, c.run, 120_000);
       restart = `, restarted by the liveness probe after ${s(restarted - from)}`;
       await settled(node, p);
     } else {
