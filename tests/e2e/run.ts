@@ -22,6 +22,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseAllDocuments } from "yaml";
 import { type Kube, LocalNode, NODE_NAME, waitFor } from "./node.ts";
+import { analyse, type AuditEvent, buildIntervals, type Instance, type Interval, jtiOf, podOf } from "./analysis.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const BIN = join(ROOT, ".cache", "bin");
@@ -146,21 +147,6 @@ function collection(o: Obj, ns: string): string {
 
 // ---------------------------------------------------------------- logs
 
-/** One run of a container (a pod's log file N.log). */
-interface Instance {
-  pod: string;
-  run: number;
-  lines: { t: number; text: string }[];
-}
-
-interface Interval {
-  who: string;
-  start: number;
-  end: number;
-  /** The end is where the replica said it stopped (not a kill or its last report). */
-  reported: boolean;
-}
-
 /**
  * Every container log line, kept as it is read: the kubelet deletes a pod's
  * log directory with the pod, so the files are followed while they exist.
@@ -222,115 +208,10 @@ class LogCollector {
 
 let logs: LogCollector;
 
-function readInstances(_node: LocalNode, ns: string): Instance[] {
-  return logs.instances(ns);
-}
-
-function classify(kind: Program["kind"], text: string): "start" | "end" | "release" | "work" | undefined {
-  if (kind === "leasehold") {
-    if (!text.startsWith("{")) return undefined;
-    try {
-      const msg = JSON.parse(text).msg;
-      if (msg === "started leading") return "start";
-      if (msg === "released the lease") return "release";
-      if (msg === "stopped leading") return "end";
-    } catch { /* not ours */ }
-    return undefined;
-  }
-  if (/\] "leading"/.test(text)) return "start";
-  if (/\] "still leading"/.test(text)) return "work";
-  if (/\] "(stopped leading|leading cancelled)"/.test(text)) return "end";
-  return undefined;
-}
-
-/**
- * The leading intervals each replica reports. An interval without a reported
- * end closes at the replica's death when we caused it (`deaths`, keyed
- * pod#run), else at its last report if a later run or no pod follows it,
- * else it is still open (now).
- */
+/** The leading intervals of a program's replicas so far. */
 function intervals(node: LocalNode, p: Program, deaths: Map<string, number>, alive: Set<string>): Interval[] {
-  const out: Interval[] = [];
-  const insts = readInstances(node, p.ns);
   const updates = audit(node).filter((e) => e.verb === "update" && e.objectRef?.namespace === p.ns);
-  for (const inst of insts) {
-    const id = `${inst.pod}#${inst.run}`;
-    const newer = insts.some((o) => o.pod === inst.pod && o.run > inst.run);
-    let cur: Interval | undefined;
-    let last = 0;
-    let released: number | undefined;
-    for (const l of inst.lines) {
-      const k = classify(p.kind, l.text);
-      if (k === "start" && !cur) cur = { who: id, start: l.t, end: Infinity, reported: false };
-      if (k === "work" || k === "start") last = l.t;
-      // leasehold aborts and awaits the work before it sends the release, and
-      // logs both after the release was answered: the work ended before the
-      // API server received that request.
-      if (k === "release" && cur) {
-        const sent = updates.filter((e) => podOf(e) === inst.pod && Date.parse(e.requestReceivedTimestamp) <= l.t).at(
-          -1,
-        );
-        released = sent ? Date.parse(sent.requestReceivedTimestamp) : l.t;
-      }
-      if (k === "end" && cur) {
-        cur.end = released ?? l.t;
-        released = undefined;
-        cur.reported = true;
-        out.push(cur);
-        cur = undefined;
-      }
-    }
-    if (cur) {
-      const death = deaths.get(id);
-      if (death !== undefined) cur.end = death;
-      else if (newer || !alive.has(inst.pod)) cur.end = Math.max(last, cur.start);
-      out.push(cur);
-    }
-  }
-  return out.sort((a, b) => a.start - b.start);
-}
-
-interface Analysis {
-  overlaps: string[];
-  /** Leaderless time within the window. */
-  leaderlessMs: number;
-  /** For each leader that stopped within the window: time until the next one started. */
-  handovers: number[];
-}
-
-function analyse(iv: Interval[], fromAction: number, to: number): Analysis {
-  // A leader that reports work once a second may have made its last report up
-  // to a second before the action that ended it: measure from that report.
-  const from = Math.min(
-    fromAction,
-    ...iv.filter((x) => x.end >= fromAction - 1500 && x.end <= fromAction).map((x) => x.end),
-  );
-  const overlaps: string[] = [];
-  for (let i = 0; i < iv.length; i++) {
-    for (let j = i + 1; j < iv.length; j++) {
-      const a = iv[i], b = iv[j];
-      const o = Math.min(a.end, b.end) - Math.max(a.start, b.start);
-      if (o > 0 && a.who !== b.who) {
-        overlaps.push(`${a.who} and ${b.who} both led for ${o} ms`);
-      }
-    }
-  }
-  let covered = 0;
-  let cursor = from;
-  for (const x of iv) {
-    const s = Math.max(x.start, cursor), e = Math.min(x.end, to);
-    if (e > s) {
-      covered += e - s;
-      cursor = e;
-    }
-  }
-  const handovers: number[] = [];
-  for (const x of iv) {
-    if (x.end < from || x.end > to) continue;
-    const next = iv.find((y) => y.start >= x.end && y.who !== x.who);
-    if (next && next.start <= to) handovers.push(next.start - x.end);
-  }
-  return { overlaps, leaderlessMs: Math.max(0, to - from - covered), handovers };
+  return buildIntervals(p.kind, logs.instances(p.ns), updates, deaths, alive);
 }
 
 // ---------------------------------------------------------------- cluster helpers
@@ -529,16 +410,6 @@ async function leaderProcessKilled(node: LocalNode, p: Program) {
   }
 }
 
-interface AuditEvent {
-  verb: string;
-  objectRef?: { namespace?: string; name?: string; resource?: string };
-  user: { username: string; extra?: Record<string, string[]> };
-  responseStatus?: { code?: number };
-  requestReceivedTimestamp: string;
-  stageTimestamp: string;
-  stage: string;
-}
-
 let auditCache = { size: -1, events: [] as AuditEvent[] };
 function audit(node: LocalNode): AuditEvent[] {
   const text = readFileSync(node.info.auditLog, "utf8");
@@ -548,8 +419,6 @@ function audit(node: LocalNode): AuditEvent[] {
   auditCache = { size: text.length, events };
   return events;
 }
-const podOf = (e: AuditEvent) => e.user.extra?.["authentication.kubernetes.io/pod-name"]?.[0];
-const jtiOf = (e: AuditEvent) => e.user.extra?.["authentication.kubernetes.io/credential-id"]?.[0];
 
 function tokenFile(node: LocalNode, podUid: string): string | undefined {
   const dir = join(node.kubeletRoot, "pods", podUid, "volumes", "kubernetes.io~projected");
