@@ -282,3 +282,17 @@ test("skaffold.yaml points at files that exist", async () => {
     assert.ok(await exists(fileURLToPath(new URL("mod.ts", context))), `${a.image}: context is not the repo root`);
   }
 });
+
+test("the Deno image bakes its module cache and reads only the service-account directory", async () => {
+  const text = await readFile(deployPath("Dockerfile.deno"), "utf8");
+  const env = new Map([...text.matchAll(/^ENV ([A-Z_]+)=(\S+)$/gm)].map((m) => [m[1], m[2]]));
+  const dir = env.get("DENO_DIR");
+  assert.ok(dir, "DENO_DIR is not set: on a read-only root file system Deno has no cache to use");
+  assert.match(text, /^RUN \["deno", "cache", "lib\/cli\.ts"\]$/m, "the module cache is not built into the image");
+  const entry = /^ENTRYPOINT (\[.*\])$/m.exec(text);
+  assert.ok(entry, "no ENTRYPOINT");
+  const argv = JSON.parse(entry[1]) as string[];
+  assert.ok(argv.includes("--allow-read=/var/run/secrets/kubernetes.io/serviceaccount"), `--allow-read: ${argv}`);
+  assert.ok(!argv.includes("--allow-read"), "--allow-read is unscoped");
+  assert.ok(!argv.includes("-A") && !argv.includes("--allow-all"), "all permissions granted");
+});
