@@ -10,24 +10,10 @@ import assert from "node:assert/strict";
 import { access, readdir, readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { parseAllDocuments } from "yaml";
+import { FLAGS } from "../lib/cli.ts";
 
-/**
- * The environment variables the entrypoint (lib/cli.ts) reads. This mirrors
- * the entrypoint's flags: keep the two lists in step when either changes.
- */
-export const ENTRYPOINT_ENV_NAMES: readonly string[] = [
-  "LEASE_NAME",
-  "LEASE_NAMESPACE",
-  "POD_NAME",
-  "LEASE_DURATION",
-  "RENEW_DEADLINE",
-  "RETRY_PERIOD",
-  "SERVICE_ACCOUNT_DIR",
-  "KUBECONFIG",
-  "HTTP_ADDR",
-  "LOG_LEVEL",
-  "RELEASE_ON_CANCEL",
-];
+/** The environment variables the entrypoint reads: those of its flag table. */
+export const ENTRYPOINT_ENV_NAMES: readonly string[] = FLAGS.flatMap((f) => (f.env ? [f.env] : []));
 
 const DEPLOY_DIR = new URL("../deploy/", import.meta.url);
 const LEASE_GROUP = "coordination.k8s.io";
@@ -171,10 +157,21 @@ test("rbac.yaml holds exactly a ServiceAccount, a Role and a RoleBinding", async
   }
 });
 
-test("the Role grants only the Lease verbs the elector uses", async () => {
+test("the Role grants only the Lease verbs the elector uses, Events, and LeaseCandidates", async () => {
   const role = await loadOne<Role>("rbac.yaml", "Role");
-  const rules = role.rules ?? [];
-  assert.ok(rules.length > 0, "the Role has no rules");
+  const all = role.rules ?? [];
+  assert.ok(all.length > 0, "the Role has no rules");
+  // Events on the Lease: create only, in the core group.
+  const events = all.filter((r) => r.resources?.includes("events"));
+  const candidates = all.filter((r) => r.resources?.includes("leasecandidates"));
+  const rules = all.filter((r) => !events.includes(r) && !candidates.includes(r));
+  assert.deepEqual([...events], [{ apiGroups: [""], resources: ["events"], verbs: ["create"] }]);
+  // LeaseCandidates for --coordinated: named after pod identities, so not limited by name.
+  assert.deepEqual([...candidates], [{
+    apiGroups: [LEASE_GROUP],
+    resources: ["leasecandidates"],
+    verbs: ["get", "create", "update", "delete"],
+  }]);
 
   const granted = new Set<string>();
   for (const [i, rule] of rules.entries()) {
@@ -200,7 +197,9 @@ test("the Role grants only the Lease verbs the elector uses", async () => {
     }
     for (const v of verbs) granted.add(v);
   }
-  assert.deepEqual([...granted].sort(), ["create", "get", "list", "update", "watch"]);
+  // No "list": followers watch with a metadata.name field selector, which the
+  // API server authorizes against resourceNames as a request for that one name.
+  assert.deepEqual([...granted].sort(), ["create", "get", "update", "watch"]);
 });
 
 test("the RoleBinding binds the Role to the ServiceAccount", async () => {
@@ -293,4 +292,18 @@ test("skaffold.yaml points at files that exist", async () => {
     assert.ok(await exists(dockerfile), `${a.image}: dockerfile ${dockerfile} does not exist`);
     assert.ok(await exists(fileURLToPath(new URL("mod.ts", context))), `${a.image}: context is not the repo root`);
   }
+});
+
+test("the Deno image bakes its module cache and reads only the service-account directory", async () => {
+  const text = await readFile(deployPath("Dockerfile.deno"), "utf8");
+  const env = new Map([...text.matchAll(/^ENV ([A-Z_]+)=(\S+)$/gm)].map((m) => [m[1], m[2]]));
+  const dir = env.get("DENO_DIR");
+  assert.ok(dir, "DENO_DIR is not set: on a read-only root file system Deno has no cache to use");
+  assert.match(text, /^RUN \["deno", "cache", "lib\/cli\.ts"\]$/m, "the module cache is not built into the image");
+  const entry = /^ENTRYPOINT (\[.*\])$/m.exec(text);
+  assert.ok(entry, "no ENTRYPOINT");
+  const argv = JSON.parse(entry[1]) as string[];
+  assert.ok(argv.includes("--allow-read=/var/run/secrets/kubernetes.io/serviceaccount"), `--allow-read: ${argv}`);
+  assert.ok(!argv.includes("--allow-read"), "--allow-read is unscoped");
+  assert.ok(!argv.includes("-A") && !argv.includes("--allow-all"), "all permissions granted");
 });
