@@ -5,7 +5,7 @@
  * @module
  */
 
-import { type Clock, systemClock } from "./clock.ts";
+import { clampDelay, type Clock, MAX_TIMER_MS, systemClock } from "./clock.ts";
 import {
   ConfigError,
   errorKind,
@@ -30,6 +30,33 @@ import { linkSignals } from "./signal.ts";
 
 /** client-go's JitterFactor: followers wait RetryPeriod plus up to 1.2 × RetryPeriod. */
 export const JITTER_FACTOR = 1.2;
+
+/**
+ * The longest wait a server's `Retry-After` (or `retryAfterSeconds`) hint can
+ * impose on the elector, in ms; longer hints are cut to this.
+ */
+export const MAX_RETRY_AFTER_MS = 60000;
+
+/**
+ * The server's retry hint of an error in ms, validated: 0 when there is none or
+ * it is not a positive finite number, at most {@linkcode MAX_RETRY_AFTER_MS}.
+ *
+ * @example Usage
+ * ```ts
+ * import { KubeApiError, retryAfterMs } from "@leasehold/leasehold";
+ * const e = (s: number) =>
+ *   new KubeApiError("slow down", { code: 429, reason: "TooManyRequests", method: "GET", url: "x", retryAfterSeconds: s });
+ * console.log(retryAfterMs(e(3))); // 3000
+ * console.log(retryAfterMs(e(NaN))); // 0
+ * console.log(retryAfterMs(e(1e12))); // 60000
+ * ```
+ */
+export function retryAfterMs(e: unknown): number {
+  if (!(e instanceof KubeApiError)) return 0;
+  const s = e.retryAfterSeconds;
+  if (typeof s !== "number" || !Number.isFinite(s) || s <= 0) return 0;
+  return Math.min(s * 1000, MAX_RETRY_AFTER_MS);
+}
 
 /**
  * Proof of leadership handed to the leader's work. `leaseTransitions` grows by one
@@ -193,6 +220,8 @@ export function validateElectorOptions(o: {
   for (const [k, v] of [["leaseDuration", ld], ["renewDeadline", rd], ["retryPeriod", rp]] as const) {
     if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) {
       problems.push(`${k} must be greater than zero (got ${v})`);
+    } else if (v > MAX_TIMER_MS) {
+      problems.push(`${k} (${v} ms) must be at most ${MAX_TIMER_MS} ms (about 24.8 days), the longest timer`);
     }
   }
   if (problems.length) return problems;
@@ -437,12 +466,18 @@ export class LeaderElector extends EventTarget {
 
   // ---- one attempt ----------------------------------------------------------
 
+  /** `ms` × (1 + U[0,1) × JITTER_FACTOR), client-go's jitter; a broken `random` counts as 0. */
+  #jittered(ms: number): number {
+    const r = this.#random();
+    return ms * (1 + (Number.isFinite(r) && r > 0 && r < 1 ? r : 0) * JITTER_FACTOR);
+  }
+
   #count(verb: string) {
     this.stats.requestsByVerb[verb] = (this.stats.requestsByVerb[verb] ?? 0) + 1;
   }
 
   #requestSignal(stop: AbortSignal, budget: number): { signal: AbortSignal; done: () => void } {
-    const ms = Math.max(1, Math.min(this.#requestTimeout, budget));
+    const ms = clampDelay(Math.min(this.#requestTimeout, budget), 1, this.#requestTimeout);
     const t = new AbortController();
     const cancel = new AbortController();
     this.#clock.sleep(ms, cancel.signal).then(
@@ -645,7 +680,7 @@ export class LeaderElector extends EventTarget {
         } catch (e) {
           if (stop.aborted) return false;
           this.#noteError(e, "could not acquire the lease");
-          if (e instanceof KubeApiError && e.retryAfterSeconds) retryAfter = e.retryAfterSeconds * 1000;
+          retryAfter = retryAfterMs(e);
         }
         await this.#waitForChance(stop, retryAfter);
       }
@@ -667,7 +702,7 @@ export class LeaderElector extends EventTarget {
     const start = this.#clock.now();
     const keyAtStart = this.#observed?.key;
     const earliest = start + retryAfter;
-    const pollAt = start + Math.max(this.retryPeriod * (1 + this.#random() * JITTER_FACTOR), retryAfter);
+    const pollAt = start + Math.max(this.#jittered(this.retryPeriod), retryAfter);
     for (;;) {
       if (stop.aborted) return;
       const now = this.#clock.now();
@@ -684,7 +719,7 @@ export class LeaderElector extends EventTarget {
       this.#wake = () => ctl.abort();
       const linked = linkSignals([stop, ctl.signal]);
       try {
-        await this.#clock.sleep(until - now, linked.signal);
+        await this.#clock.sleep(clampDelay(until - now, 1), linked.signal);
       } catch {
         // woken: look again
       } finally {
@@ -787,7 +822,7 @@ export class LeaderElector extends EventTarget {
       "lease-malformed": "the lease was overwritten with a malformed record",
     };
     leaderCtl.abort(new LeadershipLostError(reason, messages[reason]));
-    const bound = Math.max(0, this.#lastRenew + this.leaseDuration - this.#clock.now());
+    const bound = clampDelay(this.#lastRenew + this.leaseDuration - this.#clock.now());
     const settled = await this.#settleWithin(work, bound);
     if (!settled) {
       this.#log.error(
@@ -842,12 +877,12 @@ export class LeaderElector extends EventTarget {
         } catch (e) {
           if (stop.aborted) return "shutdown";
           this.#noteError(e, "failed to renew the lease");
-          if (e instanceof KubeApiError && e.retryAfterSeconds) retryAfter = e.retryAfterSeconds * 1000;
+          retryAfter = retryAfterMs(e);
         }
         const left2 = this.#lastRenew + this.renewDeadline - this.#clock.now();
         if (left2 <= 0) return "renew-deadline";
         try {
-          await this.#clock.sleep(Math.min(Math.max(this.retryPeriod / 2, retryAfter), left2), stop);
+          await this.#clock.sleep(clampDelay(Math.min(Math.max(this.retryPeriod / 2, retryAfter), left2), 1), stop);
         } catch {
           return "shutdown";
         }
