@@ -11,6 +11,7 @@ import {
   errorKind,
   isAlreadyExists,
   isConflict,
+  isNotFound,
   KubeApiError,
   LeaseholdError,
   TimeoutError,
@@ -194,6 +195,8 @@ interface Observed {
   durationMs: number;
   /** Monotonic time the current record was first observed. */
   at: number;
+  /** A watch reported the Lease deleted since this record was seen. */
+  deleted?: boolean;
 }
 
 /**
@@ -319,6 +322,8 @@ export class LeaderElector extends EventTarget {
   #watchHealthy = false;
   #lastError = "";
   #requestTimeout: number;
+  /** Counts observed changes of the record (and deletions), to notice news. */
+  #changes = 0;
 
   /**
    * Creates an elector; nothing happens until {@linkcode LeaderElector.run}.
@@ -421,6 +426,7 @@ export class LeaderElector extends EventTarget {
     const key = JSON.stringify(r.ok ? r.record : { broken: lease.spec ?? null });
     if (this.#observed?.key === key) {
       this.#observed.lease = lease;
+      this.#observed.deleted = false;
       return this.#observed;
     }
     if (!r.ok) {
@@ -432,6 +438,7 @@ export class LeaderElector extends EventTarget {
         },
       );
     }
+    this.#changes++;
     this.#observed = {
       lease,
       key,
@@ -442,6 +449,12 @@ export class LeaderElector extends EventTarget {
     };
     this.#reportLeader();
     return this.#observed;
+  }
+
+  #observeDeleted(): void {
+    if (!this.#observed || this.#observed.deleted) return;
+    this.#observed.deleted = true;
+    this.#changes++;
   }
 
   #reportLeader(): void {
@@ -538,7 +551,7 @@ export class LeaderElector extends EventTarget {
         req.done();
       }
       this.stats.slowpathTotal++;
-    } else if (!this.#leading && o?.record && o.holder === "") {
+    } else if (!this.#leading && o?.record && o.holder === "" && !o.deleted) {
       // 1b. The Lease was free when last seen (a release delivered by the watch):
       // take it with one PUT of that object; a 409 means someone was faster.
       const req = this.#requestSignal(stop, budget);
@@ -551,7 +564,9 @@ export class LeaderElector extends EventTarget {
         this.#written(updated, start);
         return "acquired";
       } catch (e) {
-        if (stop.aborted || !isConflict(e)) throw e;
+        // 409: someone was faster; 404: the Lease was deleted. Either way read it
+        // again and go on under the usual rules (create only what has expired).
+        if (stop.aborted || !(isConflict(e) || isNotFound(e))) throw e;
       } finally {
         req.done();
       }
@@ -700,7 +715,7 @@ export class LeaderElector extends EventTarget {
    */
   async #waitForChance(stop: AbortSignal, retryAfter: number): Promise<void> {
     const start = this.#clock.now();
-    const keyAtStart = this.#observed?.key;
+    const changesAtStart = this.#changes;
     const earliest = start + retryAfter;
     const pollAt = start + Math.max(this.#jittered(this.retryPeriod), retryAfter);
     for (;;) {
@@ -708,7 +723,7 @@ export class LeaderElector extends EventTarget {
       const now = this.#clock.now();
       const o = this.#observed;
       let until = pollAt;
-      if (o && o.holder === "" && o.key !== keyAtStart) {
+      if (o && (o.holder === "" || o.deleted) && this.#changes !== changesAtStart) {
         until = earliest;
       } else if (o && o.holder !== "") {
         const exp = this.#expiresAt(o);
@@ -743,8 +758,10 @@ export class LeaderElector extends EventTarget {
           backoff = 500;
           const next = ev.object?.metadata?.resourceVersion;
           if (typeof next === "string" && next) rv = next;
-          // A deletion changes nothing until the last record seen expires (see #attempt).
-          if (ev.type !== "BOOKMARK" && ev.type !== "DELETED") this.#observe(ev.object, this.#clock.now());
+          // A deletion changes nothing until the last record seen expires (see #attempt),
+          // but it is news: the next attempt reads the Lease instead of writing over it.
+          if (ev.type === "DELETED") this.#observeDeleted();
+          else if (ev.type !== "BOOKMARK") this.#observe(ev.object, this.#clock.now());
           this.#wake?.();
         }
         // The server closed the stream (its timeout): reconnect at once.

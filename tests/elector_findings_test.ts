@@ -235,3 +235,28 @@ test("a system clock sleep longer than 2^31 - 1 ms does not fire at once", async
   await settle();
   assert.equal(fired, false, "a sleep of 2^31 + 1000 ms ended within 30 ms");
 });
+
+// ---- issue 9, finding 3: a deleted free Lease must not leave everyone leaderless ---------
+
+for (const watch of [true, false]) {
+  test(`a free Lease deleted by hand is re-created (${watch ? "watching" : "polling"} follower)`, async () => {
+    const clock = new ManualClock();
+    const store = new MemoryLeaseStore();
+    const a = replica(store, clock, "a", { watch });
+    await until(clock, () => a.elector.isLeader);
+    const b = replica(store, clock, "b", { watch });
+    await clock.advance(1000);
+    // b cannot write while a releases, so b keeps seeing a free Lease it has not taken.
+    b.api.fault = (op) => (op === "update" ? apiError(500, "InternalError") : undefined);
+    a.stop.abort();
+    await until(clock, () => store.peek(NS, NAME)?.spec?.holderIdentity === "", 10000);
+    await until(clock, () => (b.elector.stats.errorsByKind.server ?? 0) > 0, 10000);
+    store.delete(NS, NAME);
+    b.api.fault = undefined;
+    const took = await until(clock, () => b.elector.isLeader, 20000);
+    assert.equal(store.peek(NS, NAME)?.spec?.holderIdentity, "b");
+    // A watcher acts on the DELETED event; a poller on its next attempt.
+    assert.ok(took <= (watch ? 200 : 4400), `re-created ${took} ms after the deletion`);
+    await shutdown(clock, a, b);
+  });
+}
