@@ -369,8 +369,8 @@ export class LeaderElector extends EventTarget {
   #requestTimeout: number;
   /** Counts observed changes of the record (and deletions), to notice news. */
   #changes = 0;
-  /** The last acquiring write sent while not leading; adopted if it landed but its answer was lost. */
-  #pendingAcquire?: LeaderElectionRecord;
+  /** Acquiring writes sent since the last term (the latest few); one that landed but whose answer was lost is adopted. */
+  #pendingAcquires: LeaderElectionRecord[] = [];
   #workSettling = false;
   #watchGen = 0;
 
@@ -620,16 +620,22 @@ export class LeaderElector extends EventTarget {
 
   /** Whether `r` is exactly the acquiring write this replica sent last (its answer may have been lost). */
   #isOwnWrite(r: LeaderElectionRecord): boolean {
-    const w = this.#pendingAcquire;
-    return !!w && r.holderIdentity === this.identity && r.acquireTime === w.acquireTime &&
-      r.renewTime === w.renewTime && r.leaseTransitions === w.leaseTransitions &&
-      r.leaseDurationSeconds === w.leaseDurationSeconds;
+    return r.holderIdentity === this.identity &&
+      this.#pendingAcquires.some((w) =>
+        r.acquireTime === w.acquireTime && r.renewTime === w.renewTime && r.leaseTransitions === w.leaseTransitions &&
+        r.leaseDurationSeconds === w.leaseDurationSeconds
+      );
+  }
+
+  #notePendingAcquire(sent: LeaderElectionRecord): void {
+    this.#pendingAcquires.push(sent);
+    if (this.#pendingAcquires.length > 8) this.#pendingAcquires.shift();
   }
 
   /** PUTs `sent` over `lease`; an acquiring write is remembered until its answer is known. */
   #put(lease: Lease, sent: LeaderElectionRecord, signal: AbortSignal): Promise<Lease> {
     this.#count("update");
-    if (!this.#leading) this.#pendingAcquire = sent;
+    if (!this.#leading) this.#notePendingAcquire(sent);
     return this.#api.update(this.#withRecord(lease, sent), signal);
   }
 
@@ -713,7 +719,7 @@ export class LeaderElector extends EventTarget {
       req = this.#requestSignal(stop, remaining());
       try {
         this.#count("create");
-        this.#pendingAcquire = sent;
+        this.#notePendingAcquire(sent);
         const created = await this.#api.create(
           { metadata: { name: this.#api.name, namespace: this.#api.namespace }, spec: writeRecord({}, sent) },
           req.signal,
@@ -829,7 +835,7 @@ export class LeaderElector extends EventTarget {
             );
           } else if (r.value.kind === "acquired") {
             this.#lastError = "";
-            this.#pendingAcquire = undefined;
+            this.#pendingAcquires = [];
             return r.value;
           }
         } catch (e) {
