@@ -529,3 +529,178 @@ test("watches that the server ends at once are reopened with a growing backoff",
   assert.equal(b.elector.isLeader, false);
   await shutdown(clock, a, b);
 });
+
+// ---- issue 16: behaviour that had no test -------------------------------------------------
+
+test("release checks the holder: a Lease taken meanwhile is not blanked", async () => {
+  const clock = new ManualClock();
+  const store = new MemoryLeaseStore();
+  let cut = false;
+  const a = replica(store, clock, "a", {
+    watch: false,
+    recontend: false,
+    onStartedLeading: async ({ signal }) => {
+      await new Promise((r) => signal.addEventListener("abort", r, { once: true }));
+      cut = false; // the API answers again in time for the release
+    },
+  });
+  a.api.fault = () => (cut ? apiError(500, "InternalError") : undefined);
+  await until(clock, () => a.elector.isLeader);
+  cut = true;
+  await clock.advance(1000);
+  // While a cannot reach the API, the Lease is given to someone else by hand.
+  const cur = store.peek(NS, NAME)!;
+  store.put(NS, NAME, { ...cur, spec: { ...cur.spec, holderIdentity: "intruder", leaseTransitions: 7 } });
+  let done = false;
+  a.done.then(() => (done = true));
+  await until(clock, () => done, 30000);
+  assert.ok(a.events.includes("stopped:renew-deadline"), a.events.join());
+  const after = store.peek(NS, NAME)!;
+  assert.equal(after.spec?.holderIdentity, "intruder", "the release blanked a Lease held by someone else");
+  assert.equal(after.spec?.leaseTransitions, 7);
+  assert.ok(store.log.some((o) => o.op === "update" && !o.ok), "the cached release PUT must have been refused");
+});
+
+test("a 410 Gone on a watch restarts it from the current state instead of the expired resourceVersion", async () => {
+  const clock = new ManualClock();
+  const store = new MemoryLeaseStore();
+  const a = replica(store, clock, "a");
+  await until(clock, () => a.elector.isLeader);
+  const hooked = new HookedApi(store.api(NS, NAME));
+  let compactedBelow = 0;
+  let kick = new AbortController();
+  const asked: (string | undefined)[] = [];
+  hooked.onWatch = async function* (rv, signal) {
+    asked.push(rv);
+    if (rv !== undefined && Number(rv) < compactedBelow) {
+      throw new WatchExpiredError("watch ended by the server: 410 Expired too old resource version", 410);
+    }
+    const own = new AbortController();
+    const end = () => own.abort();
+    signal.addEventListener("abort", end, { once: true });
+    kick.signal.addEventListener("abort", end, { once: true });
+    try {
+      for await (const ev of hooked.inner.watch(rv, own.signal)) yield ev;
+    } finally {
+      signal.removeEventListener("abort", end);
+      kick.signal.removeEventListener("abort", end);
+    }
+  };
+  const b = replica(store, clock, "b", {}, hooked);
+  await clock.advance(3000);
+  assert.equal(b.elector.watching, true);
+  // The server drops b's watch and compacts history past everything b has seen.
+  compactedBelow = Number(store.peek(NS, NAME)!.metadata.resourceVersion) + 1;
+  await clock.advance(2000); // a renews meanwhile
+  kick.abort();
+  kick = new AbortController();
+  await until(clock, () => b.elector.watching, 20000);
+  assert.ok(asked.includes(undefined), `watch requests: ${JSON.stringify(asked)}`);
+  // The new watch carries the release to b at once.
+  a.stop.abort();
+  const took = await until(clock, () => b.elector.isLeader, 20000, 50);
+  assert.ok(took <= 200, `b took ${took} ms to see the release`);
+  await shutdown(clock, a, b);
+});
+
+test("a follower whose watch is forbidden polls every jittered retryPeriod and still sees a release", async () => {
+  const clock = new ManualClock();
+  const store = new MemoryLeaseStore();
+  const a = replica(store, clock, "a");
+  await until(clock, () => a.elector.isLeader);
+  const hooked = new HookedApi(store.api(NS, NAME));
+  // deno-lint-ignore require-yield
+  hooked.onWatch = async function* () {
+    throw apiError(403, "Forbidden");
+  };
+  const b = replica(store, clock, "b", {}, hooked);
+  await clock.advance(32000);
+  const gets = hooked.calls.get ?? 0;
+  // One GET per 2000 × (1 + 0.5 × 1.2) = 3200 ms.
+  assert.ok(gets >= 9 && gets <= 11, `${gets} GETs in 32 s`);
+  assert.ok((hooked.calls.watch ?? 0) <= 1, `${hooked.calls.watch} forbidden watches retried within 32 s`);
+  assert.equal(b.elector.watching, false);
+  a.stop.abort();
+  const took = await until(clock, () => b.elector.isLeader, 20000, 100);
+  assert.ok(took <= 3300, `b took ${took} ms to notice the release by polling`);
+  await shutdown(clock, a, b);
+});
+
+test("Retry-After is honoured on the leader's renewals (within renewDeadline)", async () => {
+  const clock = new ManualClock();
+  const store = new MemoryLeaseStore();
+  const a = replica(store, clock, "a", { watch: false });
+  await until(clock, () => a.elector.isLeader);
+  const times: number[] = [];
+  a.api.fault = (op) => {
+    if (op !== "update") return undefined;
+    times.push(clock.now());
+    return apiError(429, "TooManyRequests", 3);
+  };
+  await until(clock, () => !a.elector.isLeader, 20000, 50);
+  // Renewal attempts only: the release that follows the stop is no renewal.
+  const attempts = [...new Set(times)].filter((t) => t < a.terms[0].end!);
+  assert.ok(attempts.length >= 2, `attempts at ${attempts.join()}`);
+  for (let i = 1; i < attempts.length; i++) {
+    assert.ok(attempts[i] - attempts[i - 1] >= 3000, `renewed again ${attempts[i] - attempts[i - 1]} ms after a 429`);
+  }
+  a.api.fault = undefined;
+  await shutdown(clock, a);
+});
+
+test("a renewal through the slow path (GET + PUT) keeps the term", async () => {
+  const clock = new ManualClock();
+  const store = new MemoryLeaseStore();
+  const a = replica(store, clock, "a", { watch: false });
+  await until(clock, () => a.elector.isLeader);
+  const before = store.peek(NS, NAME)!;
+  // Someone touches the object (a label, say): the leader's cached resourceVersion is stale.
+  store.put(NS, NAME, { ...before, metadata: { ...before.metadata, labels: { touched: "yes" } } });
+  await clock.advance(2500);
+  const after = store.peek(NS, NAME)!;
+  assert.equal(a.elector.stats.slowpathTotal, 1);
+  assert.equal(a.elector.isLeader, true);
+  assert.equal(after.spec?.holderIdentity, "a");
+  assert.notEqual(after.spec?.renewTime, before.spec?.renewTime, "renewed");
+  assert.equal(after.spec?.leaseTransitions, before.spec?.leaseTransitions, "a renewal is no new term");
+  assert.equal(after.spec?.acquireTime, before.spec?.acquireTime);
+  assert.equal(a.terms.length, 1);
+  assert.equal(a.elector.state().fencingToken?.value, a.terms[0].token);
+  await shutdown(clock, a);
+});
+
+test("a leader that reads a malformed record stops leading, leaves it alone, and retakes it only after expiry", async () => {
+  const clock = new ManualClock();
+  const store = new MemoryLeaseStore();
+  const a = replica(store, clock, "a", { watch: false });
+  await until(clock, () => a.elector.isLeader);
+  const cur = store.peek(NS, NAME)!;
+  store.put(NS, NAME, { ...cur, spec: { ...cur.spec, leaseDurationSeconds: "15" as never } });
+  const editedAt = clock.now();
+  await until(clock, () => a.events.includes("stopped:lease-malformed"), 5000);
+  assert.equal(a.terms[0].signal.aborted, true);
+  assert.equal(((a.terms[0].signal.reason) as LeadershipLostError).reason, "lease-malformed");
+  await clock.advance(3000);
+  assert.equal(store.peek(NS, NAME)?.spec?.leaseDurationSeconds, "15", "the malformed record was overwritten early");
+  await until(clock, () => a.terms.length === 2, 30000);
+  assert.ok(clock.now() - editedAt >= 15000, `retaken ${clock.now() - editedAt} ms after the edit`);
+  assert.equal(store.peek(NS, NAME)?.spec?.leaseDurationSeconds, 15);
+  await shutdown(clock, a);
+});
+
+test("run() called while running rejects; after it returned it can run again", async () => {
+  const clock = new ManualClock();
+  const store = new MemoryLeaseStore();
+  const a = replica(store, clock, "a");
+  await until(clock, () => a.elector.isLeader);
+  await assert.rejects(a.elector.run(), /already running/);
+  assert.equal(a.elector.isLeader, true, "the second call disturbed the first");
+  await shutdown(clock, a);
+  const again = new AbortController();
+  let done = false;
+  a.elector.run(again.signal).then(() => (done = true));
+  await until(clock, () => a.elector.isLeader, 10000);
+  again.abort();
+  await until(clock, () => done, 20000);
+  assert.equal(a.terms.length, 2);
+});
