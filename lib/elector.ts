@@ -1017,6 +1017,8 @@ export class LeaderElector extends EventTarget {
       acquireTime: rec.acquireTime,
       value: `${rec.leaseTransitions}/${this.identity}`,
     };
+    // The acquiring write is what this replica last saw, whatever a watch said meanwhile.
+    this.#observe(won.lease, this.#lastRenew).at = this.#lastRenew;
     this.#token = token;
     this.#leadingSince = this.#clock.wallTime().toISOString();
     this.#leading = true;
