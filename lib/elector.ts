@@ -5,12 +5,25 @@
  * @module
  */
 
-import { type Clock, systemClock } from "./clock.ts";
+import { clampDelay, type Clock, MAX_TIMER_MS, systemClock } from "./clock.ts";
+import {
+  decideOnRead,
+  desiredRecord,
+  fastPath,
+  graceMs as graceLeft,
+  mayRelease,
+  nextAttemptAt,
+  type Observation,
+  releaseRecord,
+  WATCH_BACKOFF_MIN_MS,
+  watchReopen,
+} from "./election_rules.ts";
 import {
   ConfigError,
   errorKind,
   isAlreadyExists,
   isConflict,
+  isNotFound,
   KubeApiError,
   LeaseholdError,
   TimeoutError,
@@ -30,6 +43,33 @@ import { linkSignals } from "./signal.ts";
 
 /** client-go's JitterFactor: followers wait RetryPeriod plus up to 1.2 × RetryPeriod. */
 export const JITTER_FACTOR = 1.2;
+
+/**
+ * The longest wait a server's `Retry-After` (or `retryAfterSeconds`) hint can
+ * impose on the elector, in ms; longer hints are cut to this.
+ */
+export const MAX_RETRY_AFTER_MS = 60000;
+
+/**
+ * The server's retry hint of an error in ms, validated: 0 when there is none or
+ * it is not a positive finite number, at most {@linkcode MAX_RETRY_AFTER_MS}.
+ *
+ * @example Usage
+ * ```ts
+ * import { KubeApiError, retryAfterMs } from "@leasehold/leasehold";
+ * const e = (s: number) =>
+ *   new KubeApiError("slow down", { code: 429, reason: "TooManyRequests", method: "GET", url: "x", retryAfterSeconds: s });
+ * console.log(retryAfterMs(e(3))); // 3000
+ * console.log(retryAfterMs(e(NaN))); // 0
+ * console.log(retryAfterMs(e(1e12))); // 60000
+ * ```
+ */
+export function retryAfterMs(e: unknown): number {
+  if (!(e instanceof KubeApiError)) return 0;
+  const s = e.retryAfterSeconds;
+  if (typeof s !== "number" || !Number.isFinite(s) || s <= 0) return 0;
+  return Math.min(s * 1000, MAX_RETRY_AFTER_MS);
+}
 
 /**
  * Proof of leadership handed to the leader's work. `leaseTransitions` grows by one
@@ -66,7 +106,11 @@ export interface LeaderElectorOptions {
   lease: LeaseApi;
   /** This replica's identity, unique among candidates (e.g. the pod name). */
   identity: string;
-  /** How long a holder's claim lasts after its last observed change. @default 15000 */
+  /**
+   * How long a holder's claim lasts after its last observed change, in whole
+   * seconds (it is written as `leaseDurationSeconds`; other values are a
+   * {@linkcode ConfigError}). @default 15000
+   */
   leaseDuration?: number;
   /** How long the leader keeps trying to renew before it gives up. @default 10000 */
   renewDeadline?: number;
@@ -76,11 +120,21 @@ export interface LeaderElectorOptions {
   releaseOnCancel?: boolean;
   /** Contend again after losing leadership (client-go's `Run` is one-shot). @default true */
   recontend?: boolean;
-  /** Followers watch the Lease (if the API supports it) instead of polling. @default true */
+  /**
+   * Followers watch the Lease (if the API supports it) instead of polling. A
+   * follower opens at most one watch per second: after a watch that ended (or
+   * failed) within 10 s it waits a jittered backoff that doubles from 1 s to
+   * 30 s (reset by a watch that lived 10 s or delivered an event), at least 60 s
+   * after a 403; while it has no watch it polls once per jittered retryPeriod.
+   * @default true
+   */
   watch?: boolean;
   /** Called when this replica becomes leader; stop when `ctx.signal` aborts. */
   onStartedLeading?: (ctx: LeaderContext) => void | Promise<unknown>;
-  /** Called once after each term, when the work has settled and the Lease was released. */
+  /**
+   * Called once after each term, at once when the work is told to stop (before
+   * the work settled and before the release, which has its own `released` event).
+   */
   onStoppedLeading?: (reason: StopReason) => void;
   /** Called when the observed holder changes (including to this replica). */
   onNewLeader?: (identity: string) => void;
@@ -108,6 +162,11 @@ export interface ElectorState {
   leadingSince: string | undefined;
   /** The current fencing token, if leading. */
   fencingToken: FencingToken | undefined;
+  /**
+   * True from the end of a term until that term's work settled: the work was
+   * told to stop but still runs. No new term starts meanwhile.
+   */
+  workSettling: boolean;
 }
 
 /** Counters kept by the elector, read by the metrics endpoint. */
@@ -141,28 +200,51 @@ export interface ElectorStats {
 export class LeadershipLostError extends LeaseholdError {
   /** Why leadership ended. */
   readonly reason: StopReason;
-  /** Creates the error. */
-  constructor(reason: StopReason, message: string) {
+  /**
+   * Milliseconds, counted from the moment the work's signal aborted, left before
+   * another replica could take the Lease: leaseDuration after the start of this
+   * replica's last successful write, minus the time since, on the monotonic
+   * clock (0 when already past). A supervisor must have the work stopped within
+   * it (for a shutdown whose release is still pending the same bound holds: the
+   * release is written only after the work settled). The elector waits this long
+   * for the work before it gives up on releasing, and never starts another term
+   * while the work still runs.
+   */
+  readonly graceMs: number;
+  /** Creates the error; `graceMs` defaults to 0 (no time left). */
+  constructor(reason: StopReason, message: string, graceMs = 0) {
     super(message);
     this.name = "LeadershipLostError";
     this.reason = reason;
+    this.graceMs = graceMs;
   }
 }
 
-type Attempt = "acquired" | "held" | "lost-taken" | "lost-deleted" | "lost-malformed";
+/** The outcome of one acquire-or-renew attempt. */
+type Attempt =
+  | Acquired
+  | { kind: "held" | "lost-taken" | "lost-deleted" | "lost-malformed" };
 
-interface Observed {
+/** A successful write that makes (or keeps) this replica the holder. */
+interface Acquired {
+  kind: "acquired";
+  /** The write's response. */
+  lease: Lease;
+  /** The record written, as the response has it. */
+  record: LeaderElectionRecord;
+}
+
+/** Set `abandoned` when the caller stopped waiting: a late answer then changes nothing. */
+interface AttemptCtx {
+  abandoned: boolean;
+}
+
+const HELD: Attempt = { kind: "held" };
+
+interface Observed extends Observation {
   lease: Lease;
   /** Key of the record for change detection. */
   key: string;
-  /** Parsed record, or undefined when malformed. */
-  record?: LeaderElectionRecord;
-  /** Holder as far as it can be read. */
-  holder: string;
-  /** Duration (ms) the record claims; for a malformed record, our own leaseDuration. */
-  durationMs: number;
-  /** Monotonic time the current record was first observed. */
-  at: number;
 }
 
 /**
@@ -189,6 +271,8 @@ export function validateElectorOptions(o: {
   for (const [k, v] of [["leaseDuration", ld], ["renewDeadline", rd], ["retryPeriod", rp]] as const) {
     if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) {
       problems.push(`${k} must be greater than zero (got ${v})`);
+    } else if (v > MAX_TIMER_MS) {
+      problems.push(`${k} (${v} ms) must be at most ${MAX_TIMER_MS} ms (about 24.8 days), the longest timer`);
     }
   }
   if (problems.length) return problems;
@@ -200,6 +284,13 @@ export function validateElectorOptions(o: {
   }
   if (ld < 1000) {
     problems.push(`leaseDuration (${ld} ms) must be at least 1000 ms: it is written as whole leaseDurationSeconds`);
+  } else if (ld % 1000 !== 0) {
+    // Followers judge expiry by the written whole seconds; every local bound must agree with them.
+    const lo = Math.floor(ld / 1000), hi = Math.ceil(ld / 1000);
+    problems.push(
+      `leaseDuration (${ld} ms) must be a whole number of seconds, as it is written in leaseDurationSeconds: ` +
+        `use ${lo}s or ${hi}s (e.g. --lease-duration ${hi}s)`,
+    );
   }
   if (!o.identity) problems.push("identity must not be empty: set it to the pod name (POD_NAME from the downward API)");
   if (o.name !== undefined) {
@@ -219,14 +310,29 @@ export function validateElectorOptions(o: {
  * Safety rules, in order: a replica leads only after its own write to the Lease
  * succeeded; expiry is judged from this process's monotonic clock since the
  * record last changed, never from the Lease's timestamps; a leader that cannot
- * renew within `renewDeadline` of its last successful renewal stops leading and
- * aborts its work; the Lease is released only after the work settled, and only
- * while this replica still holds it (a PUT guarded by the resourceVersion of its
- * own last write, else a fresh read first).
+ * renew within `renewDeadline` of the start of its last successful renewal stops
+ * leading and aborts its work, at that deadline on the injected clock even when a
+ * request (or the token source behind it) never answers; the fencing token is
+ * taken from the acquiring write's answer; the Lease is released only after the
+ * work settled, and only while this replica still holds it (a PUT guarded by the
+ * resourceVersion of its own last write, else a fresh read first); no new term
+ * starts while the last term's work still runs, nor sooner than one retryPeriod
+ * after the term ended.
+ *
+ * Two cases decided on purpose. An acquiring write that landed although its
+ * answer was lost (a record that is exactly what this replica wrote, unchanged
+ * since) is adopted at the next attempt: nobody else can have written in between.
+ * A live Lease that already names this identity at startup is not adopted: it is
+ * waited out like any other holder (leaseDurationSeconds after it was first seen
+ * unchanged), since another process with the same identity may still be running
+ * (client-go would renew it at once).
  *
  * Events (an `EventTarget`): `newleader` (detail: identity), `started`
- * (detail: {@linkcode FencingToken}), `stopped` (detail: {@linkcode StopReason}).
- * Order: `newleader(me)` before `started`; `stopped` only after `started`, once per term.
+ * (detail: {@linkcode FencingToken}), `stopped` (detail: {@linkcode StopReason}),
+ * `released` (detail: {@linkcode StopReason}). Order: `newleader(me)` before
+ * `started`; `stopped` once per term, when the work is told to stop (leading is
+ * already off then); `released` after `stopped`, once the work settled and the
+ * release was written.
  *
  * @example Usage
  * ```ts
@@ -279,6 +385,12 @@ export class LeaderElector extends EventTarget {
   #watchHealthy = false;
   #lastError = "";
   #requestTimeout: number;
+  /** Counts observed changes of the record (and deletions), to notice news. */
+  #changes = 0;
+  /** Acquiring writes sent since the last term (the latest few); one that landed but whose answer was lost is adopted. */
+  #pendingAcquires: LeaderElectionRecord[] = [];
+  #workSettling = false;
+  #watchGen = 0;
 
   /**
    * Creates an elector; nothing happens until {@linkcode LeaderElector.run}.
@@ -316,6 +428,11 @@ export class LeaderElector extends EventTarget {
     return this.#observed?.holder;
   }
 
+  /** True while an ended term's work still runs (see {@linkcode ElectorState.workSettling}). */
+  get workSettling(): boolean {
+    return this.#workSettling;
+  }
+
   /** Whether the follower's watch is connected. */
   get watching(): boolean {
     return this.#watchHealthy;
@@ -332,6 +449,7 @@ export class LeaderElector extends EventTarget {
       leaseTransitions: rec?.leaseTransitions,
       leadingSince: this.#leading ? this.#leadingSince : undefined,
       fencingToken: this.#leading ? this.#token : undefined,
+      workSettling: this.#workSettling,
     };
   }
 
@@ -351,11 +469,16 @@ export class LeaderElector extends EventTarget {
 
   /**
    * Runs the election until `signal` aborts (or, with `recontend: false`, until
-   * the first term ends). On abort while leading: the work's signal aborts, the
-   * work is awaited, the Lease is released, `onStoppedLeading` runs, then this
-   * promise resolves.
+   * the first term ends). When a term ends: leading turns off, the work's signal
+   * aborts (with a {@linkcode LeadershipLostError} giving `graceMs`),
+   * `onStoppedLeading` and the `stopped` event follow at once; then the work is
+   * awaited for at most `graceMs`, and if it settled (and the Lease is still this
+   * replica's) the Lease is released (`released` event). On abort the promise
+   * resolves after that. Otherwise the elector contends again, but only once the
+   * work has settled, however long that takes, and at least one retryPeriod
+   * (jittered) later, so watching followers see the release first.
    *
-   * @throws {LeaseholdError} when called twice concurrently
+   * @throws {LeaseholdError} when called while a previous call still runs
    */
   async run(signal?: AbortSignal): Promise<void> {
     if (this.#running) throw new LeaseholdError("LeaderElector.run is already running");
@@ -364,13 +487,35 @@ export class LeaderElector extends EventTarget {
     const onStop = () => this.#wake?.();
     stop.addEventListener("abort", onStop);
     try {
-      do {
-        if (!(await this.#acquireLoop(stop))) break;
-        await this.#lead(stop);
-      } while ((this.#opts.recontend ?? true) && !stop.aborted);
+      for (;;) {
+        const won = await this.#acquireLoop(stop);
+        if (!won) break;
+        const term = await this.#lead(stop, won);
+        if (!(this.#opts.recontend ?? true) || stop.aborted) break;
+        if (!term.settled) {
+          this.#log.error("the last term's work still runs; not contending again until it has stopped", {});
+          await this.#settledOrStopped(term.work, stop);
+          if (stop.aborted) break;
+          this.#log.info("the last term's work has stopped; contending again", {});
+        }
+        try {
+          await this.#clock.sleep(clampDelay(this.#jittered(this.retryPeriod), 1), stop);
+        } catch {
+          break;
+        }
+      }
     } finally {
       stop.removeEventListener("abort", onStop);
       this.#running = false;
+    }
+  }
+
+  async #settledOrStopped(work: Promise<unknown>, stop: AbortSignal): Promise<void> {
+    let onAbort = () => {};
+    try {
+      await Promise.race([work, new Promise<void>((r) => stop.addEventListener("abort", onAbort = () => r()))]);
+    } finally {
+      stop.removeEventListener("abort", onAbort);
     }
   }
 
@@ -381,6 +526,7 @@ export class LeaderElector extends EventTarget {
     const key = JSON.stringify(r.ok ? r.record : { broken: lease.spec ?? null });
     if (this.#observed?.key === key) {
       this.#observed.lease = lease;
+      this.#observed.deleted = false;
       return this.#observed;
     }
     if (!r.ok) {
@@ -392,6 +538,7 @@ export class LeaderElector extends EventTarget {
         },
       );
     }
+    this.#changes++;
     this.#observed = {
       lease,
       key,
@@ -402,6 +549,12 @@ export class LeaderElector extends EventTarget {
     };
     this.#reportLeader();
     return this.#observed;
+  }
+
+  #observeDeleted(): void {
+    if (!this.#observed || this.#observed.deleted) return;
+    this.#observed.deleted = true;
+    this.#changes++;
   }
 
   #reportLeader(): void {
@@ -416,22 +569,25 @@ export class LeaderElector extends EventTarget {
     this.dispatchEvent(new CustomEvent("newleader", { detail: holder }));
   }
 
-  #expiresAt(o: Observed): number {
-    return o.at + o.durationMs;
-  }
-
-  #heldByOther(o: Observed, now: number): boolean {
-    return o.holder !== "" && now < this.#expiresAt(o);
-  }
-
   // ---- one attempt ----------------------------------------------------------
+
+  /** `ms` × (1 + U[0,1) × JITTER_FACTOR), client-go's jitter; a broken `random` counts as 0. */
+  #jittered(ms: number): number {
+    return ms * (1 + this.#unitRandom() * JITTER_FACTOR);
+  }
+
+  /** A random number in [0, 1); a broken `random` option counts as 0. */
+  #unitRandom(): number {
+    const r = this.#random();
+    return Number.isFinite(r) && r > 0 && r < 1 ? r : 0;
+  }
 
   #count(verb: string) {
     this.stats.requestsByVerb[verb] = (this.stats.requestsByVerb[verb] ?? 0) + 1;
   }
 
   #requestSignal(stop: AbortSignal, budget: number): { signal: AbortSignal; done: () => void } {
-    const ms = Math.max(1, Math.min(this.#requestTimeout, budget));
+    const ms = clampDelay(Math.min(this.#requestTimeout, budget), 1, this.#requestTimeout);
     const t = new AbortController();
     const cancel = new AbortController();
     this.#clock.sleep(ms, cancel.signal).then(
@@ -449,69 +605,97 @@ export class LeaderElector extends EventTarget {
   }
 
   #desired(prev: LeaderElectionRecord | undefined, keepTerm: boolean, wall: string): LeaderElectionRecord {
-    return {
-      holderIdentity: this.identity,
-      leaseDurationSeconds: Math.floor(this.leaseDuration / 1000),
-      acquireTime: keepTerm && prev?.acquireTime ? prev.acquireTime : wall,
-      renewTime: wall,
-      leaseTransitions: keepTerm ? (prev?.leaseTransitions ?? 0) : (prev ? prev.leaseTransitions + 1 : 0),
-    };
+    return desiredRecord(this.identity, this.leaseDuration, prev, keepTerm, wall);
   }
 
   #withRecord(lease: Lease, r: LeaderElectionRecord): Lease {
     return { ...lease, metadata: { ...lease.metadata }, spec: writeRecord(lease.spec, r) };
   }
 
-  #written(lease: Lease, start: number): void {
+  /** Our own write succeeded: the claim counts from before the request was sent. */
+  #written(lease: Lease, sent: LeaderElectionRecord, start: number): Acquired {
     const o = this.#observe(lease, start);
-    o.at = start; // our own write: the claim counts from before the request was sent
+    o.at = start;
     this.#lastRenew = start;
+    const r = readRecord(lease);
+    const record = r.ok && r.record.holderIdentity === this.identity ? r.record : sent;
+    return { kind: "acquired", lease, record };
+  }
+
+  #notePendingAcquire(sent: LeaderElectionRecord): void {
+    this.#pendingAcquires.push(sent);
+    if (this.#pendingAcquires.length > 8) this.#pendingAcquires.shift();
+  }
+
+  /** PUTs `sent` over `lease`; an acquiring write is remembered until its answer is known. */
+  #put(lease: Lease, sent: LeaderElectionRecord, signal: AbortSignal): Promise<Lease> {
+    this.#count("update");
+    if (!this.#leading) this.#notePendingAcquire(sent);
+    return this.#api.update(this.#withRecord(lease, sent), signal);
+  }
+
+  /**
+   * Waits for `p` at most `ms` on the injected clock, or until `stop` aborts;
+   * `undefined` when it did not settle by then. Guards against a Lease API (or
+   * token source) that never answers and ignores its abort signal.
+   */
+  async #within<T>(p: Promise<T>, ms: number, stop?: AbortSignal): Promise<{ value: T } | undefined> {
+    const cancel = new AbortController();
+    const linked = linkSignals([stop, cancel.signal]);
+    try {
+      return await Promise.race([
+        p.then((value) => ({ value })),
+        this.#clock.sleep(clampDelay(ms), linked.signal).then(() => undefined, () => undefined),
+      ]);
+    } finally {
+      cancel.abort();
+      linked.dispose();
+    }
   }
 
   /** One acquire-or-renew attempt, as client-go's tryAcquireOrRenew, with safer rules. */
-  async #attempt(stop: AbortSignal, budget: number): Promise<Attempt> {
+  async #attempt(stop: AbortSignal, budget: number, ctx: AttemptCtx): Promise<Attempt> {
     const start = this.#clock.now();
     const wall = formatMicroTime(this.#clock.wallTime());
+    const remaining = () => budget - (this.#clock.now() - start);
     const o = this.#observed;
+    const fast = fastPath(this.identity, this.#leading, o);
     // 1. Fast path: the leader PUTs its cached object; resourceVersion guards it.
-    if (this.#leading && o?.record && o.holder === this.identity) {
+    if (o?.record && fast === "renew") {
+      const sent = this.#desired(o.record, true, wall);
       const req = this.#requestSignal(stop, budget);
       try {
-        this.#count("update");
-        const updated = await this.#api.update(
-          this.#withRecord(o.lease, this.#desired(o.record, true, wall)),
-          req.signal,
-        );
-        this.#written(updated, start);
+        const updated = await this.#put(o.lease, sent, req.signal);
+        if (ctx.abandoned) return HELD;
         this.#noteRenew(start);
-        return "acquired";
+        return this.#written(updated, sent, start);
       } catch (e) {
         if (stop.aborted) throw e;
         this.#noteError(e, "optimistic renew failed; falling back to GET + PUT", true);
       } finally {
         req.done();
       }
+      if (ctx.abandoned) return HELD;
       this.stats.slowpathTotal++;
-    } else if (!this.#leading && o?.record && o.holder === "") {
+    } else if (o?.record && fast === "take-free") {
       // 1b. The Lease was free when last seen (a release delivered by the watch):
       // take it with one PUT of that object; a 409 means someone was faster.
+      const sent = this.#desired(o.record, false, wall);
       const req = this.#requestSignal(stop, budget);
       try {
-        this.#count("update");
-        const updated = await this.#api.update(
-          this.#withRecord(o.lease, this.#desired(o.record, false, wall)),
-          req.signal,
-        );
-        this.#written(updated, start);
-        return "acquired";
+        const updated = await this.#put(o.lease, sent, req.signal);
+        if (ctx.abandoned) return HELD;
+        return this.#written(updated, sent, start);
       } catch (e) {
-        if (stop.aborted || !isConflict(e)) throw e;
+        // 409: someone was faster; 404: the Lease was deleted. Either way read it
+        // again and go on under the usual rules (create only what has expired).
+        if (stop.aborted || !(isConflict(e) || isNotFound(e))) throw e;
       } finally {
         req.done();
       }
+      if (ctx.abandoned) return HELD;
     }
     // 2. Read the Lease.
-    const remaining = () => budget - (this.#clock.now() - start);
     let req = this.#requestSignal(stop, remaining());
     let lease: Lease | undefined;
     try {
@@ -520,51 +704,69 @@ export class LeaderElector extends EventTarget {
     } finally {
       req.done();
     }
+    if (ctx.abandoned) return HELD;
     const now = this.#clock.now();
-    if (!lease) {
-      if (this.#leading) return "lost-deleted";
-      // A Lease deleted under a live holder: that holder may not have noticed yet.
-      // Create it only once the last record seen has expired, as if it still stood.
-      if (this.#observed && this.#heldByOther(this.#observed, now)) return "held";
+    const last = this.#observed;
+    const seen = lease ? this.#observe(lease, now) : undefined;
+    // 3. Decide (see decideOnRead): renew, take over, adopt a lost write, create, wait or stop.
+    const d = decideOnRead({
+      identity: this.identity,
+      leading: this.#leading,
+      read: seen,
+      last,
+      now,
+      ownWrites: this.#pendingAcquires,
+    });
+    if (d.action === "wait") return HELD;
+    if (d.action === "stop") {
+      return {
+        kind: d.reason === "lease-taken"
+          ? "lost-taken"
+          : d.reason === "lease-deleted"
+          ? "lost-deleted"
+          : "lost-malformed",
+      };
+    }
+    if (!lease || !seen || d.action === "create") {
+      // A Lease deleted under a live holder was waited out above: that holder may
+      // not have noticed the deletion. Create it only once the last record expired.
+      const sent = this.#desired(undefined, false, wall);
       req = this.#requestSignal(stop, remaining());
       try {
         this.#count("create");
+        this.#notePendingAcquire(sent);
         const created = await this.#api.create(
-          {
-            metadata: { name: this.#api.name, namespace: this.#api.namespace },
-            spec: writeRecord({}, this.#desired(undefined, false, wall)),
-          },
+          { metadata: { name: this.#api.name, namespace: this.#api.namespace }, spec: writeRecord({}, sent) },
           req.signal,
         );
-        this.#written(created, start);
-        return "acquired";
+        if (ctx.abandoned) return HELD;
+        return this.#written(created, sent, start);
       } catch (e) {
-        if (isAlreadyExists(e) || isConflict(e)) return "held";
+        if (isAlreadyExists(e) || isConflict(e)) return HELD;
         throw e;
       } finally {
         req.done();
       }
     }
-    const seen = this.#observe(lease, now);
-    // 3. Decide.
-    if (this.#leading) {
-      if (!seen.record) return "lost-malformed";
-      if (seen.holder !== this.identity) return "lost-taken";
-    } else if (this.#heldByOther(seen, now)) {
-      return "held";
+    // A record that is exactly one of this replica's acquiring writes landed although
+    // its answer was lost: nobody wrote since, so it is ours; keep that term.
+    if (d.action === "adopt") {
+      this.#log.info("the lease holds this replica's own write whose answer was lost; taking that term", {
+        leaseTransitions: seen.record?.leaseTransitions,
+      });
     }
-    // 4. Write: renew (keep the term) or take over (a new term).
-    const keep = this.#leading;
+    // 4. Write: renew or adopt (keep the term) or take over (a new term).
+    const keep = d.action === "renew" || d.action === "adopt";
     const prev = seen.record ?? this.#salvage(lease);
+    const sent = this.#desired(prev, keep, wall);
     req = this.#requestSignal(stop, remaining());
     try {
-      this.#count("update");
-      const updated = await this.#api.update(this.#withRecord(lease, this.#desired(prev, keep, wall)), req.signal);
-      this.#written(updated, start);
-      if (keep) this.#noteRenew(start);
-      return "acquired";
+      const updated = await this.#put(lease, sent, req.signal);
+      if (ctx.abandoned) return HELD;
+      if (this.#leading) this.#noteRenew(start);
+      return this.#written(updated, sent, start);
     } catch (e) {
-      if (isConflict(e)) return "held";
+      if (isConflict(e)) return HELD;
       throw e;
     } finally {
       req.done();
@@ -617,30 +819,42 @@ export class LeaderElector extends EventTarget {
 
   // ---- acquire ---------------------------------------------------------------
 
-  async #acquireLoop(stop: AbortSignal): Promise<boolean> {
+  async #acquireLoop(stop: AbortSignal): Promise<Acquired | undefined> {
     const watcher = new AbortController();
     const linked = linkSignals([stop, watcher.signal]);
-    const watching = (this.#opts.watch ?? true) && this.#api.watch ? this.#watchLoop(linked.signal) : undefined;
+    // Not awaited when the loop ends: a watch that ignores its signal must not
+    // hold up a term; the loop ignores whatever it delivers after the abort.
+    if ((this.#opts.watch ?? true) && this.#api.watch) this.#watchLoop(linked.signal).catch(() => {});
+    // One attempt makes up to three requests; it never outlasts renewDeadline.
+    const budget = Math.min(this.#requestTimeout * 2, this.renewDeadline);
     try {
       for (;;) {
-        if (stop.aborted) return false;
+        if (stop.aborted) return undefined;
         let retryAfter = 0;
+        const ctx: AttemptCtx = { abandoned: false };
         try {
-          const r = await this.#attempt(stop, this.#requestTimeout * 2);
-          if (r === "acquired") {
+          const r = await this.#within(this.#attempt(stop, budget, ctx), budget, stop);
+          if (!r) {
+            ctx.abandoned = true;
+            if (stop.aborted) return undefined;
+            this.#noteError(
+              new TimeoutError(`an attempt to acquire the lease got no answer within ${budget} ms`),
+              "could not acquire the lease",
+            );
+          } else if (r.value.kind === "acquired") {
             this.#lastError = "";
-            return true;
+            this.#pendingAcquires = [];
+            return r.value;
           }
         } catch (e) {
-          if (stop.aborted) return false;
+          if (stop.aborted) return undefined;
           this.#noteError(e, "could not acquire the lease");
-          if (e instanceof KubeApiError && e.retryAfterSeconds) retryAfter = e.retryAfterSeconds * 1000;
+          retryAfter = retryAfterMs(e);
         }
         await this.#waitForChance(stop, retryAfter);
       }
     } finally {
       watcher.abort();
-      await watching;
       linked.dispose();
     }
   }
@@ -654,26 +868,25 @@ export class LeaderElector extends EventTarget {
    */
   async #waitForChance(stop: AbortSignal, retryAfter: number): Promise<void> {
     const start = this.#clock.now();
-    const keyAtStart = this.#observed?.key;
-    const earliest = start + retryAfter;
-    const pollAt = start + Math.max(this.retryPeriod * (1 + this.#random() * JITTER_FACTOR), retryAfter);
+    const changesAtStart = this.#changes;
+    const pollAt = start + Math.max(this.#jittered(this.retryPeriod), retryAfter);
     for (;;) {
       if (stop.aborted) return;
       const now = this.#clock.now();
-      const o = this.#observed;
-      let until = pollAt;
-      if (o && o.holder === "" && o.key !== keyAtStart) {
-        until = earliest;
-      } else if (o && o.holder !== "") {
-        const exp = this.#expiresAt(o);
-        if (exp > start) until = Math.max(earliest, this.#watchHealthy ? exp : Math.min(exp, pollAt));
-      }
+      const until = nextAttemptAt({
+        start,
+        retryAfterMs: retryAfter,
+        pollAt,
+        observed: this.#observed,
+        changed: this.#changes !== changesAtStart,
+        watching: this.#watchHealthy,
+      });
       if (now >= until) return;
       const ctl = new AbortController();
       this.#wake = () => ctl.abort();
       const linked = linkSignals([stop, ctl.signal]);
       try {
-        await this.#clock.sleep(until - now, linked.signal);
+        await this.#clock.sleep(clampDelay(until - now, 1), linked.signal);
       } catch {
         // woken: look again
       } finally {
@@ -683,29 +896,62 @@ export class LeaderElector extends EventTarget {
     }
   }
 
+  /**
+   * Watches the Lease while following. Request rate: a watch is opened again at
+   * once only after one that lived at least 10 s; after a shorter one (ended by
+   * the server or failed) it waits a jittered, doubling backoff of 1 s to 30 s
+   * ([b, 2b) for backoff b), reset after a watch that lived 10 s or delivered an
+   * event; after a 403 at least 60 s. So a follower opens at most one watch per
+   * second, and while watches keep ending at once without events, fewer than one
+   * per 30 s after about a minute (plus its polls, one GET per jittered
+   * retryPeriod, while it has no watch). A 410 Gone (or any ERROR event) restarts
+   * the watch from the current state.
+   */
   async #watchLoop(signal: AbortSignal): Promise<void> {
-    let backoff = 500;
+    const gen = ++this.#watchGen;
+    const setHealthy = (v: boolean) => {
+      if (gen === this.#watchGen) this.#watchHealthy = v;
+    };
+    let backoff = WATCH_BACKOFF_MIN_MS;
     let warnedForbidden = false;
-    let rv = this.#observed?.lease.metadata.resourceVersion;
+    let rv = this.#observed?.lease.metadata?.resourceVersion;
     while (!signal.aborted) {
+      const opened = this.#clock.now();
+      let events = 0;
+      let delay: number;
       try {
         for await (const ev of this.#api.watch!(rv, signal)) {
+          if (signal.aborted) break;
+          const obj = ev?.object;
+          if (!obj || typeof obj !== "object" || !obj.metadata || typeof obj.metadata !== "object") continue;
           if (!this.#watchHealthy) {
-            this.#watchHealthy = true;
+            setHealthy(true);
             this.#log.debug("watching the lease", {});
           }
-          backoff = 500;
-          const next = ev.object?.metadata?.resourceVersion;
+          const next = obj.metadata.resourceVersion;
           if (typeof next === "string" && next) rv = next;
-          // A deletion changes nothing until the last record seen expires (see #attempt).
-          if (ev.type !== "BOOKMARK" && ev.type !== "DELETED") this.#observe(ev.object, this.#clock.now());
+          // A deletion changes nothing until the last record seen expires (see #attempt),
+          // but it is news: the next attempt reads the Lease instead of writing over it.
+          if (ev.type === "DELETED") {
+            events++;
+            this.#observeDeleted();
+          } else if (ev.type !== "BOOKMARK") {
+            events++;
+            this.#observe(obj, this.#clock.now());
+          }
           this.#wake?.();
         }
-        // The server closed the stream (its timeout): reconnect at once.
-      } catch (e) {
-        this.#watchHealthy = false;
+        if (signal.aborted) break;
+        // The server (or a proxy) ended the stream.
+        setHealthy(false);
         this.#wake?.();
-        if (signal.aborted) return;
+        const lived = this.#clock.now() - opened;
+        ({ delay, backoff } = watchReopen({ how: "closed", lived, events, backoff, random: this.#unitRandom() }));
+        if (delay > 0) this.#log.debug("lease watch ended early; reopening it later", { lived, delay });
+      } catch (e) {
+        setHealthy(false);
+        this.#wake?.();
+        if (signal.aborted) break;
         const forbidden = errorKind(e) === "forbidden";
         if (forbidden && !warnedForbidden) {
           warnedForbidden = true;
@@ -716,58 +962,84 @@ export class LeaderElector extends EventTarget {
         } else if (!forbidden) {
           this.#log.debug("lease watch ended; reconnecting", { error: e instanceof Error ? e.message : String(e) });
         }
-        if ((e as { name?: string }).name === "WatchExpiredError") rv = undefined; // start from now
+        const name = (e as { name?: string } | null)?.name;
+        if (name === "WatchExpiredError" || (e as { code?: number } | null)?.code === 410) rv = undefined; // re-read: start from now
+        const lived = this.#clock.now() - opened;
+        ({ delay, backoff } = watchReopen({
+          how: forbidden ? "forbidden" : "failed",
+          lived,
+          events,
+          backoff,
+          random: this.#unitRandom(),
+        }));
+      }
+      if (delay > 0) {
         try {
-          await this.#clock.sleep(forbidden ? Math.max(backoff, 60000) : backoff, signal);
+          await this.#clock.sleep(delay, signal);
         } catch {
-          return;
+          break;
         }
-        backoff = Math.min(backoff * 2, 30000);
       }
     }
-    this.#watchHealthy = false;
+    setHealthy(false);
   }
 
   // ---- lead -------------------------------------------------------------------
 
-  async #lead(stop: AbortSignal): Promise<void> {
+  /**
+   * One term. The fencing token comes from the acquiring write's answer. When
+   * the renewals end: leading turns off, the work's signal aborts, "stopped
+   * leading" is reported at once; then the work is awaited (at most until the
+   * Lease could be taken) and the Lease released (its own log line and event).
+   */
+  async #lead(stop: AbortSignal, won: Acquired): Promise<{ work: Promise<void>; settled: boolean }> {
     const leaderCtl = new AbortController();
-    const o = this.#observed!;
-    const rec = o.record!;
-    this.#leading = true;
-    this.#leadingSince = this.#clock.wallTime().toISOString();
-    this.stats.startedTotal++;
-    this.#token = {
+    const rec = won.record;
+    const token: FencingToken = {
       holderIdentity: this.identity,
       leaseTransitions: rec.leaseTransitions,
-      resourceVersion: o.lease.metadata.resourceVersion ?? "",
+      resourceVersion: won.lease.metadata?.resourceVersion ?? "",
       acquireTime: rec.acquireTime,
       value: `${rec.leaseTransitions}/${this.identity}`,
     };
-    const token = this.#token;
+    // The acquiring write is what this replica last saw, whatever a watch said meanwhile.
+    this.#observe(won.lease, this.#lastRenew).at = this.#lastRenew;
+    this.#token = token;
+    this.#leadingSince = this.#clock.wallTime().toISOString();
+    this.#leading = true;
+    this.stats.startedTotal++;
     this.#reportLeader();
     this.#log.info("started leading", { lease: `${this.#api.namespace}/${this.#api.name}`, fencingToken: token.value });
+    let workDone = false;
     let work: Promise<unknown>;
     try {
       work = Promise.resolve(this.#opts.onStartedLeading?.({ signal: leaderCtl.signal, fencingToken: token }));
     } catch (e) {
       work = Promise.reject(e);
     }
-    work = work.then(
+    const settledWork = work.then(
       () => {},
       (e) => {
         if (!leaderCtl.signal.aborted || e !== leaderCtl.signal.reason) {
           this.#log.error("leader work failed", { error: e instanceof Error ? e.message : String(e) });
         }
       },
-    );
+    ).then(() => {
+      workDone = true;
+      if (this.#workSettling) this.#log.info("the last term's work has settled", {});
+      this.#workSettling = false;
+    });
     this.dispatchEvent(new CustomEvent("started", { detail: token }));
 
     const reason = await this.#renewLoop(stop);
 
-    // Stop leading: abort the work first, then wait for it, bounded by the time
-    // left before another replica could take the Lease.
+    // Stop leading: flip the state, abort the work and say so, all at once; then
+    // wait for the work, bounded by the time left before another replica could
+    // take the Lease, and release it.
+    const graceMs = graceLeft(this.#lastRenew, this.leaseDuration, this.#clock.now());
     this.#leading = false;
+    this.#token = undefined;
+    this.#workSettling = !workDone;
     const messages: Record<StopReason, string> = {
       "shutdown": "stopping: shutdown requested",
       "renew-deadline": `could not renew the lease within renewDeadline (${this.renewDeadline} ms)`,
@@ -775,104 +1047,123 @@ export class LeaderElector extends EventTarget {
       "lease-deleted": "the lease was deleted",
       "lease-malformed": "the lease was overwritten with a malformed record",
     };
-    leaderCtl.abort(new LeadershipLostError(reason, messages[reason]));
-    const bound = Math.max(0, this.#lastRenew + this.leaseDuration - this.#clock.now());
-    const settled = await this.#settleWithin(work, bound);
+    leaderCtl.abort(new LeadershipLostError(reason, messages[reason], graceMs));
+    this.#log.info("stopped leading", { reason, detail: messages[reason], graceMs: Math.round(graceMs) });
+    this.#call("onStoppedLeading", () => this.#opts.onStoppedLeading?.(reason));
+    this.dispatchEvent(new CustomEvent("stopped", { detail: reason }));
+
+    const settled = workDone || await this.#settleWithin(settledWork, graceMs);
     if (!settled) {
       this.#log.error(
         "leader work did not stop before the lease could be taken by another replica; it may overlap with the next leader",
-        {
-          waitedMs: Math.round(bound),
-        },
+        { waitedMs: Math.round(graceMs) },
       );
     }
-    if ((this.#opts.releaseOnCancel ?? true) && settled && reason !== "lease-taken" && reason !== "lease-deleted") {
-      await this.#release();
+    if (mayRelease(reason, settled, this.#opts.releaseOnCancel ?? true)) {
+      await this.#release(reason);
     }
-    this.#log.info("stopped leading", { reason, detail: messages[reason] });
-    this.#token = undefined;
-    this.#call("onStoppedLeading", () => this.#opts.onStoppedLeading?.(reason));
-    this.dispatchEvent(new CustomEvent("stopped", { detail: reason }));
+    return { work: settledWork, settled };
   }
 
   async #settleWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
-    const cancel = new AbortController();
-    try {
-      return await Promise.race([
-        work.then(() => true),
-        this.#clock.sleep(ms, cancel.signal).then(() => false, () => false),
-      ]);
-    } finally {
-      cancel.abort();
-    }
+    const r = await this.#within(work, ms);
+    return r !== undefined;
   }
 
+  /**
+   * Renews every retryPeriod; after a failure retries every retryPeriod / 2 (or
+   * the server's Retry-After) until renewDeadline has passed since the start of
+   * the last successful renewal. Every wait and every attempt is cut at that
+   * deadline on the injected clock, so a call that never returns cannot keep
+   * this replica leading past it.
+   */
   async #renewLoop(stop: AbortSignal): Promise<StopReason> {
+    let wait = this.retryPeriod;
     for (;;) {
+      let left = this.#lastRenew + this.renewDeadline - this.#clock.now();
+      if (left <= 0) return "renew-deadline";
       try {
-        await this.#clock.sleep(this.retryPeriod, stop);
+        await this.#clock.sleep(clampDelay(Math.min(wait, left), 1), stop);
       } catch {
         return "shutdown";
       }
-      // Retry until renewDeadline has passed since the last successful renewal.
-      for (;;) {
-        const left = this.#lastRenew + this.renewDeadline - this.#clock.now();
-        if (left <= 0) return "renew-deadline";
-        let retryAfter = 0;
-        try {
-          const r = await this.#attempt(stop, left);
-          if (r === "acquired") {
-            this.#lastError = "";
-            break;
-          }
-          if (r === "lost-taken") return "lease-taken";
-          if (r === "lost-deleted") return "lease-deleted";
-          if (r === "lost-malformed") return "lease-malformed";
-        } catch (e) {
+      left = this.#lastRenew + this.renewDeadline - this.#clock.now();
+      if (left <= 0) return "renew-deadline";
+      const ctx: AttemptCtx = { abandoned: false };
+      try {
+        const r = await this.#within(this.#attempt(stop, left, ctx), left, stop);
+        if (!r) {
+          ctx.abandoned = true;
           if (stop.aborted) return "shutdown";
-          this.#noteError(e, "failed to renew the lease");
-          if (e instanceof KubeApiError && e.retryAfterSeconds) retryAfter = e.retryAfterSeconds * 1000;
+          continue; // the deadline has passed
         }
-        const left2 = this.#lastRenew + this.renewDeadline - this.#clock.now();
-        if (left2 <= 0) return "renew-deadline";
-        try {
-          await this.#clock.sleep(Math.min(Math.max(this.retryPeriod / 2, retryAfter), left2), stop);
-        } catch {
-          return "shutdown";
+        switch (r.value.kind) {
+          case "acquired":
+            this.#lastError = "";
+            wait = this.retryPeriod;
+            continue;
+          case "lost-taken":
+            return "lease-taken";
+          case "lost-deleted":
+            return "lease-deleted";
+          case "lost-malformed":
+            return "lease-malformed";
         }
+        wait = this.retryPeriod / 2;
+      } catch (e) {
+        if (stop.aborted) return "shutdown";
+        this.#noteError(e, "failed to renew the lease");
+        wait = Math.max(this.retryPeriod / 2, retryAfterMs(e));
       }
     }
   }
 
   /** PUTs the release record (holder "", 1 s, times now, transitions kept) over `lease`. */
-  async #writeRelease(lease: Lease, record: LeaderElectionRecord, signal: AbortSignal): Promise<void> {
+  async #writeRelease(
+    lease: Lease,
+    record: LeaderElectionRecord,
+    signal: AbortSignal,
+    ctx: AttemptCtx,
+    reason: StopReason,
+  ): Promise<void> {
     const wall = formatMicroTime(this.#clock.wallTime());
     this.#count("update");
     const updated = await this.#api.update(
-      this.#withRecord(lease, {
-        ...record,
-        holderIdentity: "",
-        leaseDurationSeconds: 1,
-        acquireTime: wall,
-        renewTime: wall,
-      }),
+      this.#withRecord(lease, releaseRecord(record, wall)),
       signal,
     );
+    if (ctx.abandoned) return;
     this.#observe(updated, this.#clock.now());
-    this.#log.info("released the lease", { lease: `${this.#api.namespace}/${this.#api.name}` });
+    this.#log.info("released the lease", { lease: `${this.#api.namespace}/${this.#api.name}`, reason });
+    this.dispatchEvent(new CustomEvent("released", { detail: reason }));
   }
 
-  /** Writes an empty holder, but only while this replica still holds the Lease. */
-  async #release(): Promise<void> {
+  /**
+   * Writes an empty holder, but only while this replica still holds the Lease;
+   * gives up after renewDeadline (on the injected clock, even if a call hangs).
+   */
+  async #release(reason: StopReason): Promise<void> {
+    const ctx: AttemptCtx = { abandoned: false };
+    const r = await this.#within(this.#releaseAttempts(ctx, reason), this.renewDeadline);
+    if (!r) {
+      ctx.abandoned = true;
+      this.#noteError(
+        new TimeoutError(`releasing the lease got no answer within ${this.renewDeadline} ms`),
+        "could not release the lease; it will expire after leaseDuration",
+      );
+    }
+  }
+
+  async #releaseAttempts(ctx: AttemptCtx, reason: StopReason): Promise<void> {
     const deadline = this.#clock.now() + this.renewDeadline;
     const never = new AbortController().signal;
     // First the cached object of our last write: its resourceVersion makes the PUT
     // fail with 409 if anyone wrote since, so it can only blank our own record.
     const o = this.#observed;
-    if (o?.record && o.holder === this.identity) {
+    if (o?.record && o.holder === this.identity && !o.deleted) {
       const req = this.#requestSignal(never, deadline - this.#clock.now());
       try {
-        await this.#writeRelease(o.lease, o.record, req.signal);
+        await this.#writeRelease(o.lease, o.record, req.signal, ctx, reason);
         return;
       } catch (e) {
         if (!isConflict(e)) {
@@ -884,7 +1175,7 @@ export class LeaderElector extends EventTarget {
       }
     }
     // Then a fresh read: release only what this replica still holds.
-    for (let i = 0; i < 10; i++) {
+    for (let i = 0; i < 10 && !ctx.abandoned; i++) {
       const left = deadline - this.#clock.now();
       if (left <= 0) break;
       const req = this.#requestSignal(never, left);
@@ -896,7 +1187,7 @@ export class LeaderElector extends EventTarget {
           this.#log.debug("release skipped: the lease is not held by this replica", {});
           return;
         }
-        await this.#writeRelease(lease, r.record, req.signal);
+        await this.#writeRelease(lease, r.record, req.signal, ctx, reason);
         return;
       } catch (e) {
         if (isConflict(e)) continue;
