@@ -1,6 +1,6 @@
 // Elector regression tests for reproduced bugs: each test here failed on the code
 // before its fix. A manual clock and the in-memory Lease store keep them deterministic.
-import { test } from "node:test";
+import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
 import {
   ConfigError,

@@ -1,6 +1,6 @@
 // Table tests of the pure election rules (lib/election_rules.ts): every input
 // combination that matters, with the decision it must give.
-import { test } from "node:test";
+import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
 import {
   decideOnRead,
