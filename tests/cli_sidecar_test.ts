@@ -249,7 +249,7 @@ test("the SIGKILL comes within graceMs of the term's abort reason, minus the mar
     const t2 = term("1/a");
     const done2 = sup.run(t2.ctx, () => assert.fail("no exit while leading"));
     await log.waitFor((l) => l.msg === "started command" && l !== log.lines.find((x) => x.msg === "started command"));
-    t2.ctl.abort(new LeadershipLostError("shutdown", "stopping"));
+    t2.ctl.abort(new LeadershipLostError("shutdown", "stopping", 60000)); // more time than the child grace
     await done2;
     assert.equal(log.lines.filter((l) => l.msg === "stopping command")[1].graceMs, 4000);
   } finally {
