@@ -1,16 +1,17 @@
 /**
  * Where the API server is and who we are to it: the in-cluster service account,
  * a kubeconfig, or explicit settings. Files are read with `node:fs`, which Deno,
- * Bun and Node all provide; edge runtimes pass explicit settings instead.
+ * Bun and Node all provide, imported only when a file is read, so the module
+ * loads without Node compatibility; edge runtimes pass explicit settings instead.
  *
  * @module
  */
 
-import { readFile } from "node:fs/promises";
 import { type Clock, systemClock } from "./clock.ts";
 import { ConfigError } from "./errors.ts";
-import { KubeClient, type TokenSource } from "./kube_client.ts";
+import { invalidToken, KubeClient, type TokenSource } from "./kube_client.ts";
 import { KubeLeaseApi } from "./lease_api.ts";
+import type { Logger } from "./log.ts";
 import { createFetch, type TlsOptions } from "./transport.ts";
 import { invalidLeaseName, invalidNamespace } from "./lease.ts";
 
@@ -90,10 +91,27 @@ export function staticToken(token: string): TokenSource {
   return { token: () => Promise.resolve(token) };
 }
 
+/** Reads a UTF-8 text file; `node:fs` is imported on first use only. */
+async function readFile(path: string, _encoding: "utf8", maxBytes = 1 << 20): Promise<string> {
+  const fs = await import("node:fs/promises");
+  const handle = await fs.open(path, "r");
+  try {
+    const { size } = await handle.stat();
+    if (size > maxBytes) {
+      throw new ConfigError(
+        `${path} is ${size} bytes, more than the ${maxBytes} bytes accepted; is it the right file?`,
+      );
+    }
+    return await handle.readFile("utf8");
+  } finally {
+    await handle.close();
+  }
+}
+
 async function readToken(path: string): Promise<string> {
   let text: string;
   try {
-    text = await readFile(path, "utf8");
+    text = await readFile(path, "utf8", 64 << 10);
   } catch (e) {
     throw new ConfigError(
       `cannot read the service-account token ${path}: ${
@@ -102,10 +120,16 @@ async function readToken(path: string): Promise<string> {
       { cause: e },
     );
   }
-  const t = text.trim();
+  const t = text.trim(); // kubelet-written and hand-made files end with a newline
   if (!t) {
     throw new ConfigError(
       `the service-account token ${path} is empty; the kubelet has not written it yet or the mount is wrong`,
+    );
+  }
+  const bad = invalidToken(t);
+  if (bad) {
+    throw new ConfigError(
+      `the token in ${path} ${bad}, which cannot be sent in an HTTP header; a token is one line of printable ASCII: rewrite the file`,
     );
   }
   return t;
@@ -414,6 +438,10 @@ export interface LeaseTarget {
   timeoutMs?: number;
   /** Clock for timeouts and token refresh. */
   clock?: Clock;
+  /** Receives the warning logged when TLS verification is off. */
+  logger?: Logger;
+  /** A watch silent for this long is ended and reopened. @default 90000 (see DEFAULT_WATCH_IDLE_TIMEOUT_MS) */
+  watchIdleTimeoutMs?: number;
 }
 
 /**
@@ -445,10 +473,10 @@ export async function createLeaseApi(config: ClusterConfig, target: LeaseTarget)
   }
   const client = new KubeClient({
     server: config.server,
-    fetch: await createFetch(config),
+    fetch: await createFetch(config, { logger: target.logger }),
     tokenSource: config.tokenSource,
     timeoutMs: target.timeoutMs,
     clock: target.clock,
   });
-  return new KubeLeaseApi(client, namespace, target.name);
+  return new KubeLeaseApi(client, namespace, target.name, { watchIdleTimeoutMs: target.watchIdleTimeoutMs });
 }
