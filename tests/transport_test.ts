@@ -26,8 +26,11 @@ import {
   TimeoutError,
   type TokenSource,
 } from "../mod.ts";
-import { makeTestCerts, type TestCerts } from "./support/tls_certs.ts";
-import { type FrozenProxy, startFrozenProxy } from "./support/frozen_proxy.ts";
+import { makeTestCerts } from "./support/tls_certs.mjs";
+import { startFrozenProxy } from "./support/frozen_proxy_client.mjs";
+
+type TestCerts = ReturnType<typeof makeTestCerts>;
+type FrozenProxy = Awaited<ReturnType<typeof startFrozenProxy>>;
 
 const LEASE = { kind: "Lease", metadata: { name: "l", namespace: "default", resourceVersion: "7" }, spec: {} };
 const PATH = "/apis/coordination.k8s.io/v1/namespaces/default/leases/l";

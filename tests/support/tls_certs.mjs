@@ -1,44 +1,24 @@
-/**
- * Throw-away certificates for transport tests, made with the `openssl` command:
- * two independent CAs (`clusterCa`, `otherCa`), a serving certificate from each
- * for 127.0.0.1/localhost, and a client certificate from the cluster CA.
- *
- * @module
- */
-
+// Throw-away certificates for transport tests, made with the `openssl` command:
+// two independent CAs (cluster and other), a serving certificate from each for
+// 127.0.0.1/localhost, and a client certificate (CN=leasehold-test) from the
+// cluster CA. Plain JavaScript, so Deno, Bun and Node tests share it.
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-/** PEM texts and their file paths. */
-export interface TestCerts {
-  /** Directory holding every file; remove with `cleanup()`. */
-  dir: string;
-  /** The CA the tests configure as the cluster CA. */
-  clusterCa: string;
-  /** File of `clusterCa`. */
-  clusterCaFile: string;
-  /** A second CA, never configured as the cluster CA. */
-  otherCa: string;
-  /** File of `otherCa`, for DENO_CERT / NODE_EXTRA_CA_CERTS. */
-  otherCaFile: string;
-  /** Serving certificate and key signed by the cluster CA. */
-  server: { cert: string; key: string; certFile: string; keyFile: string };
-  /** Serving certificate and key signed by the other CA. */
-  otherServer: { cert: string; key: string; certFile: string; keyFile: string };
-  /** Client certificate and key signed by the cluster CA (CN=leasehold-test). */
-  client: { cert: string; key: string };
-  /** Removes the directory. */
-  cleanup(): void;
-}
-
-function openssl(args: string[], cwd: string): void {
+function openssl(args, cwd) {
   execFileSync("openssl", args, { cwd, stdio: ["ignore", "ignore", "pipe"] });
 }
 
-/** Creates the certificates in a fresh temporary directory. */
-export function makeTestCerts(): TestCerts {
+/**
+ * Creates the certificates in a fresh temporary directory.
+ * @returns {{ dir: string, clusterCa: string, clusterCaFile: string, otherCa: string, otherCaFile: string,
+ *   server: { cert: string, key: string, certFile: string, keyFile: string },
+ *   otherServer: { cert: string, key: string, certFile: string, keyFile: string },
+ *   client: { cert: string, key: string }, cleanup: () => void }}
+ */
+export function makeTestCerts() {
   const dir = mkdtempSync(join(tmpdir(), "leasehold-certs-"));
   const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
   for (const ca of ["cluster-ca", "other-ca"]) {
@@ -65,7 +45,7 @@ export function makeTestCerts(): TestCerts {
     "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
   );
   writeFileSync(join(dir, "client.ext"), "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n");
-  const leaf = (name: string, ca: string, subj: string, ext: string) => {
+  const leaf = (name, ca, subj, ext) => {
     openssl(["req", ...ec, "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", subj], dir);
     openssl([
       "x509",
@@ -88,8 +68,8 @@ export function makeTestCerts(): TestCerts {
   leaf("server", "cluster-ca", "/CN=localhost", "server.ext");
   leaf("other-server", "other-ca", "/CN=localhost", "server.ext");
   leaf("client", "cluster-ca", "/CN=leasehold-test", "client.ext");
-  const read = (f: string) => readFileSync(join(dir, f), "utf8");
-  const pair = (n: string) => ({
+  const read = (f) => readFileSync(join(dir, f), "utf8");
+  const pair = (n) => ({
     cert: read(`${n}.pem`),
     key: read(`${n}.key`),
     certFile: join(dir, `${n}.pem`),
