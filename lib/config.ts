@@ -432,6 +432,7 @@ export function parseKubeconfigText(text: string): unknown {
   const lines: Line[] = [];
   let content = false;
   let ended = false;
+  // deno-lint-ignore no-control-regex -- YAML forbids these characters; finding them is the point
   const bad = /[\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x84\x86-\x9F\uFEFF\uFFFE\uFFFF]/.exec(text);
   if (bad) {
     const line = text.slice(0, bad.index).split("\n").length;
