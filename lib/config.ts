@@ -483,6 +483,7 @@ export function parseKubeconfigText(text: string): unknown {
       const seqIndent = first.indent;
       while (pos < lines.length && lines[pos].indent === seqIndent && isItem(lines[pos].text)) {
         const line = lines[pos];
+        if (/^ *\t/.test(line.text.slice(1))) throw new Error(`line ${line.n}: tabs are not allowed for indentation`);
         const rest = trimSpace(line.text.slice(1));
         if (!rest) {
           pos++;
