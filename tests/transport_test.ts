@@ -175,6 +175,7 @@ function probe(
       ...process.env,
       // The other CA is trusted by the runtime itself: it must still not be trusted for the API server.
       DENO_CERT: certs.otherCaFile,
+      DENO_TLS_CA_STORE: "mozilla,system",
       NODE_EXTRA_CA_CERTS: certs.otherCaFile,
     },
     encoding: "utf8",
