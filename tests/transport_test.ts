@@ -115,6 +115,28 @@ test("a connection frozen without FIN or RST is abandoned after one request time
   assert.ok(await api.get());
 });
 
+test("a watch on a frozen connection ends after the idle timeout and the next watch gets through", async () => {
+  const api = await createLeaseApi({ server: good.url, caCert: certs.clusterCa, source: "test" }, {
+    name: "hold",
+    timeoutMs: 1000,
+    watchIdleTimeoutMs: 1500,
+  });
+  const stop = new AbortController();
+  try {
+    const first = api.watch(undefined, stop.signal)[Symbol.asyncIterator]();
+    assert.equal((await first.next()).value?.type, "ADDED");
+    await good.freeze();
+    const ended = await within(first.next().then(() => "resolved", (e) => e), 20000, "watch on a frozen connection");
+    assert.ok(ended instanceof TimeoutError, String(ended));
+    const second = api.watch(undefined, stop.signal)[Symbol.asyncIterator]();
+    assert.equal((await within(second.next(), 20000, "watch after the idle timeout")).value?.type, "ADDED");
+    await second.return?.(undefined);
+  } finally {
+    stop.abort();
+    await good.heal();
+  }
+});
+
 // ---- issue 15 #3: redirects --------------------------------------------------
 
 test("a PUT answered 303 is an error naming the fix, never a success; nothing follows it", async () => {

@@ -46,6 +46,33 @@ test("node: a connection frozen without FIN or RST is abandoned after one reques
   await good.heal();
 });
 
+test("node: a watch on a frozen connection ends after the idle timeout and the next watch gets through", async () => {
+  const api = await createLeaseApi({ server: good.url, caCert: certs.clusterCa, source: "test" }, {
+    name: "hold",
+    timeoutMs: 1000,
+    watchIdleTimeoutMs: 1500,
+  });
+  const stop = new AbortController();
+  const bound = (p, what) =>
+    Promise.race([
+      p,
+      new Promise((_, reject) => setTimeout(() => reject(new Error(`${what}: still pending`)), 20000).unref()),
+    ]);
+  try {
+    const first = api.watch(undefined, stop.signal)[Symbol.asyncIterator]();
+    assert.equal((await first.next()).value?.type, "ADDED");
+    await good.freeze();
+    const ended = await bound(first.next().then(() => "resolved", (e) => e), "watch on a frozen connection");
+    assert.ok(ended instanceof TimeoutError, String(ended));
+    const second = api.watch(undefined, stop.signal)[Symbol.asyncIterator]();
+    assert.equal((await bound(second.next(), "watch after the idle timeout")).value?.type, "ADDED");
+    await second.return?.(undefined);
+  } finally {
+    stop.abort();
+    await good.heal();
+  }
+});
+
 test("node: a PUT answered 303 is an error naming the fix; the redirect is not followed", async () => {
   const seen = [];
   const srv = createServer((req, res) => {

@@ -3,7 +3,8 @@
 // keeping both sockets open (no FIN, no RST), as when a node dies or a NAT drops
 // its state. Connections opened after a freeze are forwarded normally.
 //
-// It also answers watches (`?watch=1`: one ADDED event, then the end) and
+// It also answers watches (`?watch=1`: one ADDED event, then the end; for the
+// Lease named "hold" the stream stays open and silent after that event) and
 // redirects (`/redirect`: 303 to a plain-http URL), and reports the CN of a
 // client certificate (signed by `[client-ca.pem]`) in the Lease's annotations.
 //
@@ -41,7 +42,11 @@ const server = http2.createSecureServer({
     spec: { holderIdentity: "a", leaseDurationSeconds: 15 },
   };
   res.setHeader("content-type", "application/json");
-  if (/[?&]watch=(1|true)/.test(req.url)) return res.end(JSON.stringify({ type: "ADDED", object: lease }) + "\n");
+  if (/[?&]watch=(1|true)/.test(req.url)) {
+    const line = JSON.stringify({ type: "ADDED", object: lease }) + "\n";
+    // A Lease named "hold" gets a watch that stays open after its first event (and never sends a bookmark).
+    return req.url.includes("metadata.name%3Dhold") ? res.write(line) : res.end(line);
+  }
   res.end(JSON.stringify(lease));
 });
 
