@@ -439,7 +439,7 @@ export function parseKubeconfigText(text: string): unknown {
     throw new Error(
       `line ${line}: a control character or byte-order mark (U+${
         bad[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")
-      }) that YAML does not allow here`,
+      }), which a kubeconfig file must not contain`,
     );
   }
   const raw = text.split(/\r?\n/);
