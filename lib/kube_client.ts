@@ -8,10 +8,36 @@
 
 import { type Clock, systemClock } from "./clock.ts";
 import { linkSignals } from "./signal.ts";
-import { InvalidResponseError, KubeApiError, NetworkError, type StatusReason, TimeoutError } from "./errors.ts";
+import {
+  ConfigError,
+  InvalidResponseError,
+  KubeApiError,
+  NetworkError,
+  type StatusReason,
+  TimeoutError,
+} from "./errors.ts";
 
 /** A `fetch`-compatible function. */
 export type FetchLike = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
+
+/**
+ * A `fetch` whose pooled connections can be dropped. {@linkcode KubeClient}
+ * calls `reset` after a request timed out or a watch went silent, so the next
+ * request opens a fresh connection instead of queueing on a dead one.
+ *
+ * @example Usage
+ * ```ts
+ * import type { ResettableFetch } from "@leasehold/leasehold";
+ * const f: ResettableFetch = Object.assign((i: string | URL | Request, init?: RequestInit) => fetch(i, init), {
+ *   reset() {},
+ * });
+ * console.log(typeof f.reset); // "function"
+ * ```
+ */
+export interface ResettableFetch extends FetchLike {
+  /** Drops pooled connections; requests made afterwards use new ones. */
+  reset?(): void;
+}
 
 /** Supplies the bearer token; `invalidate` is called after a 401 so the next call re-reads it. */
 export interface TokenSource {
@@ -21,12 +47,40 @@ export interface TokenSource {
   invalidate?(): Promise<boolean> | boolean;
 }
 
+/**
+ * Why `token` cannot be sent as a bearer token, or `undefined` when it can. The
+ * answer never contains the token itself, so it is safe to log.
+ *
+ * @example Usage
+ * ```ts
+ * import { invalidToken } from "@leasehold/leasehold";
+ * console.log(invalidToken("abc.def")); // undefined
+ * console.log(invalidToken("abc\ndef")); // "has a line break at character 4"
+ * ```
+ */
+export function invalidToken(token: string): string | undefined {
+  if (token === "") return "is empty";
+  for (let i = 0; i < token.length; i++) {
+    const c = token.charCodeAt(i);
+    if (c >= 0x21 && c <= 0x7e) continue;
+    const what = c === 0x0a || c === 0x0d
+      ? "a line break"
+      : c === 0x20 || c === 0x09
+      ? "white space"
+      : c < 0x20 || c === 0x7f
+      ? "a control character"
+      : "a non-ASCII character";
+    return `has ${what} at character ${i + 1}`;
+  }
+  return undefined;
+}
+
 /** Options of {@linkcode KubeClient}. */
 export interface KubeClientOptions {
   /** API server base URL, e.g. `https://10.96.0.1:443`. */
   server: string;
   /** `fetch` to use, e.g. one with the cluster CA from `createFetch`. @default globalThis.fetch */
-  fetch?: FetchLike;
+  fetch?: ResettableFetch;
   /** Bearer token source. */
   tokenSource?: TokenSource;
   /** Per-request timeout in ms, covering headers and body. @default 5000 */
@@ -75,8 +129,69 @@ const REASONS: Record<number, StatusReason> = {
   504: "Timeout",
 };
 
+/** Longest wait honoured from `Retry-After` or `details.retryAfterSeconds`, in seconds. */
+export const MAX_RETRY_AFTER_SECONDS = 60;
+
+/**
+ * The server's requested wait in whole seconds, from a `Retry-After` header
+ * (delay-seconds or HTTP-date; a date is measured against the response's `Date`
+ * header when there is one, else against `nowMs`) or a Status body's
+ * `details.retryAfterSeconds`. Anything that is not a finite, non-negative
+ * number is ignored (`undefined`); large values are clamped to
+ * {@linkcode MAX_RETRY_AFTER_SECONDS}.
+ *
+ * @example Usage
+ * ```ts
+ * import { parseRetryAfter } from "@leasehold/leasehold";
+ * console.log(parseRetryAfter(undefined, "3")); // 3
+ * console.log(parseRetryAfter(undefined, "soon")); // undefined
+ * console.log(parseRetryAfter(1e9, null)); // 60
+ * ```
+ */
+export function parseRetryAfter(
+  statusSeconds: unknown,
+  header: string | null | undefined,
+  dateHeader?: string | null,
+  nowMs: number = Date.now(),
+): number | undefined {
+  const clamp = (n: number) => Math.min(Math.ceil(n), MAX_RETRY_AFTER_SECONDS);
+  if (typeof statusSeconds === "number" && Number.isFinite(statusSeconds) && statusSeconds >= 0) {
+    return clamp(statusSeconds);
+  }
+  const h = header?.trim();
+  if (!h) return undefined;
+  if (/^\d+$/.test(h)) return clamp(Number(h));
+  // HTTP-date: IMF-fixdate or the obsolete forms Date.parse understands; must name a weekday or month.
+  if (!/[a-z]{3}/i.test(h) || h.length > 64) return undefined;
+  const at = Date.parse(h);
+  if (!Number.isFinite(at)) return undefined;
+  const server = dateHeader ? Date.parse(dateHeader) : NaN;
+  const base = Number.isFinite(server) ? server : nowMs;
+  return clamp(Math.max(0, (at - base) / 1000));
+}
+
+/** One request on the wire, with what is needed to finish or abandon it. */
+interface Sent {
+  res: Response;
+  url: string;
+  /** The bearer token sent, for 401 handling and scrubbing; never logged. */
+  token?: string;
+  /** Token generation at the time of sending. */
+  gen: number;
+  caller?: AbortSignal;
+  timer: AbortSignal;
+  /** Stops the timeout. */
+  stopTimer(): void;
+  /** Stops the timeout and unlinks the caller's signal. */
+  done(): void;
+}
+
 /**
  * Talks JSON to one API server.
+ *
+ * Redirects are never followed (a 3xx is an error), a request that times out
+ * makes the transport drop its pooled connections, and a 401 re-reads the token
+ * once, shared by every request that got the 401 for the same token.
  *
  * @example Usage
  * ```ts
@@ -94,9 +209,11 @@ export class KubeClient {
   readonly timeoutMs: number;
   /** Clock used for timeouts. */
   readonly clock: Clock;
-  #fetch: FetchLike;
+  #fetch: ResettableFetch;
   #tokens?: TokenSource;
   #maxBody: number;
+  #tokenGen = 0;
+  #rereading?: Promise<boolean>;
 
   /** Creates a client; no request is made. */
   constructor(options: KubeClientOptions) {
@@ -109,44 +226,84 @@ export class KubeClient {
   }
 
   /**
+   * Drops the transport's pooled connections (if it can), so the next request
+   * opens a new one. Called after a timeout; a watch calls it when it went silent.
+   */
+  resetConnections(): void {
+    try {
+      this.#fetch.reset?.();
+    } catch { /* best effort */ }
+  }
+
+  /**
    * Sends one request and returns the parsed JSON body.
    *
-   * @throws {KubeApiError} for an error status
+   * @throws {KubeApiError} for an error status (a redirect included)
    * @throws {TimeoutError} when no complete answer came in time
    * @throws {NetworkError} when there was no HTTP answer
    * @throws {InvalidResponseError} for a body that is not JSON or too large
+   * @throws {ConfigError} when the token cannot be sent in a header
    */
   async request(method: string, path: string, options: RequestOptions = {}): Promise<unknown> {
-    let res = await this.#send(method, path, options);
-    if (res.status === 401 && this.#tokens?.invalidate && (await this.#tokens.invalidate())) {
-      await res.body?.cancel().catch(() => {});
-      res = await this.#send(method, path, options);
+    let sent = await this.#send(method, path, options);
+    if (sent.res.status === 401 && (await this.#newTokenAfter401(sent))) {
+      await this.#discard(sent);
+      sent = await this.#send(method, path, options);
     }
-    return res.status >= 200 && res.status < 300
-      ? this.#json(res, method, path)
-      : this.#fail(res, method, path, options);
+    return sent.res.status >= 200 && sent.res.status < 300
+      ? this.#json(sent, method, path)
+      : this.#fail(sent, method, path, options);
   }
 
   /**
    * Opens a streaming request (a watch) and returns the response once headers
-   * arrived. The body is not bounded by the timeout; the caller reads and cancels it.
+   * arrived. The body is not bounded by the timeout; the caller reads and
+   * cancels it. An error answer's body is read under the timeout.
    */
   async stream(path: string, options: RequestOptions = {}): Promise<Response> {
-    const res = await this.#send("GET", path, options, true);
-    if (res.status >= 200 && res.status < 300) return res;
-    return await this.#fail(res, "GET", path, options);
+    let sent = await this.#send("GET", path, options);
+    if (sent.res.status === 401 && (await this.#newTokenAfter401(sent))) {
+      await this.#discard(sent);
+      sent = await this.#send("GET", path, options);
+    }
+    if (sent.res.status < 200 || sent.res.status >= 300) return await this.#fail(sent, "GET", path, options);
+    sent.stopTimer();
+    return releasingBody(sent.res, sent.done);
   }
 
   #url(path: string): string {
     return this.server + path;
   }
 
-  async #send(
-    method: string,
-    path: string,
-    options: RequestOptions,
-    streaming = false,
-  ): Promise<Response & { _done?: () => void }> {
+  async #discard(sent: Sent): Promise<void> {
+    sent.done();
+    await sent.res.body?.cancel().catch(() => {});
+  }
+
+  /**
+   * After a 401: true when a different token is now available. Requests that got
+   * their 401 for a token already replaced retry at once; others share one re-read.
+   */
+  async #newTokenAfter401(sent: Sent): Promise<boolean> {
+    const src = this.#tokens;
+    if (!src?.invalidate) return false;
+    if (sent.gen !== this.#tokenGen) return (await src.token().catch(() => undefined)) !== sent.token;
+    if (!this.#rereading) {
+      this.#rereading = (async () => {
+        try {
+          return !!(await src.invalidate!());
+        } catch {
+          return false;
+        } finally {
+          this.#tokenGen++;
+          this.#rereading = undefined;
+        }
+      })();
+    }
+    return await this.#rereading;
+  }
+
+  async #send(method: string, path: string, options: RequestOptions): Promise<Sent> {
     const url = this.#url(path);
     const timeoutMs = options.timeoutMs ?? this.timeoutMs;
     const timer = new AbortController();
@@ -154,12 +311,34 @@ export class KubeClient {
     const timedOut = new TimeoutError(
       `${method} ${url}: no complete answer within ${timeoutMs} ms; the API server or the network to it is slow or down`,
     );
-    this.clock.sleep(timeoutMs, stopTimer.signal).then(() => timer.abort(timedOut), () => {});
+    this.clock.sleep(timeoutMs, stopTimer.signal).then(() => {
+      timer.abort(timedOut);
+      this.resetConnections();
+    }, () => {});
     const linked = linkSignals([options.signal, timer.signal]);
-    const signal = linked.signal;
+    const done = () => {
+      stopTimer.abort();
+      linked.dispose();
+    };
     const headers: Record<string, string> = { accept: "application/json" };
-    const token = await this.#tokens?.token();
-    if (token) headers.authorization = `Bearer ${token}`;
+    const gen = this.#tokenGen;
+    let token: string | undefined;
+    try {
+      token = await raceSignal(this.#tokens?.token(), linked.signal);
+      if (token !== undefined && token !== "") {
+        const bad = invalidToken(token);
+        if (bad) {
+          throw new ConfigError(
+            `the bearer token ${bad}, which cannot be sent in an HTTP header; check the token file or kubeconfig token (a token is one line of printable ASCII)`,
+          );
+        }
+        headers.authorization = `Bearer ${token}`;
+      }
+    } catch (e) {
+      done();
+      if (e instanceof ConfigError) throw e;
+      throw this.#wrap(e, options.signal, timer.signal, method, url, token);
+    }
     let body: string | undefined;
     if (options.body !== undefined) {
       headers["content-type"] = "application/json";
@@ -167,32 +346,37 @@ export class KubeClient {
     }
     let res: Response;
     try {
-      res = await this.#fetch(url, { method, headers, body, signal });
+      res = await this.#fetch(url, { method, headers, body, signal: linked.signal, redirect: "manual" });
     } catch (e) {
-      stopTimer.abort();
-      linked.dispose();
-      throw this.#wrap(e, options.signal, timer.signal, method, url);
+      done();
+      throw this.#wrap(e, options.signal, timer.signal, method, url, token);
     }
-    if (streaming) {
-      stopTimer.abort(); // the caller's signal stays linked for as long as the stream is read
-      return res;
-    }
-    // Keep the timer running while the body is read; #json/#fail stop it.
-    const r = res as Response & { _done?: () => void; _signals?: [AbortSignal | undefined, AbortSignal] };
-    r._done = () => {
-      stopTimer.abort();
-      linked.dispose();
+    return {
+      res,
+      url,
+      token,
+      gen,
+      caller: options.signal,
+      timer: timer.signal,
+      stopTimer: () => stopTimer.abort(),
+      done,
     };
-    r._signals = [options.signal, timer.signal];
-    return r;
   }
 
-  #wrap(e: unknown, caller: AbortSignal | undefined, timer: AbortSignal, method: string, url: string): unknown {
+  #wrap(
+    e: unknown,
+    caller: AbortSignal | undefined,
+    timer: AbortSignal,
+    method: string,
+    url: string,
+    token?: string,
+  ): unknown {
     if (caller?.aborted) return caller.reason;
     if (timer.aborted) return timer.reason;
-    const msg = e instanceof Error ? e.message : String(e);
+    const scrub = (s: string) => (token && s.includes(token) ? s.split(token).join("[token]") : s);
+    const msg = scrub(e instanceof Error ? e.message : String(e));
     const cause = (e as { cause?: { message?: string; code?: string } })?.cause;
-    const detail = cause?.code ?? cause?.message ?? "";
+    const detail = scrub(cause?.code ?? cause?.message ?? "");
     const text = `${msg} ${detail}`;
     // A connection closed mid-TLS ("close_notify", "unexpected eof") is not a trust problem.
     const tls = /certificate|self.signed|UNABLE_TO|issuer|unknown ca|handshake failure/i.test(text) &&
@@ -200,36 +384,36 @@ export class KubeClient {
     const hint = tls
       ? "the server's certificate is not trusted: check the CA file (ca.crt, certificate-authority) matches the API server"
       : "check the server URL (KUBERNETES_SERVICE_HOST/PORT or the kubeconfig) and that the API server is reachable";
+    // The runtime's error may quote a header value; keep it as the cause only when it does not.
+    const leaks = !!token &&
+      (String((e as Error)?.message ?? e).includes(token) || String(cause?.message ?? "").includes(token));
     return new NetworkError(
       `${method} ${url} failed: ${msg}${detail && !msg.includes(detail) ? ` (${detail})` : ""}; ${hint}`,
-      {
-        cause: e,
-      },
+      leaks ? undefined : { cause: e },
     );
   }
 
-  async #text(res: Response, method: string, path: string): Promise<string> {
-    const r = res as Response & { _done?: () => void; _signals?: [AbortSignal | undefined, AbortSignal] };
+  async #text(sent: Sent, method: string, path: string): Promise<string> {
+    const { res, caller, timer } = sent;
     const url = this.#url(path);
     try {
       if (!res.body) return "";
       const reader = res.body.getReader();
       const chunks: Uint8Array[] = [];
       let size = 0;
-      const [caller, timer] = r._signals ?? [undefined, undefined];
       const onAbort = () => reader.cancel().catch(() => {});
       caller?.addEventListener("abort", onAbort, { once: true });
-      timer?.addEventListener("abort", onAbort, { once: true });
+      timer.addEventListener("abort", onAbort, { once: true });
       try {
         for (;;) {
           let chunk: ReadableStreamReadResult<Uint8Array>;
           try {
             chunk = await reader.read();
           } catch (e) {
-            throw this.#wrap(e, caller, timer ?? new AbortController().signal, method, url);
+            throw this.#wrap(e, caller, timer, method, url, sent.token);
           }
           if (caller?.aborted) throw caller.reason;
-          if (timer?.aborted) throw timer.reason;
+          if (timer.aborted) throw timer.reason;
           if (chunk.done) break;
           size += chunk.value.byteLength;
           if (size > this.#maxBody) {
@@ -242,7 +426,7 @@ export class KubeClient {
         }
       } finally {
         caller?.removeEventListener("abort", onAbort);
-        timer?.removeEventListener("abort", onAbort);
+        timer.removeEventListener("abort", onAbort);
       }
       const all = new Uint8Array(size);
       let off = 0;
@@ -252,48 +436,103 @@ export class KubeClient {
       }
       return new TextDecoder().decode(all);
     } finally {
-      r._done?.();
+      sent.done();
     }
   }
 
-  async #json(res: Response, method: string, path: string): Promise<unknown> {
-    const text = await this.#text(res, method, path);
+  async #json(sent: Sent, method: string, path: string): Promise<unknown> {
+    const text = await this.#text(sent, method, path);
     try {
       return JSON.parse(text);
     } catch {
-      const type = res.headers.get("content-type") ?? "no content-type";
+      const type = sent.res.headers.get("content-type") ?? "no content-type";
       throw new InvalidResponseError(
-        `${method} ${this.#url(path)}: answered ${res.status} with ${type} that is not valid JSON (${
+        `${method} ${this.#url(path)}: answered ${sent.res.status} with ${type} that is not valid JSON (${
           describeBody(text)
         }); is the server URL the Kubernetes API server and not a proxy or web page?`,
       );
     }
   }
 
-  async #fail(res: Response, method: string, path: string, options: RequestOptions): Promise<never> {
+  async #fail(sent: Sent, method: string, path: string, options: RequestOptions): Promise<never> {
+    const { res } = sent;
     const url = this.#url(path);
-    const text = await this.#text(res, method, path);
+    const text = await this.#text(sent, method, path);
     let status:
-      | { kind?: string; reason?: string; message?: string; details?: { retryAfterSeconds?: number } }
+      | { kind?: string; reason?: string; message?: string; details?: { retryAfterSeconds?: unknown } }
       | undefined;
     try {
       const parsed = JSON.parse(text);
       if (parsed && typeof parsed === "object" && parsed.kind === "Status") status = parsed;
     } catch { /* not JSON: handled below */ }
     const code = res.status;
-    const reason =
-      (status?.reason && status.reason in REASON_SET ? status.reason : undefined) as StatusReason | undefined ??
-        REASONS[code] ?? (code >= 500 ? "InternalError" : "Unknown");
-    const header = res.headers.get("retry-after");
-    const fromHeader = header && /^\d+$/.test(header.trim()) ? Number(header.trim()) : undefined;
-    const retryAfterSeconds = status?.details?.retryAfterSeconds ?? fromHeader;
-    const serverMessage = status?.message ??
-      (text
+    const reason = (typeof status?.reason === "string" && status.reason in REASON_SET ? status.reason : undefined) as
+      | StatusReason
+      | undefined ??
+      REASONS[code] ?? (code >= 500 ? "InternalError" : "Unknown");
+    const retryAfterSeconds = parseRetryAfter(
+      status?.details?.retryAfterSeconds,
+      res.headers.get("retry-after"),
+      res.headers.get("date"),
+      this.clock.wallTime().getTime(),
+    );
+    const serverMessage = typeof status?.message === "string"
+      ? status.message
+      : (text
         ? `${res.headers.get("content-type") ?? "no content-type"} body, not a Kubernetes Status: ${describeBody(text)}`
         : undefined);
     const message = explain(code, reason, method, url, options.intent, serverMessage, retryAfterSeconds, !status);
     throw new KubeApiError(message, { code, reason, method, url, retryAfterSeconds, serverMessage });
   }
+}
+
+/** Resolves like `p`, or rejects with the signal's reason when it aborts first. */
+function raceSignal<T>(p: Promise<T> | undefined, signal: AbortSignal): Promise<T | undefined> {
+  if (p === undefined) return Promise.resolve(undefined);
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T | undefined>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
+
+/**
+ * The same response with a body that calls `release` once it ended, failed or
+ * was cancelled, so nothing stays attached to the caller's signal afterwards.
+ */
+function releasingBody(res: Response, release: () => void): Response {
+  if (!res.body) {
+    release();
+    return res;
+  }
+  const reader = res.body.getReader();
+  let released = false;
+  const once = () => {
+    if (!released) {
+      released = true;
+      release();
+    }
+  };
+  const body = new ReadableStream<Uint8Array>({
+    async pull(ctl) {
+      try {
+        const { done, value } = await reader.read();
+        if (done) {
+          once();
+          ctl.close();
+        } else ctl.enqueue(value);
+      } catch (e) {
+        once();
+        ctl.error(e);
+      }
+    },
+    async cancel(reason) {
+      once();
+      await reader.cancel(reason).catch(() => {});
+    },
+  }, { highWaterMark: 0 });
+  return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
 }
 
 const REASON_SET: Record<string, true> = Object.fromEntries(
@@ -337,6 +576,11 @@ function explain(
     : `${method} ${url}`;
   const server = serverMessage ? ` (server said: ${serverMessage})` : "";
   const [resource, group] = intent ? splitResource(intent.resource) : ["", ""];
+  if ((code >= 300 && code < 400) || code === 0) {
+    return `${
+      code || "opaque"
+    } redirect: the server answered ${what} with a redirect, which leasehold never follows (a write could be replayed as a read, or sent to another host): set the server URL (KUBERNETES_SERVICE_HOST/PORT or the kubeconfig cluster's server) to the API server itself, not to a proxy or load balancer that redirects`;
+  }
   switch (reason) {
     case "Forbidden":
       return intent

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { InvalidResponseError, isNotFound } from "./errors.ts";
+import { InvalidResponseError, isNotFound, TimeoutError } from "./errors.ts";
 import type { KubeClient } from "./kube_client.ts";
 import type { Lease } from "./lease.ts";
 
@@ -40,6 +40,21 @@ export interface LeaseApi {
 }
 
 const RESOURCE = "leases.coordination.k8s.io";
+
+/**
+ * How long a watch may stay silent before it is treated as dead, in ms. The API
+ * server's watch cache sends a BOOKMARK to every watch that allows them about
+ * once a minute (and 2 s before the watch's own timeout), so a healthy watch is
+ * never silent much longer than 60 s; 90 s leaves half a period for delays.
+ * Servers without bookmarks (watch cache off) just see the watch reopened.
+ */
+export const DEFAULT_WATCH_IDLE_TIMEOUT_MS = 90_000;
+
+/** Options of {@linkcode KubeLeaseApi}. */
+export interface KubeLeaseApiOptions {
+  /** A watch that delivers nothing (not even a bookmark) for this long ends with a {@linkcode TimeoutError}. @default 90000 */
+  watchIdleTimeoutMs?: number;
+}
 
 /**
  * Throws unless `v` looks like a Lease: an object with `metadata.resourceVersion`.
@@ -79,10 +94,12 @@ export class KubeLeaseApi implements LeaseApi {
   /** Name of the Lease. */
   readonly name: string;
   #client: KubeClient;
+  #idleMs: number;
 
   /** Creates the API for one Lease. */
-  constructor(client: KubeClient, namespace: string, name: string) {
+  constructor(client: KubeClient, namespace: string, name: string, options: KubeLeaseApiOptions = {}) {
     this.#client = client;
+    this.#idleMs = options.watchIdleTimeoutMs ?? DEFAULT_WATCH_IDLE_TIMEOUT_MS;
     this.namespace = namespace;
     this.name = name;
   }
@@ -131,7 +148,12 @@ export class KubeLeaseApi implements LeaseApi {
     return v;
   }
 
-  /** Watches this one Lease (by field selector) with bookmarks. */
+  /**
+   * Watches this one Lease (by field selector) with bookmarks. Ends with an
+   * error when the stream stops inside an event, or stays silent for longer than
+   * `watchIdleTimeoutMs` (a dead connection that never closed); the transport's
+   * pooled connections are dropped then.
+   */
   async *watch(resourceVersion: string | undefined, signal: AbortSignal): AsyncIterable<LeaseWatchEvent> {
     const q = new URLSearchParams({
       watch: "1",
@@ -145,14 +167,38 @@ export class KubeLeaseApi implements LeaseApi {
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
     const onAbort = () => reader.cancel().catch(() => {});
     signal.addEventListener("abort", onAbort, { once: true });
+    const clock = this.#client.clock;
+    const idleMs = this.#idleMs;
+    const where = `watch lease ${this.namespace}/${this.name}`;
     let buf = "";
     try {
       for (;;) {
-        const { done, value } = await reader.read();
+        const idle = new AbortController();
+        const silent = clock.sleep(idleMs, idle.signal).then(() => true, () => false);
+        let next: ReadableStreamReadResult<string> | boolean;
+        try {
+          next = await Promise.race([reader.read(), silent]);
+        } finally {
+          idle.abort();
+        }
         if (signal.aborted) throw signal.reason;
-        if (done) return;
+        if (typeof next === "boolean") {
+          this.#client.resetConnections();
+          throw new TimeoutError(
+            `${where}: nothing arrived for ${idleMs} ms (the API server sends a bookmark about every minute); the connection is presumed dead and is reopened`,
+          );
+        }
+        const { done, value } = next;
+        if (done) {
+          if (buf.trim()) {
+            throw new InvalidResponseError(
+              `${where}: the stream ended inside an event (${buf.length} characters without a closing newline); the connection was cut, reconnecting`,
+            );
+          }
+          return;
+        }
         buf += value;
-        if (buf.length > 1 << 20) throw new InvalidResponseError("watch: a single event exceeded 1 MiB");
+        if (buf.length > 1 << 20) throw new InvalidResponseError(`${where}: a single event exceeded 1 MiB`);
         let nl: number;
         while ((nl = buf.indexOf("\n")) >= 0) {
           const line = buf.slice(0, nl).trim();
@@ -162,7 +208,7 @@ export class KubeLeaseApi implements LeaseApi {
           try {
             ev = JSON.parse(line);
           } catch {
-            throw new InvalidResponseError(`watch: a line is not JSON: ${line.slice(0, 80)}`);
+            throw new InvalidResponseError(`${where}: a line is not JSON: ${JSON.stringify(line.slice(0, 80))}`);
           }
           if (ev.type === "ERROR") {
             const st = ev.object as { code?: number; message?: string; reason?: string } | undefined;

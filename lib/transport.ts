@@ -7,7 +7,9 @@
  * @module
  */
 
-import type { FetchLike } from "./kube_client.ts";
+import { ConfigError } from "./errors.ts";
+import type { ResettableFetch } from "./kube_client.ts";
+import type { Logger } from "./log.ts";
 
 /** TLS settings for talking to the API server. */
 export interface TlsOptions {
@@ -45,11 +47,32 @@ export function runtimeKey(): RuntimeKey {
   return "other";
 }
 
+/** Options of {@linkcode createFetch}. */
+export interface CreateFetchOptions {
+  /** Receives the one warning logged when server certificate checks are off. */
+  logger?: Logger;
+}
+
 /**
- * A `fetch` that trusts `caCert` and presents the client certificate, on the
- * current runtime. With no TLS settings it is the global `fetch`. On runtimes
- * without a way to set a CA (edge workers) a custom CA is an error.
+ * A `fetch` for talking to the API server on the current runtime: the cluster
+ * CA (`caCert`) is the only trust anchor, the client certificate is presented,
+ * redirects are never followed, and `reset()` drops pooled connections (called
+ * by `KubeClient` after a timeout, so a connection that went silent
+ * without closing is not used again).
  *
+ * - Deno and Node: `node:https` (`ca` replaces the default roots; Deno's
+ *   `Deno.createHttpClient` only adds to them, and to `DENO_CERT`). On Deno a
+ *   connection per request (its `node:http` re-sends a failed request on a new
+ *   connection, even an aborted PUT). Without any TLS setting, Deno uses a
+ *   replaceable `Deno.HttpClient`.
+ * - Bun: `fetch` with its `tls` option.
+ * - Other runtimes (edge workers): the platform `fetch`; a CA, client
+ *   certificate or `insecureSkipTlsVerify` is a {@linkcode ConfigError} there.
+ *
+ * `insecureSkipTlsVerify` together with a CA is refused, as kubectl does; on its
+ * own it keeps the client certificate and logs one warning.
+ *
+ * @throws {ConfigError} for settings that cannot be honoured
  * @example Usage
  * ```ts
  * import { createFetch } from "@leasehold/leasehold";
@@ -57,21 +80,36 @@ export function runtimeKey(): RuntimeKey {
  * console.log(typeof f); // "function"
  * ```
  */
-export async function createFetch(tls: TlsOptions): Promise<FetchLike> {
+export async function createFetch(tls: TlsOptions, options: CreateFetchOptions = {}): Promise<ResettableFetch> {
+  if (tls.insecureSkipTlsVerify && tls.caCert) {
+    throw new ConfigError(
+      "insecure-skip-tls-verify is set together with a certificate authority; kubectl refuses this too: remove insecure-skip-tls-verify (the CA is the safe choice) or the certificate-authority setting",
+    );
+  }
+  if (tls.insecureSkipTlsVerify) {
+    options.logger?.warn(
+      "TLS verification of the API server is off (insecure-skip-tls-verify): anyone on the network path can impersonate it and grant or steal leadership; set certificate-authority instead",
+      {},
+    );
+  }
   const custom = !!(tls.caCert || tls.clientCert || tls.insecureSkipTlsVerify);
-  if (!custom) return (input, init) => fetch(input, init);
   switch (runtimeKey()) {
     case "deno":
-      return (await import("./transport_deno.ts")).denoFetch(tls);
+      // No pooling: Deno's node:http silently re-sends a request whose reused connection failed.
+      return custom
+        ? (await import("./transport_node.ts")).nodeFetch(tls, { keepAlive: false })
+        : (await import("./transport_deno.ts")).denoFetch();
     case "bun":
       return (await import("./transport_bun.ts")).bunFetch(tls);
     case "node":
       return (await import("./transport_node.ts")).nodeFetch(tls);
     default: {
-      const { ConfigError } = await import("./errors.ts");
-      throw new ConfigError(
-        "this runtime cannot trust a custom CA or send client certificates: pass a `fetch` that can, or use a server certificate the runtime already trusts",
-      );
+      if (custom) {
+        throw new ConfigError(
+          "this runtime cannot trust a custom CA or send client certificates: pass a `fetch` that can, or use a server certificate the runtime already trusts",
+        );
+      }
+      return (input, init) => fetch(input, { ...init, redirect: "manual" });
     }
   }
 }

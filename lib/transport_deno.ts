@@ -1,35 +1,43 @@
 /**
- * Deno adapter: a `fetch` bound to a `Deno.HttpClient` with the cluster CA.
+ * Deno adapter for servers the default roots already trust (no cluster CA, no
+ * client certificate): `fetch` bound to a `Deno.HttpClient` that is replaced
+ * when asked, so a dead HTTP/2 connection is not reused. With a cluster CA,
+ * Deno uses the `node:https` adapter instead (see transport.ts).
  *
  * @module
  */
 
-import type { FetchLike } from "./kube_client.ts";
-import type { TlsOptions } from "./transport.ts";
+import type { ResettableFetch } from "./kube_client.ts";
 
 interface DenoHttp {
-  createHttpClient(o: { caCerts?: string[]; cert?: string; key?: string }): unknown;
+  createHttpClient?(o: Record<string, unknown>): { close(): void };
 }
 
 /**
- * A `fetch` for Deno that trusts `caCert` and presents the client certificate.
+ * A `fetch` for Deno over a replaceable `Deno.HttpClient`; `reset()` closes the
+ * client and its connections, and later requests use a new one.
  *
  * @example Usage
  * ```ts ignore
  * import { denoFetch } from "./transport_deno.ts";
- * const f = denoFetch({ caCert: await Deno.readTextFile("ca.crt") });
+ * const f = denoFetch();
  * ```
  */
-export function denoFetch(tls: TlsOptions): FetchLike {
+export function denoFetch(): ResettableFetch {
   const deno = (globalThis as unknown as { Deno: DenoHttp }).Deno;
-  if (tls.insecureSkipTlsVerify && !tls.caCert) {
-    // Deno has no per-client switch for this; --unsafely-ignore-certificate-errors is global.
-    return (input, init) => fetch(input, init);
+  if (typeof deno.createHttpClient !== "function") {
+    return (input, init) => fetch(input, { ...init, redirect: "manual" });
   }
-  const client = deno.createHttpClient({
-    caCerts: tls.caCert ? [tls.caCert] : undefined,
-    cert: tls.clientCert,
-    key: tls.clientKey,
+  let client = deno.createHttpClient({});
+  const f = (input: string | URL | Request, init?: RequestInit) =>
+    fetch(input, { ...init, redirect: "manual", client } as RequestInit);
+  return Object.assign(f, {
+    reset() {
+      const old = client;
+      client = deno.createHttpClient!({});
+      try {
+        old.close();
+      } catch { /* already closed */ }
+    },
   });
-  return (input, init) => fetch(input, { ...init, client } as RequestInit);
 }

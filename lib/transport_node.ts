@@ -1,7 +1,10 @@
 /**
- * Node adapter: a small `fetch` over `node:https`, so a custom CA and client
+ * Node adapter, also used on Deno: a small `fetch` over `node:https`, so the
+ * cluster CA is the only trust anchor (Node's `ca` option replaces the default
+ * roots; Deno's `Deno.createHttpClient` would only add to them) and client
  * certificates work without a dependency. `node:https` keeps a replica's memory
- * near half of what Node's built-in fetch or the undici package costs.
+ * near half of what Node's built-in fetch or the undici package costs. Redirects
+ * are never followed.
  *
  * @module
  */
@@ -9,13 +12,17 @@
 import * as http from "node:http";
 import * as https from "node:https";
 import { Readable } from "node:stream";
-import type { FetchLike } from "./kube_client.ts";
+import type { ResettableFetch } from "./kube_client.ts";
 import type { TlsOptions } from "./transport.ts";
 
 /**
- * A `fetch` for Node that trusts `caCert` and presents the client certificate.
- * Supports what leasehold needs: method, headers, string body, `signal`, and a
- * streamed response body.
+ * A `fetch` for Node (and Deno) that trusts `caCert` alone and presents the
+ * client certificate. Supports what leasehold needs: method, headers, string
+ * body, `signal`, and a streamed response body. `reset()` destroys every pooled
+ * connection, so requests made afterwards connect again. An aborted request
+ * rejects at once. `keepAlive: false` opens a connection per request: Deno's
+ * `node:http` re-sends a request (a PUT too) on a new connection when a reused
+ * one fails, even after the request was aborted, so Deno does not pool.
  *
  * @example Usage
  * ```ts ignore
@@ -23,43 +30,66 @@ import type { TlsOptions } from "./transport.ts";
  * const f = nodeFetch({ caCert: "-----BEGIN CERTIFICATE-----..." });
  * ```
  */
-export function nodeFetch(tls: TlsOptions): FetchLike {
-  const agent = new https.Agent({
-    ca: tls.caCert,
-    cert: tls.clientCert,
-    key: tls.clientKey,
-    rejectUnauthorized: !tls.insecureSkipTlsVerify,
-    keepAlive: true,
+export function nodeFetch(tls: TlsOptions, options: { keepAlive?: boolean } = {}): ResettableFetch {
+  const keepAlive = options.keepAlive ?? true;
+  const newAgents = () => ({
+    https: new https.Agent({
+      ca: tls.caCert,
+      cert: tls.clientCert,
+      key: tls.clientKey,
+      rejectUnauthorized: !tls.insecureSkipTlsVerify,
+      keepAlive,
+    }),
+    http: new http.Agent({ keepAlive }),
   });
-  const plain = new http.Agent({ keepAlive: true });
-  return (input, init = {}) =>
+  let agents = newAgents();
+  const encoder = new TextEncoder();
+  const f = (input: string | URL | Request, init: RequestInit = {}) =>
     new Promise<Response>((resolve, reject) => {
       const url = new URL(input instanceof Request ? input.url : String(input));
       const method = init.method ?? "GET";
       const headers: Record<string, string> = {};
       new Headers(init.headers).forEach((v, k) => (headers[k] = v));
       const body = typeof init.body === "string" ? init.body : undefined;
-      if (body !== undefined) headers["content-length"] = String(Buffer.byteLength(body));
+      if (body !== undefined) headers["content-length"] = String(encoder.encode(body).byteLength);
       const signal = init.signal ?? undefined;
       if (signal?.aborted) return reject(signal.reason);
-      const mod = url.protocol === "http:" ? http : https;
-      const req = mod.request(url, { method, headers, agent: url.protocol === "http:" ? plain : agent }, (res) => {
+      const plain = url.protocol === "http:";
+      const mod = plain ? http : https;
+      const req = mod.request(url, { method, headers, agent: plain ? agents.http : agents.https }, (res) => {
+        signal?.removeEventListener("abort", onAbort);
         const out = new Headers();
         for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) out.append(res.rawHeaders[i], res.rawHeaders[i + 1]);
         const status = res.statusCode ?? 502;
         const noBody = status === 204 || status === 304 || method === "HEAD";
         if (noBody) res.resume();
         const stream = noBody ? null : (Readable.toWeb(res) as unknown as ReadableStream<Uint8Array>);
-        signal?.addEventListener("abort", () => res.destroy(signal.reason), { once: true });
+        if (signal && !noBody) {
+          // One listener per response, removed when the response closes, so a
+          // long-lived caller signal holds neither listeners nor responses.
+          const onBodyAbort = () => res.destroy(signal.reason);
+          signal.addEventListener("abort", onBodyAbort, { once: true });
+          res.once("close", () => signal.removeEventListener("abort", onBodyAbort));
+        }
         resolve(new Response(stream, { status, statusText: res.statusMessage, headers: out }));
       });
-      const onAbort = () => req.destroy(signal?.reason);
+      const onAbort = () => {
+        reject(signal?.reason);
+        req.destroy(signal?.reason);
+      };
       signal?.addEventListener("abort", onAbort, { once: true });
       req.on("error", (e) => {
         signal?.removeEventListener("abort", onAbort);
         reject(signal?.aborted ? signal.reason : e);
       });
-      req.on("response", () => signal?.removeEventListener("abort", onAbort));
       req.end(body);
     });
+  return Object.assign(f, {
+    reset() {
+      const old = agents;
+      agents = newAgents();
+      old.https.destroy();
+      old.http.destroy();
+    },
+  });
 }
