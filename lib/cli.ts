@@ -198,6 +198,7 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
       name: settings.leaseName,
       namespace: settings.namespace,
       timeoutMs: Math.max(1000, settings.renewDeadline / 2),
+      logger: log,
     });
     settings.namespace = lease.namespace;
     log.info("starting", {

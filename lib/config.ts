@@ -15,17 +15,6 @@ import type { Logger } from "./log.ts";
 import { createFetch, type TlsOptions } from "./transport.ts";
 import { invalidLeaseName, invalidNamespace } from "./lease.ts";
 
-/**
- * Reads a text file. `node:fs` is loaded here, on first use, so that the static
- * import graph of the library holds no `node:` module: an edge runtime that
- * never reads files (explicit server and token) loads it without Node
- * compatibility.
- */
-async function readFile(path: string, encoding: "utf8"): Promise<string> {
-  const fs = await import("node:fs/promises");
-  return await fs.readFile(path, encoding);
-}
-
 /** The default service-account directory of a pod. */
 export const SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount";
 

@@ -1,7 +1,7 @@
 // Reading a kubeconfig as kubectl does: KUBECONFIG lists, a size cap, PEM checks
 // of -data fields, insecure-skip-tls-verify with a CA, tokens; and the module
 // graph of mod.ts without `node:` imports.
-import { test } from "node:test";
+import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";

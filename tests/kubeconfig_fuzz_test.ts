@@ -3,7 +3,7 @@
 // parser must either refuse it or produce exactly what the oracle produces; it
 // must never accept a document the oracle rejects. Seeded: a failure prints the
 // seed and the document, and `FUZZ_SEED=<n> FUZZ_CASES=<m>` replays or extends it.
-import { test } from "node:test";
+import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
 import process from "node:process";
 import YAML from "yaml";

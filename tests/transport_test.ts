@@ -1,7 +1,7 @@
 // The path to the API server on the runtime running this file (Deno or Bun; Node
 // runs tests/node/transport.node.mjs against the built package): connections that
 // die silently, redirects, trust, tokens, Retry-After, 401s, watch streams.
-import { after, before, test } from "node:test";
+import { after, before, test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";

@@ -1,6 +1,6 @@
 // Node: the built package's transport (node:https): a connection frozen without
 // closing, redirects, trust, insecure-skip-tls-verify, and listeners per watch.
-import { after, before, test } from "node:test";
+import { after, before, test } from "../support/guard.mjs";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { createServer } from "node:http";
