@@ -515,6 +515,7 @@ test("watches that the server ends at once are reopened with a growing backoff",
   await until(clock, () => a.elector.isLeader);
   const hooked = new HookedApi(store.api(NS, NAME));
   let opened = 0;
+  // deno-lint-ignore require-yield
   hooked.onWatch = async function* (_rv, signal) {
     // After 200 watches hang instead, so a tight loop fails the test instead of hanging it.
     if (++opened > 200) await new Promise((r) => signal.addEventListener("abort", r, { once: true }));
