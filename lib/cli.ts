@@ -30,6 +30,7 @@ import { LeaderElector } from "./elector.ts";
 import { ConfigError } from "./errors.ts";
 import { jsonLogger } from "./log.ts";
 import { LeaderEventRecorder } from "./events.ts";
+import { LeaseCandidateKeeper } from "./candidate.ts";
 import { childGraceMargin, type CliSettings, helpText, parseArgs, resolveSettings } from "./cli_flags.ts";
 import { serveHttp } from "./cli_http.ts";
 import { CommandSupervisor, exitStatus, killAllGroupsSync } from "./supervisor.ts";
@@ -188,6 +189,7 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
   let exitCode: number | undefined;
   let elector: LeaderElector;
   let supervisor: CommandSupervisor | undefined;
+  let candidate: LeaseCandidateKeeper | undefined;
   // Everything up to the start of the election is configuration: a failure exits 2.
   try {
     const config: ClusterConfig = settings.kubeconfig
@@ -227,6 +229,7 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
       renewDeadline: settings.renewDeadline,
       retryPeriod: settings.retryPeriod,
       releaseOnCancel: settings.releaseOnCancel,
+      coordinated: settings.coordinated !== undefined,
       logger: log,
       onStartedLeading: sup
         ? (ctx) =>
@@ -247,6 +250,17 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
         logger: log,
       }).attach(elector);
     }
+    if (settings.coordinated) {
+      candidate = new LeaseCandidateKeeper({
+        client: lease.client,
+        namespace: lease.namespace,
+        leaseName: lease.name,
+        identity: settings.identity,
+        binaryVersion: settings.coordinated.binaryVersion,
+        emulationVersion: settings.coordinated.emulationVersion,
+        logger: log,
+      });
+    }
     options.onElector?.(elector);
     if (settings.httpAddr) {
       const ns = settings.namespace;
@@ -263,8 +277,12 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
     server?.close();
     return 2;
   }
+  // The candidate goes first on shutdown (its run ends with the same signal and
+  // deletes it), so the controller does not name this replica again after the release.
+  const candidateDone = candidate?.run(stop.signal);
   try {
     await elector.run(stop.signal);
+    await candidateDone;
     const code = exitCode ?? signalCode ?? 0;
     log.info("exiting", { code });
     return code;

@@ -105,6 +105,20 @@ export const FLAGS: readonly FlagSpec[] = [
     def: "true",
     bool: true,
   },
+  {
+    flag: "coordinated",
+    env: "COORDINATED",
+    help: "coordinated leader election: the API server's election controller picks the leader among " +
+      "LeaseCandidates (needs --binary-version)",
+    def: "false",
+    bool: true,
+  },
+  { flag: "binary-version", env: "BINARY_VERSION", help: "this binary's version for --coordinated, e.g. 1.4.0" },
+  {
+    flag: "emulation-version",
+    env: "EMULATION_VERSION",
+    help: "the version this binary behaves as, for --coordinated (default: --binary-version)",
+  },
   { flag: "log-level", env: "LOG_LEVEL", help: "debug, info, warn or error", def: "info" },
 ];
 
@@ -267,6 +281,8 @@ export interface CliSettings {
   releaseOnCancel: boolean;
   /** Record leadership Events on the Lease. */
   events: boolean;
+  /** Coordinated leader election, with this replica's LeaseCandidate versions. */
+  coordinated?: { binaryVersion: string; emulationVersion: string };
   /** Service-account directory. */
   serviceAccountDir: string;
   /** Kubeconfig path, if any. */
@@ -368,6 +384,24 @@ export function resolveSettings(o: CliOptions, hostname: () => string = () => ""
   }
   try {
     s.events = parseBool("events", v["events"]);
+  } catch (e) {
+    problems.push((e as Error).message);
+  }
+  try {
+    if (parseBool("coordinated", v["coordinated"])) {
+      const binaryVersion = v["binary-version"] ?? "";
+      const emulationVersion = v["emulation-version"] || binaryVersion;
+      const semver = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$/;
+      if (!semver.test(binaryVersion)) {
+        problems.push(
+          `--coordinated needs --binary-version (BINARY_VERSION) as MAJOR.MINOR.PATCH without "v", got ${
+            JSON.stringify(binaryVersion)
+          }`,
+        );
+      } else if (!semver.test(emulationVersion)) {
+        problems.push(`--emulation-version ${JSON.stringify(emulationVersion)} is not MAJOR.MINOR.PATCH without "v"`);
+      } else s.coordinated = { binaryVersion, emulationVersion };
+    }
   } catch (e) {
     problems.push((e as Error).message);
   }

@@ -23,6 +23,14 @@ export interface Observation {
   at: number;
   /** A watch reported the Lease deleted since this version was seen. */
   deleted?: boolean;
+  /** `spec.preferredHolder`, set by the coordinated election controller to move leadership. */
+  preferredHolder?: string;
+  /**
+   * This version names this replica as holder, was first seen as a change from an
+   * earlier version (not at start-up) and was not written by this replica: under
+   * coordinated election, the controller wrote it in.
+   */
+  named?: boolean;
 }
 
 /**
@@ -127,9 +135,15 @@ export type FastPath = "renew" | "take-free" | undefined;
  * console.log(fastPath("a", false, { holder: "", record: rec, durationMs: 1000, at: 0 })); // "take-free"
  * ```
  */
-export function fastPath(identity: string, leading: boolean, last: Observation | undefined): FastPath {
+export function fastPath(
+  identity: string,
+  leading: boolean,
+  last: Observation | undefined,
+  coordinated = false,
+): FastPath {
   if (!last?.record) return undefined;
   if (leading) return last.holder === identity ? "renew" : undefined;
+  if (coordinated) return undefined; // the election controller names the holder
   return last.holder === "" && !last.deleted ? "take-free" : undefined;
 }
 
@@ -140,7 +154,7 @@ export type ReadDecision =
   | { action: "adopt" }
   | { action: "create" }
   | { action: "wait" }
-  | { action: "stop"; reason: "lease-taken" | "lease-deleted" | "lease-malformed" };
+  | { action: "stop"; reason: "lease-taken" | "lease-deleted" | "lease-malformed" | "preferred-holder" };
 
 /** The inputs of {@linkcode decideOnRead}. */
 export interface ReadInput {
@@ -156,6 +170,13 @@ export interface ReadInput {
   now: number;
   /** Acquiring writes sent since the last term, whose answers may have been lost. */
   ownWrites: readonly LeaderElectionRecord[];
+  /**
+   * Coordinated leader election: the API server's election controller picks the
+   * holder. This replica never creates the Lease or takes a free or expired one;
+   * it starts a term when the controller names it, and its term ends when
+   * `preferredHolder` names another replica.
+   */
+  coordinated?: boolean;
 }
 
 /**
@@ -166,6 +187,10 @@ export interface ReadInput {
  * missing Lease is created only once the last record seen has expired, as if it
  * still stood. A live record that names this identity but is none of its own
  * writes is waited out like any other (another process may share the identity).
+ *
+ * Under coordinated election a follower only waits, adopts its own lost write,
+ * or takes over a record the controller wrote naming it (`named`); the leader
+ * stops when `preferredHolder` names someone else.
  *
  * @example Usage
  * ```ts
@@ -179,16 +204,23 @@ export function decideOnRead(i: ReadInput): ReadDecision {
   const o = i.read;
   if (!o) {
     if (i.leading) return { action: "stop", reason: "lease-deleted" };
+    if (i.coordinated) return { action: "wait" }; // the controller creates it
     if (i.last && heldByOther(i.last, i.now)) return { action: "wait" };
     return { action: "create" };
   }
   if (i.leading) {
     if (!o.record) return { action: "stop", reason: "lease-malformed" };
     if (o.holder !== i.identity) return { action: "stop", reason: "lease-taken" };
+    if (i.coordinated && o.preferredHolder && o.preferredHolder !== i.identity) {
+      return { action: "stop", reason: "preferred-holder" };
+    }
     return { action: "renew" };
   }
   const r = o.record;
   if (r && r.holderIdentity === i.identity && i.ownWrites.some((w) => sameRecord(r, w))) return { action: "adopt" };
+  if (i.coordinated) {
+    return r && r.holderIdentity === i.identity && o.named ? { action: "take-over" } : { action: "wait" };
+  }
   if (heldByOther(o, i.now)) return { action: "wait" };
   return { action: "take-over" };
 }
@@ -211,7 +243,8 @@ export interface WaitInput {
 
 /**
  * When a follower should attempt next: at once (after any Retry-After) when the
- * Lease turned free or was deleted since the last attempt; at the observed expiry
+ * Lease turned free or was deleted since the last attempt (or, under coordinated
+ * election, the controller named this replica); at the observed expiry
  * while a claim runs (polling meanwhile only without a watch); else at `pollAt`.
  *
  * @example Usage
@@ -225,7 +258,8 @@ export interface WaitInput {
 export function nextAttemptAt(i: WaitInput): number {
   const earliest = i.start + i.retryAfterMs;
   const o = i.observed;
-  if (o && (o.holder === "" || o.deleted) && i.changed) return earliest;
+  // Free, deleted, or (coordinated) this replica named by the controller: go now.
+  if (o && (o.holder === "" || o.deleted || o.named) && i.changed) return earliest;
   if (o && o.holder !== "") {
     const exp = expiresAt(o);
     if (exp > i.start) return Math.max(earliest, i.watching ? exp : Math.min(exp, i.pollAt));
@@ -262,7 +296,7 @@ export function graceMs(lastRenew: number, leaseDuration: number, now: number): 
  * ```
  */
 export function mayRelease(
-  reason: "shutdown" | "renew-deadline" | "lease-taken" | "lease-deleted" | "lease-malformed",
+  reason: "shutdown" | "renew-deadline" | "lease-taken" | "lease-deleted" | "lease-malformed" | "preferred-holder",
   settled: boolean,
   releaseOnCancel: boolean,
 ): boolean {

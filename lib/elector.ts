@@ -98,7 +98,13 @@ export interface LeaderContext {
 }
 
 /** Why leadership ended, given to `onStoppedLeading` and in the `stopped` event. */
-export type StopReason = "shutdown" | "renew-deadline" | "lease-taken" | "lease-deleted" | "lease-malformed";
+export type StopReason =
+  | "shutdown"
+  | "renew-deadline"
+  | "lease-taken"
+  | "lease-deleted"
+  | "lease-malformed"
+  | "preferred-holder";
 
 /** Options of {@linkcode LeaderElector}. Durations are in milliseconds. */
 export interface LeaderElectorOptions {
@@ -120,6 +126,16 @@ export interface LeaderElectorOptions {
   releaseOnCancel?: boolean;
   /** Contend again after losing leadership (client-go's `Run` is one-shot). @default true */
   recontend?: boolean;
+  /**
+   * Coordinated leader election (KEP-4355): the API server's election controller
+   * picks the holder among the LeaseCandidates (keep one with
+   * {@linkcode LeaseCandidateKeeper}). This replica then never creates the Lease
+   * nor takes a free or expired one; it starts a term when the controller writes
+   * it in, and ends its term at once (abort, wait for the work, release) when
+   * `spec.preferredHolder` names another replica. Every write keeps
+   * `spec.strategy`. @default false
+   */
+  coordinated?: boolean;
   /**
    * Followers watch the Lease (if the API supports it) instead of polling. A
    * follower opens at most one watch per second: after a watch that ended (or
@@ -223,7 +239,7 @@ export class LeadershipLostError extends LeaseholdError {
 /** The outcome of one acquire-or-renew attempt. */
 type Attempt =
   | Acquired
-  | { kind: "held" | "lost-taken" | "lost-deleted" | "lost-malformed" };
+  | { kind: "held" | "lost-taken" | "lost-deleted" | "lost-malformed" | "lost-preferred" };
 
 /** A successful write that makes (or keeps) this replica the holder. */
 interface Acquired {
@@ -382,6 +398,10 @@ export class LeaderElector extends EventTarget {
   #lastRenew = 0;
   #running = false;
   #wake?: () => void;
+  /** Whether a read of the Lease has answered (found or not): later changes are news, not start-up state. */
+  #readOnce = false;
+  /** Cuts the leader's wait between renewals short (coordinated election: another preferred holder). */
+  #leaderWake?: AbortController;
   #watchHealthy = false;
   #lastError = "";
   #requestTimeout: number;
@@ -521,9 +541,11 @@ export class LeaderElector extends EventTarget {
 
   // ---- observation ---------------------------------------------------------
 
-  #observe(lease: Lease, at: number): Observed {
+  #observe(lease: Lease, at: number, own = false): Observed {
     const r = readRecord(lease);
-    const key = JSON.stringify(r.ok ? r.record : { broken: lease.spec ?? null });
+    const ph = lease.spec?.preferredHolder;
+    const preferredHolder = typeof ph === "string" && ph !== "" ? ph : undefined;
+    const key = JSON.stringify(r.ok ? { ...r.record, preferredHolder } : { broken: lease.spec ?? null });
     if (this.#observed?.key === key) {
       this.#observed.lease = lease;
       this.#observed.deleted = false;
@@ -539,6 +561,8 @@ export class LeaderElector extends EventTarget {
       );
     }
     this.#changes++;
+    const named = !!this.#opts.coordinated && !own && r.ok && r.record.holderIdentity === this.identity &&
+      this.#readOnce;
     this.#observed = {
       lease,
       key,
@@ -546,9 +570,17 @@ export class LeaderElector extends EventTarget {
       holder: r.ok ? r.record.holderIdentity : (r.holderIdentity ?? "<malformed>"),
       durationMs: r.ok ? r.record.leaseDurationSeconds * 1000 : this.leaseDuration,
       at,
+      preferredHolder,
+      named,
     };
     this.#reportLeader();
+    if (this.#leading && this.#preferredOther(this.#observed)) this.#leaderWake?.abort();
     return this.#observed;
+  }
+
+  /** Under coordinated election: the controller prefers another holder. */
+  #preferredOther(o: Observation | undefined): boolean {
+    return !!this.#opts.coordinated && !!o?.preferredHolder && o.preferredHolder !== this.identity;
   }
 
   #observeDeleted(): void {
@@ -614,7 +646,7 @@ export class LeaderElector extends EventTarget {
 
   /** Our own write succeeded: the claim counts from before the request was sent. */
   #written(lease: Lease, sent: LeaderElectionRecord, start: number): Acquired {
-    const o = this.#observe(lease, start);
+    const o = this.#observe(lease, start, true);
     o.at = start;
     this.#lastRenew = start;
     const r = readRecord(lease);
@@ -659,7 +691,9 @@ export class LeaderElector extends EventTarget {
     const wall = formatMicroTime(this.#clock.wallTime());
     const remaining = () => budget - (this.#clock.now() - start);
     const o = this.#observed;
-    const fast = fastPath(this.identity, this.#leading, o);
+    // Under coordinated election a leader that sees another preferred holder ends its term.
+    if (this.#leading && this.#preferredOther(o)) return { kind: "lost-preferred" };
+    const fast = fastPath(this.identity, this.#leading, o, this.#opts.coordinated);
     // 1. Fast path: the leader PUTs its cached object; resourceVersion guards it.
     if (o?.record && fast === "renew") {
       const sent = this.#desired(o.record, true, wall);
@@ -708,6 +742,7 @@ export class LeaderElector extends EventTarget {
     const now = this.#clock.now();
     const last = this.#observed;
     const seen = lease ? this.#observe(lease, now) : undefined;
+    this.#readOnce = true;
     // 3. Decide (see decideOnRead): renew, take over, adopt a lost write, create, wait or stop.
     const d = decideOnRead({
       identity: this.identity,
@@ -716,6 +751,7 @@ export class LeaderElector extends EventTarget {
       last,
       now,
       ownWrites: this.#pendingAcquires,
+      coordinated: this.#opts.coordinated,
     });
     if (d.action === "wait") return HELD;
     if (d.action === "stop") {
@@ -724,6 +760,8 @@ export class LeaderElector extends EventTarget {
           ? "lost-taken"
           : d.reason === "lease-deleted"
           ? "lost-deleted"
+          : d.reason === "preferred-holder"
+          ? "lost-preferred"
           : "lost-malformed",
       };
     }
@@ -1003,7 +1041,7 @@ export class LeaderElector extends EventTarget {
       value: `${rec.leaseTransitions}/${this.identity}`,
     };
     // The acquiring write is what this replica last saw, whatever a watch said meanwhile.
-    this.#observe(won.lease, this.#lastRenew).at = this.#lastRenew;
+    this.#observe(won.lease, this.#lastRenew, true).at = this.#lastRenew;
     this.#token = token;
     this.#leadingSince = this.#clock.wallTime().toISOString();
     this.#leading = true;
@@ -1031,7 +1069,19 @@ export class LeaderElector extends EventTarget {
     });
     this.dispatchEvent(new CustomEvent("started", { detail: token }));
 
-    const reason = await this.#renewLoop(stop);
+    // Under coordinated election the leader watches too: the controller moves
+    // leadership by setting preferredHolder, and the term should end at once.
+    const leaderWatch = new AbortController();
+    if (this.#opts.coordinated && (this.#opts.watch ?? true) && this.#api.watch) {
+      const linked = linkSignals([stop, leaderWatch.signal]);
+      this.#watchLoop(linked.signal).catch(() => {}).finally(() => linked.dispose());
+    }
+    let reason: StopReason;
+    try {
+      reason = await this.#renewLoop(stop);
+    } finally {
+      leaderWatch.abort();
+    }
 
     // Stop leading: flip the state, abort the work and say so, all at once; then
     // wait for the work, bounded by the time left before another replica could
@@ -1046,6 +1096,7 @@ export class LeaderElector extends EventTarget {
       "lease-taken": `the lease was taken by ${this.#observed?.holder}`,
       "lease-deleted": "the lease was deleted",
       "lease-malformed": "the lease was overwritten with a malformed record",
+      "preferred-holder": `the election controller prefers ${this.#observed?.preferredHolder} as holder`,
     };
     leaderCtl.abort(new LeadershipLostError(reason, messages[reason], graceMs));
     this.#log.info("stopped leading", { reason, detail: messages[reason], graceMs: Math.round(graceMs) });
@@ -1082,10 +1133,17 @@ export class LeaderElector extends EventTarget {
     for (;;) {
       let left = this.#lastRenew + this.renewDeadline - this.#clock.now();
       if (left <= 0) return "renew-deadline";
+      if (this.#preferredOther(this.#observed)) return "preferred-holder";
+      const wake = this.#leaderWake = new AbortController();
+      const linked = linkSignals([stop, wake.signal]);
       try {
-        await this.#clock.sleep(clampDelay(Math.min(wait, left), 1), stop);
+        await this.#clock.sleep(clampDelay(Math.min(wait, left), 1), linked.signal);
       } catch {
-        return "shutdown";
+        if (stop.aborted) return "shutdown";
+        if (this.#preferredOther(this.#observed)) return "preferred-holder";
+      } finally {
+        linked.dispose();
+        this.#leaderWake = undefined;
       }
       left = this.#lastRenew + this.renewDeadline - this.#clock.now();
       if (left <= 0) return "renew-deadline";
@@ -1108,6 +1166,8 @@ export class LeaderElector extends EventTarget {
             return "lease-deleted";
           case "lost-malformed":
             return "lease-malformed";
+          case "lost-preferred":
+            return "preferred-holder";
         }
         wait = this.retryPeriod / 2;
       } catch (e) {
