@@ -121,3 +121,62 @@ serverTest(
     assert.equal(left.items.length, 0, "candidates are deleted when stopped");
   },
 );
+
+serverTest(
+  "coordinated: the controller names the oldest candidate; a newer leader hands over at once when an older one joins",
+  {
+    timeout: 120000,
+  },
+  async (_t, info: Info) => {
+    const ns = await freshNamespace(info, "clh");
+    const id = await podIdentity(info, ns, "clh-lease");
+    const lease = await leaseApiFor(id.dir, id.env, "clh-lease");
+    const stop = new AbortController();
+    const runs: Promise<void>[] = [];
+    const work: { id: string; start: number; end?: number }[] = [];
+    const join = (identity: string, version: string) => {
+      const keeper = new LeaseCandidateKeeper({
+        client: lease.client,
+        namespace: ns,
+        leaseName: "clh-lease",
+        identity,
+        binaryVersion: version,
+        pollMs: 300,
+      });
+      const elector = new LeaderElector({
+        lease,
+        identity,
+        ...FAST,
+        coordinated: true,
+        onStartedLeading: async ({ signal }) => {
+          const w: { id: string; start: number; end?: number } = { id: identity, start: Date.now() };
+          work.push(w);
+          await new Promise((r) => signal.addEventListener("abort", r, { once: true }));
+          w.end = Date.now();
+        },
+      });
+      runs.push(keeper.run(stop.signal), elector.run(stop.signal));
+      return elector;
+    };
+    try {
+      const newer = join("v15", "1.5.0");
+      await until("the only candidate named and leading", 30000, () => Promise.resolve(newer.isLeader || undefined));
+      const l1 = await lease.get();
+      assert.equal(l1?.spec?.holderIdentity, "v15");
+      assert.equal(l1?.spec?.strategy, "OldestEmulationVersion");
+      const older = join("v14", "1.4.0");
+      await until("the older candidate leading", 30000, () => Promise.resolve(older.isLeader || undefined));
+      assert.equal(newer.isLeader, false);
+      const [first, second] = work;
+      assert.equal(first.id, "v15");
+      assert.equal(second.id, "v14");
+      assert.ok(first.end !== undefined && second.start >= first.end, "the terms do not overlap");
+      const handOver = second.start - first.end!;
+      assert.ok(handOver < 5000, `hand-over ${handOver} ms after the newer leader's work stopped`);
+      console.error(`coordinated hand-over: ${handOver} ms from the old leader's work stopping to the new one's start`);
+    } finally {
+      stop.abort();
+      await Promise.all(runs);
+    }
+  },
+);
