@@ -187,3 +187,23 @@ test("configuration found bad at start exits 2, not 1: namespace file, CA PEM, t
     assert.match(String(err?.error), why);
   }
 });
+
+test("--coordinated needs --binary-version; --emulation-version defaults to it; --events is on by default", () => {
+  assert.throws(() => settings(["--identity", "a", "--coordinated"]), /--coordinated needs --binary-version/);
+  assert.throws(
+    () => settings(["--identity", "a", "--coordinated", "--binary-version", "v1.2.3"]),
+    /without "v"/,
+  );
+  assert.deepEqual(settings(["--identity", "a", "--coordinated", "--binary-version", "1.4.0"]).coordinated, {
+    binaryVersion: "1.4.0",
+    emulationVersion: "1.4.0",
+  });
+  assert.deepEqual(
+    settings(["--identity", "a"], { COORDINATED: "true", BINARY_VERSION: "1.5.0", EMULATION_VERSION: "1.4.0" })
+      .coordinated,
+    { binaryVersion: "1.5.0", emulationVersion: "1.4.0" },
+  );
+  assert.equal(settings(["--identity", "a"]).coordinated, undefined);
+  assert.equal(settings(["--identity", "a"]).events, true);
+  assert.equal(settings(["--identity", "a"], { EVENTS: "false" }).events, false);
+});
