@@ -6,7 +6,7 @@
  */
 
 import { InvalidResponseError, isNotFound, TimeoutError } from "./errors.ts";
-import type { KubeClient } from "./kube_client.ts";
+import type { KubeClient, RequestIntent } from "./kube_client.ts";
 import type { Lease } from "./lease.ts";
 
 /** One event of a Lease watch. */
@@ -162,72 +162,115 @@ export class KubeLeaseApi implements LeaseApi {
       timeoutSeconds: "300",
     });
     if (resourceVersion) q.set("resourceVersion", resourceVersion);
-    const res = await this.#client.stream(`${this.#path(false)}?${q}`, { signal, intent: this.#intent("watch") });
-    if (!res.body) return;
-    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-    const onAbort = () => reader.cancel().catch(() => {});
-    signal.addEventListener("abort", onAbort, { once: true });
-    const clock = this.#client.clock;
-    const idleMs = this.#idleMs;
-    const where = `watch lease ${this.namespace}/${this.name}`;
-    let buf = "";
-    try {
-      for (;;) {
-        const idle = new AbortController();
-        const silent = clock.sleep(idleMs, idle.signal).then(() => true, () => false);
-        let next: ReadableStreamReadResult<string> | boolean;
-        try {
-          next = await Promise.race([reader.read(), silent]);
-        } finally {
-          idle.abort();
-        }
-        if (signal.aborted) throw signal.reason;
-        if (typeof next === "boolean") {
-          this.#client.resetConnections();
-          throw new TimeoutError(
-            `${where}: nothing arrived for ${idleMs} ms (the API server sends a bookmark about every minute); the connection is presumed dead and is reopened`,
+    yield* watchStream(this.#client, `${this.#path(false)}?${q}`, {
+      signal,
+      intent: this.#intent("watch"),
+      idleMs: this.#idleMs,
+      where: `watch lease ${this.namespace}/${this.name}`,
+    });
+  }
+}
+
+/** Options of {@linkcode watchStream}. */
+export interface WatchStreamOptions {
+  /** Ends the stream. */
+  signal: AbortSignal;
+  /** For error messages (403 names the verb). */
+  intent: RequestIntent;
+  /** Silence after which the connection is presumed dead (ms). */
+  idleMs: number;
+  /** What is watched, for error messages, e.g. `watch lease ns/name`. */
+  where: string;
+}
+
+/**
+ * Reads one Kubernetes watch stream of Leases (JSON lines) from `path`: yields
+ * ADDED, MODIFIED, DELETED and BOOKMARK events; an ERROR event throws
+ * {@linkcode WatchExpiredError}; a stream silent for `idleMs` throws a
+ * `TimeoutError` and drops the client's pooled connections; a stream cut inside
+ * an event throws.
+ *
+ * @example Usage
+ * ```ts
+ * import { KubeClient, watchStream } from "@leasehold/leasehold";
+ * const body = '{"type":"ADDED","object":{"metadata":{"name":"a","resourceVersion":"7"}}}\n';
+ * const client = new KubeClient({ server: "https://k", fetch: () => Promise.resolve(new Response(body)) });
+ * const signal = new AbortController().signal;
+ * for await (const ev of watchStream(client, "/x", { signal, intent: { verb: "watch", resource: "leases" }, idleMs: 1000, where: "watch" })) {
+ *   console.log(ev.type, ev.object.metadata.name); // ADDED a
+ * }
+ * ```
+ */
+export async function* watchStream(
+  client: KubeClient,
+  path: string,
+  o: WatchStreamOptions,
+): AsyncIterable<LeaseWatchEvent> {
+  const res = await client.stream(path, { signal: o.signal, intent: o.intent });
+  if (!res.body) return;
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  const onAbort = () => reader.cancel().catch(() => {});
+  o.signal.addEventListener("abort", onAbort, { once: true });
+  const clock = client.clock;
+  const idleMs = o.idleMs;
+  const where = o.where;
+  let buf = "";
+  try {
+    for (;;) {
+      const idle = new AbortController();
+      const silent = clock.sleep(idleMs, idle.signal).then(() => true, () => false);
+      let next: ReadableStreamReadResult<string> | boolean;
+      try {
+        next = await Promise.race([reader.read(), silent]);
+      } finally {
+        idle.abort();
+      }
+      if (o.signal.aborted) throw o.signal.reason;
+      if (typeof next === "boolean") {
+        client.resetConnections();
+        throw new TimeoutError(
+          `${where}: nothing arrived for ${idleMs} ms (the API server sends a bookmark about every minute); the connection is presumed dead and is reopened`,
+        );
+      }
+      const { done, value } = next;
+      if (done) {
+        if (buf.trim()) {
+          throw new InvalidResponseError(
+            `${where}: the stream ended inside an event (${buf.length} characters without a closing newline); the connection was cut, reconnecting`,
           );
         }
-        const { done, value } = next;
-        if (done) {
-          if (buf.trim()) {
-            throw new InvalidResponseError(
-              `${where}: the stream ended inside an event (${buf.length} characters without a closing newline); the connection was cut, reconnecting`,
-            );
-          }
-          return;
-        }
-        buf += value;
-        if (buf.length > 1 << 20) throw new InvalidResponseError(`${where}: a single event exceeded 1 MiB`);
-        let nl: number;
-        while ((nl = buf.indexOf("\n")) >= 0) {
-          const line = buf.slice(0, nl).trim();
-          buf = buf.slice(nl + 1);
-          if (!line) continue;
-          let ev: { type?: string; object?: unknown };
-          try {
-            ev = JSON.parse(line);
-          } catch {
-            throw new InvalidResponseError(`${where}: a line is not JSON: ${JSON.stringify(line.slice(0, 80))}`);
-          }
-          if (ev.type === "ERROR") {
-            const st = ev.object as { code?: number; message?: string; reason?: string } | undefined;
-            throw new WatchExpiredError(
-              `watch ended by the server: ${st?.code ?? "?"} ${st?.reason ?? ""} ${st?.message ?? ""}`.trim(),
-              st?.code,
-            );
-          }
-          if (ev.type !== "ADDED" && ev.type !== "MODIFIED" && ev.type !== "DELETED" && ev.type !== "BOOKMARK") {
-            continue;
-          }
-          if (!ev.object || typeof ev.object !== "object") continue;
-          yield { type: ev.type, object: ev.object as Lease };
-        }
+        return;
       }
-    } finally {
-      signal.removeEventListener("abort", onAbort);
-      reader.cancel().catch(() => {});
+      buf += value;
+      if (buf.length > 1 << 20) throw new InvalidResponseError(`${where}: a single event exceeded 1 MiB`);
+      let nl: number;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, nl).trim();
+        buf = buf.slice(nl + 1);
+        if (!line) continue;
+        let ev: { type?: string; object?: unknown };
+        try {
+          ev = JSON.parse(line);
+        } catch {
+          throw new InvalidResponseError(`${where}: a line is not JSON: ${JSON.stringify(line.slice(0, 80))}`);
+        }
+        if (ev.type === "ERROR") {
+          const st = ev.object as { code?: number; message?: string; reason?: string } | undefined;
+          throw new WatchExpiredError(
+            `watch ended by the server: ${st?.code ?? "?"} ${st?.reason ?? ""} ${st?.message ?? ""}`.trim(),
+            st?.code,
+          );
+        }
+        if (ev.type !== "ADDED" && ev.type !== "MODIFIED" && ev.type !== "DELETED" && ev.type !== "BOOKMARK") {
+          continue;
+        }
+        if (!ev.object || typeof ev.object !== "object") continue;
+        yield { type: ev.type, object: ev.object as Lease };
+      }
     }
+  } finally {
+    o.signal.removeEventListener("abort", onAbort);
+    reader.cancel().catch(() => {});
   }
 }
 

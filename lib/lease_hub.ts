@@ -16,7 +16,9 @@
 import { type Clock, systemClock } from "./clock.ts";
 import { errorKind, LeaseholdError } from "./errors.ts";
 import type { Lease } from "./lease.ts";
-import type { LeaseApi, LeaseWatchEvent } from "./lease_api.ts";
+import { type LeaseApi, type LeaseWatchEvent, watchStream } from "./lease_api.ts";
+import { DEFAULT_WATCH_IDLE_TIMEOUT_MS } from "./lease_api.ts";
+import type { KubeClient } from "./kube_client.ts";
 import { type Logger, silentLogger } from "./log.ts";
 
 /** Where the hub gets the Leases from: one LIST, then a WATCH from its resourceVersion. */
@@ -294,4 +296,58 @@ export class LeaseWatchHub {
       if (subs.size === 0) this.#subs.delete(name);
     }
   }
+}
+
+/**
+ * The LIST + WATCH of the Leases that carry `label` in `namespace`, through one
+ * client: the source of a {@linkcode LeaseWatchHub} against a real API server.
+ * RBAC: `list` and `watch` on `leases` in the namespace (not limited by name).
+ *
+ * @example Usage
+ * ```ts
+ * import { KubeClient, kubeLeaseListSource, LeaseWatchHub } from "@leasehold/leasehold";
+ * const client = new KubeClient({ server: "https://127.0.0.1:6443" });
+ * const label = { key: "leasehold.dev/group", value: "shards" };
+ * const hub = new LeaseWatchHub({ source: kubeLeaseListSource(client, "default", label), label });
+ * console.log(hub.synced); // false until run() has listed
+ * ```
+ */
+export function kubeLeaseListSource(
+  client: KubeClient,
+  namespace: string,
+  label: { key: string; value: string },
+  options: { watchIdleTimeoutMs?: number } = {},
+): LeaseListSource {
+  const base = `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/leases`;
+  const labelSelector = `${label.key}=${label.value}`;
+  const intent = (verb: string) => ({ verb, resource: "leases.coordination.k8s.io", namespace });
+  return {
+    async list(signal) {
+      const q = new URLSearchParams({ labelSelector });
+      const v = await client.request("GET", `${base}?${q}`, { signal, intent: intent("list") }) as {
+        items?: unknown;
+        metadata?: { resourceVersion?: unknown };
+      };
+      const rv = v?.metadata?.resourceVersion;
+      if (!Array.isArray(v?.items) || typeof rv !== "string") {
+        throw new LeaseholdError(`list leases in ${namespace}: the answer is not a LeaseList`);
+      }
+      return { items: v.items as Lease[], resourceVersion: rv };
+    },
+    watch(resourceVersion, signal) {
+      const q = new URLSearchParams({
+        watch: "1",
+        labelSelector,
+        allowWatchBookmarks: "true",
+        timeoutSeconds: "300",
+        resourceVersion,
+      });
+      return watchStream(client, `${base}?${q}`, {
+        signal,
+        intent: intent("watch"),
+        idleMs: options.watchIdleTimeoutMs ?? DEFAULT_WATCH_IDLE_TIMEOUT_MS,
+        where: `watch leases ${labelSelector} in ${namespace}`,
+      });
+    },
+  };
 }
