@@ -46,6 +46,11 @@ export interface BenchResults {
   };
   targets?: Target[];
   failures: string[];
+  /** With --merge: the benchmarks kept from an earlier run, and that run. */
+  merged?: {
+    kept: string[];
+    from: { startedAt: string; command: string; wallSeconds: number; loadAverageAtStart: number[] };
+  };
 }
 
 const fmt = (v: number | undefined | null, digits = 1): string => {
@@ -69,6 +74,12 @@ function medianOf(xs: (number | undefined)[]): number | undefined {
   const v = xs.filter((x): x is number => typeof x === "number").sort((a, b) => a - b);
   return v.length ? v[Math.ceil(v.length / 2) - 1] : undefined;
 }
+
+/** "deno" from "leasehold (deno, bundle)". */
+const runtimeOf = (impl: string) => /^leasehold \((\w+)/.exec(impl)?.[1] ?? impl;
+
+/** Cold-start target, spawn to the first answer: 150 ms on Deno, 120 ms on Bun and Node. */
+const coldStartLimitMs = (runtime: string) => (runtime === "deno" ? 150 : 120);
 
 export function evaluateTargets(r: BenchResults): Target[] {
   const t: Target[] = [];
@@ -116,17 +127,41 @@ export function evaluateTargets(r: BenchResults): Target[] {
   }
   const m = r.benchmarks.memory;
   if (m) {
-    for (const [rt, v] of Object.entries(m.overheadMiB)) {
+    const byImpl = m.overheadByImplMiB ??
+      Object.fromEntries(Object.entries(m.overheadMiB).map(([rt, v]) => [`leasehold (${rt})`, v]));
+    for (const [impl, v] of Object.entries(byImpl)) {
       if (v === undefined) continue;
+      const rt = runtimeOf(impl);
       t.push({
         benchmark: "memory",
-        target: `overhead over an empty ${rt} program < 5 MB`,
+        target: `${impl}: overhead over an empty ${rt} program < 5 MB`,
         value: `${fmt(v)} MiB`,
         met: v * 1.048576 < 5,
       });
     }
   }
+  const cs = r.benchmarks.coldStart;
+  if (cs) {
+    for (const [impl, x] of Object.entries(cs.summary)) {
+      const v = x.firstAnswer?.median;
+      if (impl === "client-go" || v === undefined) continue;
+      const limit = coldStartLimitMs(runtimeOf(impl));
+      t.push({
+        benchmark: "cold start",
+        target: `${impl}: median to the first answer ≤ ${limit} ms`,
+        value: `${fmt(v)} ms`,
+        met: v <= limit,
+      });
+    }
+  }
   return t;
+}
+
+/** The leasehold implementations among `keys`, the runtimes' main forms first. */
+function leaseholdImpls(values: Record<string, unknown>): string[] {
+  const all = Object.keys(values).filter((k) => k.startsWith("leasehold ("));
+  const rank = (k: string) => ["deno", "bun", "node"].indexOf(runtimeOf(k)) * 2 + (k.includes(",") ? 1 : 0);
+  return all.sort((a, b) => rank(a) - rank(b));
 }
 
 function table(head: string[], rows: string[][], align?: string[]): string {
@@ -152,6 +187,16 @@ export function markdownReport(r: BenchResults): string {
       "faster or cheaper.",
   );
   out.push("");
+  if (r.merged?.kept.length) {
+    const f = r.merged.from;
+    out.push(
+      `Only ${Object.keys(b).filter((k) => !r.merged!.kept.includes(k)).join(", ")} were measured in that run; ` +
+        `${r.merged.kept.join(", ")} come from the run of ${f.startedAt.slice(0, 10)} with \`${f.command}\` ` +
+        `(${fmt(f.wallSeconds / 60, 1)} min; load average ${f.loadAverageAtStart?.[0]?.toFixed(2) ?? "?"} at ` +
+        "its start), on the same machine.",
+    );
+    out.push("");
+  }
 
   const rows: string[][] = [];
   const h = b.handover;
@@ -203,12 +248,14 @@ export function markdownReport(r: BenchResults): string {
   const m = b.memory;
   if (m) {
     const cg = m.medianMiB["client-go"];
-    for (const rt of ["deno", "bun", "node"] as const) {
-      const lh = m.medianMiB[`leasehold (${rt})`];
-      if (lh === undefined) continue;
+    for (const impl of leaseholdImpls(m.medianMiB)) {
+      const lh = m.medianMiB[impl];
+      const rt = runtimeOf(impl) as "deno" | "bun" | "node";
+      const main = impl === `leasehold (${rt})`;
       rows.push([
-        `4. Memory, idle follower on ${rt[0].toUpperCase() + rt.slice(1)}`,
-        `RSS MiB (overhead ${fmt(m.overheadMiB[rt], 1)}; library only ${fmt(m.libraryOverheadMiB?.[rt], 1)})`,
+        `4. Memory, idle follower, ${impl.replace(/^leasehold \((.*)\)$/, "$1")}`,
+        `RSS MiB (overhead ${fmt(m.overheadByImplMiB?.[impl] ?? m.overheadMiB[rt], 1)}` +
+        `${main ? `; library only ${fmt(m.libraryOverheadMiB?.[rt], 1)}` : ""})`,
         fmt(lh),
         fmt(cg),
         ratio(lh, cg),
@@ -227,7 +274,7 @@ export function markdownReport(r: BenchResults): string {
         fmt(s.firstAnswer?.median),
         fmt(cg),
         ratio(s.firstAnswer?.median, cg),
-        "",
+        `≤ ${coldStartLimitMs(runtimeOf(k))} ms`,
       ]);
     }
   }
@@ -409,16 +456,20 @@ export function markdownReport(r: BenchResults): string {
         "client-go MiB",
         "entrypoint/client-go",
       ],
-      (["deno", "bun", "node"] as const).filter((rt) => m.medianMiB[`leasehold (${rt})`] !== undefined).map((rt) => [
-        rt,
-        fmt(m.medianMiB[`leasehold (${rt})`]),
-        fmt(m.medianMiB[`library (${rt})`]),
-        fmt(m.medianMiB[`baseline (${rt})`]),
-        fmt(m.overheadMiB[rt]),
-        fmt(m.libraryOverheadMiB?.[rt]),
-        fmt(m.medianMiB["client-go"]),
-        ratio(m.medianMiB[`leasehold (${rt})`], m.medianMiB["client-go"]),
-      ]),
+      leaseholdImpls(m.medianMiB).map((impl) => {
+        const rt = runtimeOf(impl) as "deno" | "bun" | "node";
+        const main = impl === `leasehold (${rt})`;
+        return [
+          main ? rt : impl.replace(/^leasehold \((.*)\)$/, "$1"),
+          fmt(m.medianMiB[impl]),
+          main ? fmt(m.medianMiB[`library (${rt})`]) : "",
+          fmt(m.medianMiB[`baseline (${rt})`]),
+          fmt(m.overheadByImplMiB?.[impl] ?? m.overheadMiB[rt]),
+          main ? fmt(m.libraryOverheadMiB?.[rt]) : "",
+          fmt(m.medianMiB["client-go"]),
+          ratio(m.medianMiB[impl], m.medianMiB["client-go"]),
+        ];
+      }),
     ));
     out.push("");
   }
