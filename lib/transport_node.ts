@@ -10,6 +10,7 @@ import * as http from "node:http";
 import * as https from "node:https";
 import { Readable } from "node:stream";
 import type { FetchLike } from "./kube_client.ts";
+import { headerRecord, ResponseHeaders, StreamResponse } from "./node_response.ts";
 import type { TlsOptions } from "./transport.ts";
 
 /**
@@ -34,24 +35,23 @@ export function nodeFetch(tls: TlsOptions): FetchLike {
   const plain = new http.Agent({ keepAlive: true });
   return (input, init = {}) =>
     new Promise<Response>((resolve, reject) => {
-      const url = new URL(input instanceof Request ? input.url : String(input));
+      const url = new URL(typeof input === "string" || input instanceof URL ? input : input.url);
       const method = init.method ?? "GET";
-      const headers: Record<string, string> = {};
-      new Headers(init.headers).forEach((v, k) => (headers[k] = v));
+      const headers = headerRecord(init.headers);
       const body = typeof init.body === "string" ? init.body : undefined;
       if (body !== undefined) headers["content-length"] = String(Buffer.byteLength(body));
       const signal = init.signal ?? undefined;
       if (signal?.aborted) return reject(signal.reason);
       const mod = url.protocol === "http:" ? http : https;
       const req = mod.request(url, { method, headers, agent: url.protocol === "http:" ? plain : agent }, (res) => {
-        const out = new Headers();
-        for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) out.append(res.rawHeaders[i], res.rawHeaders[i + 1]);
         const status = res.statusCode ?? 502;
         const noBody = status === 204 || status === 304 || method === "HEAD";
         if (noBody) res.resume();
         const stream = noBody ? null : (Readable.toWeb(res) as unknown as ReadableStream<Uint8Array>);
         signal?.addEventListener("abort", () => res.destroy(signal.reason), { once: true });
-        resolve(new Response(stream, { status, statusText: res.statusMessage, headers: out }));
+        // Not the global Response: on Node 20 that loads undici (see node_response.ts).
+        const out = new StreamResponse(stream, status, res.statusMessage ?? "", new ResponseHeaders(res.rawHeaders));
+        resolve(out as unknown as Response);
       });
       const onAbort = () => req.destroy(signal?.reason);
       signal?.addEventListener("abort", onAbort, { once: true });
