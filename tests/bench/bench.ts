@@ -8,7 +8,7 @@
 //   --render        only re-render results.md and handover.svg from results.json
 //   --out DIR       where results.json, results.md and handover.svg go (default: tests/bench
 //                   for a complete full run, else a new temporary directory, printed at the end)
-//   --only a,b      run only some of: footprint, handover, failover, load, scale
+//   --only a,b      run only some of: footprint, phases, handover, failover, load, scale
 //   --compare REF   also measure the entrypoint of the tree at git REF in the memory and
 //                   cold-start benchmarks (before/after in the same run)
 //   --merge         keep the other benchmarks of the results.json in --out (default tests/bench)
@@ -38,6 +38,7 @@ import {
   type ServerInfo,
 } from "./common.ts";
 import { footprint } from "./footprint.ts";
+import { startupPhases } from "./phases.ts";
 import { steadyLoad } from "./load.ts";
 import { CLIENT_GO, LEASEHOLD_DENO } from "./replicas.ts";
 import { type BenchResults, evaluateTargets, handoverSvg, markdownReport } from "./report.ts";
@@ -48,7 +49,7 @@ import { buildNode, bundleEntrypoint, compileEntrypoint, exportTree } from "./bu
 import type { Impl } from "./replicas.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, "");
-const ALL = ["footprint", "handover", "failover", "load", "scale"] as const;
+const ALL = ["footprint", "phases", "handover", "failover", "load", "scale"] as const;
 
 function parseCli(args: string[]) {
   let smoke = false, render = false, merge = false, out: string | undefined, only: string[] = [...ALL];
@@ -88,6 +89,7 @@ function plan(smoke: boolean) {
       idleMs: 5000,
       samples: 2,
       coldRuns: 1,
+      phaseRuns: 1,
       leaseCounts: [10],
       replicaCounts: [10],
       clientGoReplicas: 10,
@@ -97,10 +99,11 @@ function plan(smoke: boolean) {
       handoverRuns: 10,
       failoverRuns: 8,
       loadWindowMs: 60000,
-      memoryRounds: 2,
+      memoryRounds: 3,
       idleMs: 10000,
       samples: 5,
-      coldRuns: 5,
+      coldRuns: 9,
+      phaseRuns: 7,
       leaseCounts: [10, 100, 1000],
       replicaCounts: [10, 50],
       clientGoReplicas: 10,
@@ -286,6 +289,11 @@ async function main() {
       results.benchmarks.memory = fp.memory;
       results.benchmarks.coldStart = fp.coldStart;
     }
+    results.benchmarks.phases = await run(
+      "phases",
+      "4+5, taken apart: time and memory of each start-up phase",
+      () => startupPhases(ctx, { runs: p.phaseRuns, idleMs: 300, before: compare }),
+    );
     results.benchmarks.handover = await run(
       "handover",
       "1. graceful hand-over (SIGTERM), default timings",

@@ -18,7 +18,16 @@ import { rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { apiServer, freshNamespace, podIdentity } from "../env/testenv.mjs";
-import { DEFAULT_TIMINGS, killAll, type PodIdentity, Proc, quantile, round, type ServerInfo } from "./common.ts";
+import {
+  type BenchContext,
+  DEFAULT_TIMINGS,
+  killAll,
+  type PodIdentity,
+  Proc,
+  quantile,
+  round,
+  type ServerInfo,
+} from "./common.ts";
 import { CLIENT_GO, startReplica } from "./replicas.ts";
 import { buildNode, bundleEntrypoint, exportTree } from "./builds.ts";
 
@@ -71,7 +80,13 @@ function parse(args: string[]) {
   return o;
 }
 
-function configs(tree: Tree, o: ReturnType<typeof parse>, server: ServerInfo, sa: PodIdentity, lease: string) {
+function configs(
+  tree: Tree,
+  o: { runtimes: string[]; modes: string[]; idleMs: number },
+  server: ServerInfo,
+  sa: PodIdentity,
+  lease: string,
+) {
   const out: Config[] = [];
   const bun = join(ROOT, "node_modules", ".bin", "bun");
   for (const rt of o.runtimes) {
@@ -157,79 +172,124 @@ function summarise(runs: Mark[][]): PhaseRow[] {
   });
 }
 
+/** What {@linkcode startupPhases} measured. */
+export interface PhasesResult {
+  runs: number;
+  idleMs: number;
+  loadAverageAtStart: number[];
+  loadAverageAtEnd: number[];
+  /** By configuration ("deno steps (now)", "node-bundle main (main)", "bun empty", …). */
+  summary: Record<string, PhaseRow[]>;
+  errors: string[];
+}
+
+/**
+ * Runs every configuration `runs` times (after one warm-up each), one process
+ * at a time, in a fresh random order each round.
+ */
+export async function startupPhases(
+  ctx: BenchContext,
+  o: { runs: number; idleMs: number; modes?: string[]; runtimes?: string[]; before?: string },
+): Promise<PhasesResult> {
+  const opts = { ...parse([]), ...Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) };
+  const trees: Tree[] = [{ label: "now", dir: ROOT, bundles: {} }];
+  const temps: string[] = [];
+  const errors: string[] = [];
+  const results: Record<string, Mark[][]> = {};
+  const loadStart = Deno.loadavg();
+  const leaseName = "phases-lease";
+  const ns = await ctx.namespace("phases");
+  const sa = await ctx.identity(ns, leaseName);
+  const leader = startReplica(ctx, CLIENT_GO, { identity: "leader", leaseName, sa, timings: DEFAULT_TIMINGS });
+  try {
+    if (opts.before) {
+      const dir = await exportTree(opts.before);
+      temps.push(dir);
+      trees.unshift({ label: opts.before, dir, bundles: {} });
+    }
+    for (const t of trees) {
+      if (opts.runtimes.includes("node")) {
+        t.nodeDist = await buildNode(t.dir, ctx.log);
+        if (t.nodeDist) temps.push(t.nodeDist);
+      }
+      for (const rt of ["deno", "bun", "node"] as const) {
+        if (!opts.runtimes.includes(`${rt}-bundle`)) continue;
+        t.bundles[rt] = await bundleEntrypoint(t.dir, rt, ctx.log);
+        if (t.bundles[rt]) temps.push(dirname(t.bundles[rt]!));
+      }
+    }
+    const all = trees.flatMap((t) => configs(t, opts, ctx.info, sa, leaseName));
+    await leader.leading(30000);
+    ctx.log(`  ${all.length} configurations, ${opts.runs} runs each (+1 warm-up)`);
+    const once = async (c: Config) => {
+      try {
+        return await runOnce(c);
+      } catch (e) {
+        errors.push((e as Error).message);
+        return undefined;
+      }
+    };
+    for (const c of all) await once(c); // warm-up: module caches
+    for (let r = 0; r < opts.runs; r++) {
+      // A fresh order each round, so no configuration always follows the same one.
+      const order = [...all].sort(() => Math.random() - 0.5);
+      for (const c of order) {
+        const marks = await once(c);
+        if (marks) (results[c.name] ??= []).push(marks);
+      }
+      ctx.log(`  round ${r + 1}/${opts.runs} done; load average ${Deno.loadavg()[0]}`);
+    }
+  } finally {
+    await leader.proc.stop();
+    for (const t of temps) await rm(t, { recursive: true, force: true });
+  }
+  const summary: Record<string, PhaseRow[]> = {};
+  for (const [k, runs] of Object.entries(results)) summary[k] = summarise(runs);
+  return {
+    runs: opts.runs,
+    idleMs: opts.idleMs,
+    loadAverageAtStart: loadStart,
+    loadAverageAtEnd: Deno.loadavg(),
+    summary,
+    errors,
+  };
+}
+
 async function main() {
   const o = parse(Deno.args);
   const log = (m: string) => console.error(`[phases] ${m}`);
   const server = (await apiServer()) as ServerInfo & { kill?: () => Promise<void> };
   if (!server) throw new Error("no API server");
-  const trees: Tree[] = [{ label: "now", dir: ROOT, bundles: {} }];
-  const temps: string[] = [];
-  if (o.before) {
-    const dir = await exportTree(o.before);
-    temps.push(dir);
-    trees.unshift({ label: o.before, dir, bundles: {} });
-  }
-  for (const t of trees) {
-    if (o.runtimes.includes("node")) {
-      t.nodeDist = await buildNode(t.dir, log);
-      if (t.nodeDist) temps.push(t.nodeDist);
-    }
-    for (const rt of ["deno", "bun", "node"] as const) {
-      if (!o.runtimes.includes(`${rt}-bundle`)) continue;
-      t.bundles[rt] = await bundleEntrypoint(t.dir, rt, log);
-      if (t.bundles[rt]) temps.push(dirname(t.bundles[rt]!));
-    }
-  }
-  const ns = await freshNamespace(server, "phases");
-  const leaseName = "phases-lease";
-  const sa = (await podIdentity(server, ns, leaseName)) as PodIdentity;
   const ctx = {
     root: ROOT,
     info: server,
     clientgoBin: join(ROOT, ".cache", "bin", "clientgo-elector"),
-  } as unknown as Parameters<typeof startReplica>[0];
-  const leader = startReplica(ctx, CLIENT_GO, { identity: "leader", leaseName, sa, timings: DEFAULT_TIMINGS });
-  const all = trees.flatMap((t) => configs(t, o, server, sa, leaseName));
-  const results: Record<string, Mark[][]> = {};
-  const loadStart = Deno.loadavg();
+    namespace: (prefix: string) => freshNamespace(server, prefix),
+    identity: async (ns: string, lease: string) => (await podIdentity(server, ns, lease)) as PodIdentity,
+    log,
+  } as unknown as BenchContext;
+  let r: PhasesResult;
   try {
-    await leader.leading(30000);
-    log(`${all.length} configurations, ${o.runs} runs each (+1 warm-up); load average ${loadStart.join(" ")}`);
-    for (const c of all) await runOnce(c); // warm-up: module caches
-    for (let r = 0; r < o.runs; r++) {
-      // A fresh order each round, so no configuration always follows the same one.
-      const order = [...all].sort(() => Math.random() - 0.5);
-      for (const c of order) (results[c.name] ??= []).push(await runOnce(c));
-      log(`round ${r + 1}/${o.runs} done; load ${Deno.loadavg()[0]}`);
-    }
+    r = await startupPhases(ctx, o);
   } finally {
-    await leader.proc.stop();
     await killAll();
-    for (const t of temps) await rm(t, { recursive: true, force: true });
   }
-  const summary: Record<string, PhaseRow[]> = {};
-  for (const [k, runs] of Object.entries(results)) summary[k] = summarise(runs);
-  const loadEnd = Deno.loadavg();
   const lines = [
-    `load average ${loadStart[0]} at the start, ${loadEnd[0]} at the end; ${o.runs} runs per configuration`,
+    `load average ${r.loadAverageAtStart[0]} at the start, ${r.loadAverageAtEnd[0]} at the end; ${o.runs} runs each`,
     "",
     "| configuration | phase | ms since spawn | phase ms | RSS MiB | RSS growth MiB |",
     "| --- | --- | ---: | ---: | ---: | ---: |",
   ];
-  for (const [k, rows] of Object.entries(summary)) {
-    rows.forEach((r, i) => {
-      lines.push(`| ${i ? "" : k} | ${r.phase} | ${r.atMs} | ${r.tookMs} | ${round(r.rssMiB, 1)} | ${r.rssDeltaMiB} |`);
+  for (const [k, rows] of Object.entries(r.summary)) {
+    rows.forEach((x, i) => {
+      lines.push(`| ${i ? "" : k} | ${x.phase} | ${x.atMs} | ${x.tookMs} | ${round(x.rssMiB, 1)} | ${x.rssDeltaMiB} |`);
     });
   }
   console.log(lines.join("\n"));
-  if (o.json) {
-    await writeFile(
-      o.json,
-      JSON.stringify({ at: new Date().toISOString(), loadStart, loadEnd, runs: o.runs, summary, results }, null, 1),
-    );
-  }
+  for (const e of r.errors) log(`!!! ${e}`);
+  if (o.json) await writeFile(o.json, JSON.stringify(r, null, 1));
   await server.kill?.();
-  Deno.exit(0);
+  Deno.exit(r.errors.length ? 1 : 0);
 }
 
 if (import.meta.main) {

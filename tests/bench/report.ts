@@ -3,6 +3,7 @@
 import type { ColdStartResult, MemoryResult } from "./footprint.ts";
 import type { LoadResult } from "./load.ts";
 import type { ScaleResult } from "./scale.ts";
+import type { PhasesResult } from "./phases.ts";
 import type { TakeoverResult } from "./takeover.ts";
 import { DEFAULT_TIMINGS, FAST_TIMINGS } from "./common.ts";
 
@@ -42,6 +43,7 @@ export interface BenchResults {
     load?: LoadResult;
     memory?: MemoryResult;
     coldStart?: ColdStartResult;
+    phases?: PhasesResult;
     scale?: ScaleResult;
   };
   targets?: Target[];
@@ -478,7 +480,13 @@ export function markdownReport(r: BenchResults): string {
       `**5. Cold start.** A follower is spawned while a client-go leader holds the Lease; the times run from ` +
         `the spawn to its first log line ("starting"; client-go: "ready") and to the line naming the leader, which ` +
         `follows the first answer from the API server. One process at a time, after one discarded warm-up run per ` +
-        `implementation (so Deno's module cache is warm); ${cs.runs} run(s) each.`,
+        `implementation (so Deno's module cache is warm), then ${cs.runs} round(s) through all implementations in ` +
+        `turn (so a change in the machine's load hits all alike). "bundle" is the entrypoint bundled and minified ` +
+        `into one file (\`deno bundle\`; \`bun build\` for Bun and for Node); "executable" is the single file of ` +
+        `deploy/Dockerfile (\`bun build --compile --minify\`); a git ref names the entrypoint of that older tree, ` +
+        `measured in the same run. Every process starts from a pod-like environment (PATH, HOME, LANG and the ` +
+        `pod's variables only): this machine sets NODE_EXTRA_CA_CERTS to the system bundle, which alone costs Node ` +
+        `about 50 ms per start.`,
     );
     out.push("");
     const cg = cs.summary["client-go"]?.firstAnswer?.median;
@@ -494,6 +502,8 @@ export function markdownReport(r: BenchResults): string {
     ));
     out.push("");
   }
+  const ph = b.phases;
+  if (ph) out.push(...phasesSection(ph));
   if (s) {
     out.push(
       `**6. Scale.** (a) One Deno process runs one LeaderElector per Lease (same identity, all leaders, ` +
@@ -574,6 +584,94 @@ export function markdownReport(r: BenchResults): string {
 }
 
 /** A log-scale dot plot of the hand-over samples, leasehold against client-go. Hand-written SVG. */
+/** The start-up phase tables (tests/bench/phases.ts). */
+function phasesSection(ph: PhasesResult): string[] {
+  const out: string[] = [];
+  const row = (cfg: string, phase: string) => ph.summary[cfg]?.find((r) => r.phase === phase);
+  const cell = (cfg: string, phase: string) => {
+    const r = row(cfg, phase);
+    return r ? `${fmt(r.tookMs)} ms, ${r.rssDeltaMiB >= 0 ? "+" : ""}${fmt(r.rssDeltaMiB, 1)} MiB` : "–";
+  };
+  const rts = ["deno", "bun", "node"].filter((rt) => ph.summary[`${rt} steps (now)`]);
+  out.push(
+    `**4+5, taken apart.** \`tests/bench/phases.mjs\` walks through a replica's start one phase at a time and ` +
+      `reports after each the time and the process's resident set size; each configuration ran ${ph.runs} times ` +
+      `(after a warm-up), one process at a time, in a fresh random order each round (load average ` +
+      `${ph.loadAverageAtStart[0]?.toFixed(2)} at the start, ${ph.loadAverageAtEnd[0]?.toFixed(2)} at the end). ` +
+      `Medians of the time each phase took and of the RSS growth during it. "runtime up" runs from the spawn to ` +
+      `the script's first line (its RSS is the total there); the node: modules are those lib/cli imports, loaded ` +
+      `first so that the next line is the project's own code (Deno and Bun: TypeScript source; Node: the tsc build).`,
+  );
+  out.push("");
+  const steps = [
+    ["start", "runtime up"],
+    ["node: modules of lib/cli", "node: modules of lib/cli"],
+    ["import lib/cli", "lib/cli and the library, own code"],
+    ["config read", "in-cluster config read (token, CA, namespace)"],
+    ["CA parsed", "CA checked (X509Certificate)"],
+    ["client created", "client created (TLS adapter loaded)"],
+    ["first answer", "first answer: TLS handshake + GET Lease"],
+    ["watch answered", "watch opened, first event"],
+  ];
+  const rtCfg = (rt: string) => `${rt} steps (now)`;
+  const idle = (cfg: string) => row(cfg, "idle")?.rssMiB;
+  out.push(table(
+    ["phase", ...rts.map((rt) => rt)],
+    [
+      ...steps.map(([k, label]) => [label, ...rts.map((rt) => cell(rtCfg(rt), k))]),
+      ["RSS idle, MiB", ...rts.map((rt) => fmt(idle(rtCfg(rt))))],
+      ["empty program: runtime up", ...rts.map((rt) => cell(`${rt} empty`, "start"))],
+      ["empty program: node:fs, TLS + GET", ...rts.map((rt) => cell(`${rt} empty`, "first answer"))],
+      ["empty program: RSS idle, MiB", ...rts.map((rt) => fmt(idle(`${rt} empty`)))],
+    ],
+    ["---", ...rts.map(() => "---:")],
+  ));
+  out.push("");
+  const mains = Object.keys(ph.summary).filter((k) => / main \(/.test(k)).sort();
+  if (mains.length) {
+    out.push(
+      "The entrypoint as a replica runs it (`main()` of lib/cli, no --http-addr, no command), in each form: " +
+        "median ms since the spawn at the end of each phase, and the RSS after " +
+        `${ph.idleMs} ms idle against the empty program's on the same runtime.`,
+    );
+    out.push("");
+    out.push(table(
+      ["entrypoint", "runtime up", "imported", '"starting" logged', "first answer", "RSS idle MiB", "over empty MiB"],
+      mains.map((k) => {
+        const rt = k.split(/[- ]/)[0];
+        const at = (phase: string) => fmt(row(k, phase)?.atMs);
+        const mine = idle(k), empty = idle(`${rt} empty`);
+        return [
+          k,
+          at("start"),
+          at("import lib/cli"),
+          at("starting"),
+          at("first answer"),
+          fmt(mine),
+          mine !== undefined && empty !== undefined ? fmt(mine - empty) : "–",
+        ];
+      }),
+    ));
+    out.push("");
+  }
+  const mods = ph.summary[`${rts[0]} builtins`]?.map((r) => r.phase).filter((p) => p.startsWith("node:")) ?? [];
+  if (mods.length) {
+    out.push(
+      "What each node: module costs when imported in this order into an otherwise empty program (the first one " +
+        "also pays for the runtime's Node compatibility layer or module loader):",
+    );
+    out.push("");
+    out.push(table(
+      ["module", ...rts],
+      mods.map((m) => [m, ...rts.map((rt) => cell(`${rt} builtins`, m))]),
+    ));
+    out.push("");
+  }
+  for (const e of ph.errors) out.push(`- failed run: ${e.split("\n")[0]}`);
+  if (ph.errors.length) out.push("");
+  return out;
+}
+
 export function handoverSvg(r: BenchResults): string {
   const h = r.benchmarks.handover;
   const W = 760, H = 380, L = 70, R = 190, T = 48, B = 52;
