@@ -22,7 +22,6 @@
 import { X509Certificate } from "node:crypto";
 import { realpathSync } from "node:fs";
 import { hostname } from "node:os";
-import { pathToFileURL } from "node:url";
 import process from "node:process";
 import type { Server } from "node:http";
 import { type ClusterConfig, createLeaseApi, getEnv, inClusterConfig, kubeconfigConfig } from "./config.ts";
@@ -266,19 +265,21 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
   }
 }
 
-function isMainModule(): boolean {
+async function isMainModule(): Promise<boolean> {
   const meta = import.meta as ImportMeta & { main?: boolean };
   if (typeof meta.main === "boolean") return meta.main;
   const argv1 = process.argv[1];
   if (!argv1) return false;
   try {
+    // Only Node gets here: Deno and Bun answer above and never load node:url.
+    const { pathToFileURL } = await import("node:url");
     return pathToFileURL(realpathSync(argv1)).href === import.meta.url;
   } catch {
     return false;
   }
 }
 
-if (isMainModule()) {
+if (await isMainModule()) {
   main(process.argv.slice(2)).then((code) => {
     // A pending SIGKILL timer dies with process.exit: kill what still runs now.
     killAllGroupsSync();

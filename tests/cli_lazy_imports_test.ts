@@ -1,6 +1,7 @@
 // The entrypoint loads the HTTP server and child-process support only when it
-// needs them (--http-addr, a command): its static import graph holds neither
-// node:http nor node:child_process as a value import (type imports are erased).
+// needs them (--http-addr, a command), and node:url only on Node: its static
+// import graph holds none of node:http, node:child_process and node:url as a
+// value import (type imports are erased).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -46,11 +47,11 @@ test("lazy imports: the walker keeps value imports and drops type-only ones", ()
   assert.deepEqual(valueImports(src), ["node:c", "./f.ts", "node:g"]);
 });
 
-test("lazy imports: lib/cli.ts reaches neither node:http nor node:child_process statically", () => {
+test("lazy imports: lib/cli.ts reaches none of node:http, node:child_process, node:url statically", () => {
   const g = graph(join(ROOT, "lib", "cli.ts"));
   assert.ok(g.size > 10, `walked ${g.size} modules`);
   const offenders = [...g].flatMap(([file, specs]) =>
-    specs.filter((s) => s === "node:http" || s === "node:child_process").map((s) =>
+    specs.filter((s) => ["node:http", "node:child_process", "node:url"].includes(s)).map((s) =>
       `${relative(ROOT, file)} imports ${s}`
     )
   );

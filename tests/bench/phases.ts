@@ -153,22 +153,26 @@ export interface PhaseRow {
   rssMiB: number;
   /** Median RSS growth during it, MiB. */
   rssDeltaMiB: number;
+  /** Median JavaScript heap in use after it (V8 or JavaScriptCore), MiB. */
+  heapMiB: number;
 }
 
 function summarise(runs: Mark[][]): PhaseRow[] {
   const phases = runs[0].map((m) => m.mark).filter((m) => m !== "spawn" && m !== "end");
   const med = (xs: number[]) => round(quantile(xs, 0.5), 1);
   return phases.map((phase) => {
-    const at: number[] = [], took: number[] = [], rss: number[] = [], drss: number[] = [];
+    const at: number[] = [], took: number[] = [], rss: number[] = [], drss: number[] = [], heap: number[] = [];
     for (const r of runs) {
       const i = r.findIndex((m) => m.mark === phase);
       if (i < 1) continue;
       at.push(r[i].t - r[0].t);
       took.push(r[i].t - r[i - 1].t);
       rss.push(r[i].rss / 1048576);
+      heap.push(r[i].heap / 1048576);
       drss.push(i > 1 ? (r[i].rss - r[i - 1].rss) / 1048576 : r[i].rss / 1048576);
     }
-    return { phase, atMs: med(at), tookMs: med(took), rssMiB: med(rss), rssDeltaMiB: round(quantile(drss, 0.5), 2) };
+    const rssDeltaMiB = round(quantile(drss, 0.5), 2);
+    return { phase, atMs: med(at), tookMs: med(took), rssMiB: med(rss), rssDeltaMiB, heapMiB: med(heap) };
   });
 }
 
@@ -277,12 +281,16 @@ async function main() {
   const lines = [
     `load average ${r.loadAverageAtStart[0]} at the start, ${r.loadAverageAtEnd[0]} at the end; ${o.runs} runs each`,
     "",
-    "| configuration | phase | ms since spawn | phase ms | RSS MiB | RSS growth MiB |",
-    "| --- | --- | ---: | ---: | ---: | ---: |",
+    "| configuration | phase | ms since spawn | phase ms | RSS MiB | RSS growth MiB | JS heap MiB |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
   ];
   for (const [k, rows] of Object.entries(r.summary)) {
     rows.forEach((x, i) => {
-      lines.push(`| ${i ? "" : k} | ${x.phase} | ${x.atMs} | ${x.tookMs} | ${round(x.rssMiB, 1)} | ${x.rssDeltaMiB} |`);
+      lines.push(
+        `| ${i ? "" : k} | ${x.phase} | ${x.atMs} | ${x.tookMs} | ${
+          round(x.rssMiB, 1)
+        } | ${x.rssDeltaMiB} | ${x.heapMiB} |`,
+      );
     });
   }
   console.log(lines.join("\n"));
