@@ -22,7 +22,7 @@
 // missed performance targets are reported, not failed.
 
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -180,6 +180,7 @@ async function main() {
   const nodeDist = await buildNode(ROOT, log);
   const temps: string[] = nodeDist ? [nodeDist] : [];
   const variants: Impl[] = [];
+  let sizes: BenchResults["entrypointBytes"];
   const nodePath = (await output(["which", "node"])) ?? "node";
   const bunPath = join(ROOT, "node_modules", ".bin", "bun");
   if (only.includes("footprint")) {
@@ -195,6 +196,8 @@ async function main() {
     const node = await bundleEntrypoint(ROOT, "node", log);
     if (node) variants.push({ kind: "leasehold", runtime: "node", form: "bundle", cmd: [nodePath, node] });
     for (const f of [deno, bun, exe, node]) if (f) temps.push(dirname(f));
+    const size = async (f: string | undefined) => (f ? (await stat(f)).size : undefined);
+    sizes = { deno: await size(deno), bun: await size(bun), node: await size(node), executable: await size(exe) };
     if (compare) {
       // The same entrypoint from an older tree, measured in this run (before/after).
       const dir = await exportTree(compare);
@@ -257,6 +260,7 @@ async function main() {
     server: { url: info.url, sharedFromEnv: !!serverFromEnv },
     benchmarks: {},
     failures: [],
+    entrypointBytes: sizes,
   };
   const events = await LeaseEvents.start(ctx);
   const run = async <T>(name: string, title: string, fn: () => Promise<T>) => {

@@ -24,7 +24,7 @@ export async function killAll(): Promise<void> {
  * The environment every child starts from, as in a container: PATH, HOME and
  * LANG, nothing else. The bench's own environment may hold variables that
  * change what a runtime does at start (NODE_EXTRA_CA_CERTS, for one, makes Node
- * and Bun read and parse a whole CA bundle: about 50 ms more per start here).
+ * and Bun read and parse a whole CA bundle: tens of milliseconds more per start here).
  */
 export function baseEnv(): Record<string, string> {
   const out: Record<string, string> = {};

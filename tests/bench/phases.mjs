@@ -84,7 +84,7 @@ if (mode === "empty") {
 } else if (mode === "steps" || mode === "lib") {
   if (mode === "steps") {
     // The node: modules lib/cli imports, first, so that the next phase is the project's own code.
-    for (const m of ["process", "os", "url", "fs", "crypto"]) await import(`node:${m}`);
+    for (const m of ["process", "os", "fs", "crypto"]) await import(`node:${m}`);
     mark("node: modules of lib/cli");
   }
   const cli = mode === "steps" ? await import(env("BENCH_CLI")) : undefined;

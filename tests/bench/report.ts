@@ -48,6 +48,8 @@ export interface BenchResults {
   };
   targets?: Target[];
   failures: string[];
+  /** Sizes in bytes of the one-file forms of the entrypoint measured (bundles per runtime, the executable). */
+  entrypointBytes?: { deno?: number; bun?: number; node?: number; executable?: number };
   /** With --merge: the benchmarks kept from an earlier run, and that run. */
   merged?: {
     kept: string[];
@@ -485,8 +487,19 @@ export function markdownReport(r: BenchResults): string {
         `into one file (\`deno bundle\`; \`bun build\` for Bun and for Node); "executable" is the single file of ` +
         `deploy/Dockerfile (\`bun build --compile --minify\`); a git ref names the entrypoint of that older tree, ` +
         `measured in the same run. Every process starts from a pod-like environment (PATH, HOME, LANG and the ` +
-        `pod's variables only): this machine sets NODE_EXTRA_CA_CERTS to the system bundle, which alone costs Node ` +
-        `about 50 ms per start.`,
+        `pod's variables only): this machine sets NODE_EXTRA_CA_CERTS to the system bundle, which costs Node and Bun ` +
+        `tens of milliseconds per start.` +
+        (r.entrypointBytes
+          ? ` Sizes of the one-file forms: ${
+            (["deno", "bun", "node"] as const).filter((k) => r.entrypointBytes?.[k]).map((k) =>
+              `bundle for ${k} ${fmt(r.entrypointBytes![k]! / 1024)} KiB`
+            ).join(", ")
+          }${
+            r.entrypointBytes.executable
+              ? `, executable ${fmt(r.entrypointBytes.executable / 1048576)} MiB (the Bun runtime included)`
+              : ""
+          }.`
+          : ""),
     );
     out.push("");
     const cg = cs.summary["client-go"]?.firstAnswer?.median;
