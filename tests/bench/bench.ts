@@ -296,7 +296,14 @@ async function main() {
     results.benchmarks.phases = await run(
       "phases",
       "4+5, taken apart: time and memory of each start-up phase",
-      () => startupPhases(ctx, { runs: p.phaseRuns, idleMs: 300, before: compare }),
+      () =>
+        startupPhases(ctx, {
+          runs: p.phaseRuns,
+          idleMs: smoke ? 100 : 300,
+          before: compare,
+          // The smoke run only keeps the code paths alive: sources and the Node build, no bundles.
+          ...(smoke ? { runtimes: ["deno", "bun", "node"], modes: ["empty", "steps", "main"] } : {}),
+        }),
     );
     results.benchmarks.handover = await run(
       "handover",
