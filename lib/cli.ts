@@ -265,21 +265,27 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
   }
 }
 
-async function isMainModule(): Promise<boolean> {
+function isMainModule(): boolean {
   const meta = import.meta as ImportMeta & { main?: boolean };
   if (typeof meta.main === "boolean") return meta.main;
+  // Only Node gets here (Deno and Bun answer above). The module's own path is compared with the
+  // script's real path without node:url, and without a top-level await (CommonJS bundles cannot have one).
   const argv1 = process.argv[1];
   if (!argv1) return false;
   try {
-    // Only Node gets here: Deno and Bun answer above and never load node:url.
-    const { pathToFileURL } = await import("node:url");
-    return pathToFileURL(realpathSync(argv1)).href === import.meta.url;
+    const here = new URL(import.meta.url);
+    if (here.protocol !== "file:") return false;
+    const path = decodeURIComponent(here.pathname);
+    const real = realpathSync(argv1);
+    return process.platform === "win32"
+      ? path.slice(1).replaceAll("/", "\\").toLowerCase() === real.toLowerCase()
+      : path === real;
   } catch {
     return false;
   }
 }
 
-if (await isMainModule()) {
+if (isMainModule()) {
   main(process.argv.slice(2)).then((code) => {
     // A pending SIGKILL timer dies with process.exit: kill what still runs now.
     killAllGroupsSync();
