@@ -617,9 +617,9 @@ function phaseNotes(ph: PhasesResult, rts: string[]): string[] {
       `handshake with the GET ${list((rt) => took(steps(rt), "first answer"), "ms")}. The empty program needs ` +
       `${list((rt) => took(`${rt} empty`, "first answer"), "ms")} after its start for node:fs, the TLS handshake ` +
       `and one GET: the runtime's start and the first TLS exchange are most of a cold start, and they are paid by ` +
-      `any program on that runtime. On Node, creating the TLS context with the cluster CA costs about 20 ms of CPU ` +
-      `(seen with \`node --cpu-prof\`: Node 20 copies its bundled root store into every context that gets a \`ca\`); ` +
-      `the empty program pays it too.`,
+      `any program on that runtime. On Node, the first TLS context given a \`ca\` makes Node 20 parse its ` +
+      `bundled root certificates: 20–35 ms of CPU here, seen with \`node --cpu-prof\` and timed alone (2 ms with ` +
+      `\`--use-openssl-ca\`, which however changes which roots Node loads); the empty program pays it too.`,
   );
   out.push("");
   out.push(
