@@ -22,7 +22,6 @@
 import { X509Certificate } from "node:crypto";
 import { realpathSync } from "node:fs";
 import { hostname } from "node:os";
-import { pathToFileURL } from "node:url";
 import process from "node:process";
 import type { Server } from "node:http";
 import { type ClusterConfig, createLeaseApi, getEnv, inClusterConfig, kubeconfigConfig } from "./config.ts";
@@ -298,10 +297,18 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
 function isMainModule(): boolean {
   const meta = import.meta as ImportMeta & { main?: boolean };
   if (typeof meta.main === "boolean") return meta.main;
+  // Only Node gets here (Deno and Bun answer above). The module's own path is compared with the
+  // script's real path without node:url, and without a top-level await (CommonJS bundles cannot have one).
   const argv1 = process.argv[1];
   if (!argv1) return false;
   try {
-    return pathToFileURL(realpathSync(argv1)).href === import.meta.url;
+    const here = new URL(import.meta.url);
+    if (here.protocol !== "file:") return false;
+    const path = decodeURIComponent(here.pathname);
+    const real = realpathSync(argv1);
+    return process.platform === "win32"
+      ? path.slice(1).replaceAll("/", "\\").toLowerCase() === real.toLowerCase()
+      : path === real;
   } catch {
     return false;
   }

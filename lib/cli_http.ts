@@ -5,7 +5,7 @@
  * @module
  */
 
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { ElectorState, ElectorStats } from "./elector.ts";
 import { ConfigError } from "./errors.ts";
 import type { Logger } from "./log.ts";
@@ -170,14 +170,16 @@ export function createHandler(
  * server.close();
  * ```
  */
-export function serveHttp(
+export async function serveHttp(
   addr: { host?: string; port: number },
   e: ElectorView,
   o: EndpointOptions,
   log: Logger,
 ): Promise<Server> {
+  // Loaded here, so that a replica without --http-addr never loads the HTTP server.
+  const { createServer } = await import("node:http");
   const server = createServer(createHandler(e, o));
-  return new Promise((resolve, reject) => {
+  return await new Promise((resolve, reject) => {
     server.once("error", (err) => {
       const where = `${addr.host ?? ""}:${addr.port}`;
       reject(new ConfigError(`cannot listen on --http-addr ${where}: ${(err as Error).message}`));

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { constants } from "node:os";
 import process from "node:process";
@@ -125,10 +125,14 @@ export class CommandSupervisor {
   #stopping = false;
   #killedAt?: number;
   #pgid?: number;
+  /** node:child_process, loaded only by a supervisor, so a replica without a command never loads it. */
+  #childProcess: Promise<typeof import("node:child_process")>;
 
   /** Creates a supervisor; nothing starts until {@linkcode CommandSupervisor.run}. */
   constructor(options: SupervisorOptions) {
     this.#o = options;
+    this.#childProcess = import("node:child_process");
+    this.#childProcess.catch(() => {}); // reported when a term tries to start the command
     if (!exitHookInstalled) {
       exitHookInstalled = true;
       process.on("exit", killAllGroupsSync);
@@ -162,14 +166,26 @@ export class CommandSupervisor {
         });
       }
       await previous;
+      let spawn: typeof import("node:child_process").spawn;
+      try {
+        spawn = (await this.#childProcess).spawn;
+      } catch (e) {
+        this.#o.log.error("cannot start command", { command: this.#o.command[0], error: (e as Error).message });
+        if (!ctx.signal.aborted) onExit(127);
+        return;
+      }
       if (ctx.signal.aborted) return;
-      await this.#term(ctx, onExit);
+      await this.#term(ctx, onExit, spawn);
     })();
     this.#last = term.catch(() => {});
     return term;
   }
 
-  #term(ctx: LeaderContext, onExit: (status: number) => void): Promise<void> {
+  #term(
+    ctx: LeaderContext,
+    onExit: (status: number) => void,
+    spawn: typeof import("node:child_process").spawn,
+  ): Promise<void> {
     const { command, log } = this.#o;
     const pollMs = this.#o.pollMs ?? 50;
     return new Promise<void>((resolve) => {

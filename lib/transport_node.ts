@@ -13,6 +13,7 @@ import * as http from "node:http";
 import * as https from "node:https";
 import { Readable } from "node:stream";
 import type { ResettableFetch } from "./kube_client.ts";
+import { headerRecord, ResponseHeaders, StreamResponse } from "./node_response.ts";
 import type { TlsOptions } from "./transport.ts";
 
 /**
@@ -46,10 +47,9 @@ export function nodeFetch(tls: TlsOptions, options: { keepAlive?: boolean } = {}
   const encoder = new TextEncoder();
   const f = (input: string | URL | Request, init: RequestInit = {}) =>
     new Promise<Response>((resolve, reject) => {
-      const url = new URL(input instanceof Request ? input.url : String(input));
+      const url = new URL(typeof input === "string" || input instanceof URL ? input : input.url);
       const method = init.method ?? "GET";
-      const headers: Record<string, string> = {};
-      new Headers(init.headers).forEach((v, k) => (headers[k] = v));
+      const headers = headerRecord(init.headers);
       const body = typeof init.body === "string" ? init.body : undefined;
       if (body !== undefined) headers["content-length"] = String(encoder.encode(body).byteLength);
       const signal = init.signal ?? undefined;
@@ -58,8 +58,6 @@ export function nodeFetch(tls: TlsOptions, options: { keepAlive?: boolean } = {}
       const mod = plain ? http : https;
       const req = mod.request(url, { method, headers, agent: plain ? agents.http : agents.https }, (res) => {
         signal?.removeEventListener("abort", onAbort);
-        const out = new Headers();
-        for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) out.append(res.rawHeaders[i], res.rawHeaders[i + 1]);
         const status = res.statusCode ?? 502;
         const noBody = status === 204 || status === 304 || method === "HEAD";
         if (noBody) res.resume();
@@ -71,7 +69,9 @@ export function nodeFetch(tls: TlsOptions, options: { keepAlive?: boolean } = {}
           signal.addEventListener("abort", onBodyAbort, { once: true });
           res.once("close", () => signal.removeEventListener("abort", onBodyAbort));
         }
-        resolve(new Response(stream, { status, statusText: res.statusMessage, headers: out }));
+        // Not the global Response: on Node 20 that loads undici (see node_response.ts).
+        const out = new StreamResponse(stream, status, res.statusMessage ?? "", new ResponseHeaders(res.rawHeaders));
+        resolve(out as unknown as Response);
       });
       const onAbort = () => {
         reject(signal?.reason);

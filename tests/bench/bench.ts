@@ -8,16 +8,23 @@
 //   --render        only re-render results.md and handover.svg from results.json
 //   --out DIR       where results.json, results.md and handover.svg go (default: tests/bench
 //                   for a complete full run, else a new temporary directory, printed at the end)
-//   --only a,b      run only some of: footprint, handover, failover, load, scale
+//   --only a,b      run only some of: footprint, phases, handover, failover, load, scale
+//   --compare REF   also measure the entrypoint of the tree at git REF in the memory and
+//                   cold-start benchmarks (before/after in the same run)
+//   --merge         keep the other benchmarks of the results.json in --out (default tests/bench)
+//                   and replace those run now
+//
+// The memory and cold-start benchmarks also run the entrypoint as one-file bundles
+// (deno bundle, bun build) and as the single executable of deploy/Dockerfile.
 //
 // The API server is the one named by LEASEHOLD_TESTENV (a ready.json), else one
 // built and started here. Exit status 1 when a benchmark could not be measured;
 // missed performance targets are reported, not failed.
 
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createFetch } from "../../mod.ts";
 import { apiServer, buildHarness, freshNamespace, podIdentity } from "../env/testenv.mjs";
@@ -31,36 +38,44 @@ import {
   type ServerInfo,
 } from "./common.ts";
 import { footprint } from "./footprint.ts";
+import { startupPhases } from "./phases.ts";
 import { steadyLoad } from "./load.ts";
 import { CLIENT_GO, LEASEHOLD_DENO } from "./replicas.ts";
 import { type BenchResults, evaluateTargets, handoverSvg, markdownReport } from "./report.ts";
 import { scale } from "./scale.ts";
 import { LeaseEvents } from "./server_counts.ts";
 import { takeoverSeries } from "./takeover.ts";
+import { buildNode, bundleEntrypoint, compileEntrypoint, exportTree } from "./builds.ts";
+import type { Impl } from "./replicas.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, "");
-const ALL = ["footprint", "handover", "failover", "load", "scale"] as const;
+const ALL = ["footprint", "phases", "handover", "failover", "load", "scale"] as const;
 
 function parseCli(args: string[]) {
-  let smoke = false, render = false, out: string | undefined, only: string[] = [...ALL];
+  let smoke = false, render = false, merge = false, out: string | undefined, only: string[] = [...ALL];
+  let compare: string | undefined;
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     if (a === "--smoke") smoke = true;
     else if (a === "--render") render = true;
     else if (a === "--out") out = args[++i];
     else if (a.startsWith("--out=")) out = a.slice(6);
+    else if (a === "--merge") merge = true;
+    else if (a === "--compare") compare = args[++i];
+    else if (a.startsWith("--compare=")) compare = a.slice(10);
     else if (a === "--only") only = args[++i].split(",");
     else if (a.startsWith("--only=")) only = a.slice(7).split(",");
     else if (a === "-h" || a === "--help") {
       console.log(
-        "usage: deno run -A tests/bench/bench.ts [--smoke] [--out DIR] [--only footprint,handover,...] [--render]",
+        "usage: deno run -A tests/bench/bench.ts [--smoke] [--out DIR] [--only footprint,handover,...] " +
+          "[--compare REF] [--merge] [--render]",
       );
       Deno.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
   const bad = only.filter((o) => !(ALL as readonly string[]).includes(o));
   if (bad.length) throw new Error(`unknown benchmark ${bad.join(", ")}; choose from ${ALL.join(", ")}`);
-  return { smoke, render, out, only };
+  return { smoke, render, merge, compare, out, only };
 }
 
 /** Iteration counts: the full run fits in 15 minutes on 2 cores, the smoke run in about 2. */
@@ -74,6 +89,7 @@ function plan(smoke: boolean) {
       idleMs: 5000,
       samples: 2,
       coldRuns: 1,
+      phaseRuns: 1,
       leaseCounts: [10],
       replicaCounts: [10],
       clientGoReplicas: 10,
@@ -83,10 +99,11 @@ function plan(smoke: boolean) {
       handoverRuns: 10,
       failoverRuns: 8,
       loadWindowMs: 60000,
-      memoryRounds: 2,
+      memoryRounds: 3,
       idleMs: 10000,
       samples: 5,
-      coldRuns: 5,
+      coldRuns: 9,
+      phaseRuns: 7,
       leaseCounts: [10, 100, 1000],
       replicaCounts: [10, 50],
       clientGoReplicas: 10,
@@ -116,24 +133,6 @@ async function machine() {
   };
 }
 
-/** Builds the Node package into a temporary directory, leaving dist/ alone. */
-async function buildForNode(log: (m: string) => void): Promise<string | undefined> {
-  const dir = await mkdtemp(join(tmpdir(), "leasehold-bench-node-"));
-  const r = await new Deno.Command(join(ROOT, "node_modules", ".bin", "tsc"), {
-    args: ["-p", "tsconfig.build.json", "--outDir", dir],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!existsSync(join(dir, "lib", "cli.js"))) {
-    log(`!!! building leasehold for Node failed; Node is left out:\n${new TextDecoder().decode(r.stdout)}`);
-    return undefined;
-  }
-  if (!r.success) log("!!! tsc reported errors building for Node; using its output anyway");
-  await writeFile(join(dir, "package.json"), JSON.stringify({ type: "module" }));
-  return dir;
-}
-
 /** Writes results.json, results.md and handover.svg, formatted as `deno fmt` wants them; returns the markdown. */
 async function writeResults(outDir: string, results: BenchResults): Promise<string> {
   await mkdir(outDir, { recursive: true });
@@ -151,7 +150,7 @@ async function writeResults(outDir: string, results: BenchResults): Promise<stri
 }
 
 async function main() {
-  const { smoke, render, out: outOpt, only } = parseCli(Deno.args);
+  const { smoke, render, merge, compare, out: outOpt, only } = parseCli(Deno.args);
   if (render) {
     // Only re-render results.md and handover.svg from an existing results.json.
     const dir = outOpt ?? join(ROOT, "tests", "bench");
@@ -178,7 +177,50 @@ async function main() {
   const info = harness as ServerInfo & { kill?: () => Promise<void> };
   const clientgoBin = join(ROOT, ".cache", "bin", "clientgo-elector");
   if (!existsSync(clientgoBin)) buildHarness();
-  const nodeDist = await buildForNode(log);
+  const nodeDist = await buildNode(ROOT, log);
+  const temps: string[] = nodeDist ? [nodeDist] : [];
+  const variants: Impl[] = [];
+  let sizes: BenchResults["entrypointBytes"];
+  const nodePath = (await output(["which", "node"])) ?? "node";
+  const bunPath = join(ROOT, "node_modules", ".bin", "bun");
+  if (only.includes("footprint")) {
+    // The entrypoint as shipped in one file: bundles per runtime, and deploy/Dockerfile's executable.
+    const deno = await bundleEntrypoint(ROOT, "deno", log);
+    if (deno) {
+      variants.push({ kind: "leasehold", runtime: "deno", form: "bundle", cmd: [Deno.execPath(), "run", "-A", deno] });
+    }
+    const bun = await bundleEntrypoint(ROOT, "bun", log);
+    if (bun) variants.push({ kind: "leasehold", runtime: "bun", form: "bundle", cmd: [bunPath, bun] });
+    const exe = await compileEntrypoint(ROOT, log);
+    if (exe) variants.push({ kind: "leasehold", runtime: "bun", form: "executable", cmd: [exe] });
+    const node = await bundleEntrypoint(ROOT, "node", log);
+    if (node) variants.push({ kind: "leasehold", runtime: "node", form: "bundle", cmd: [nodePath, node] });
+    for (const f of [deno, bun, exe, node]) if (f) temps.push(dirname(f));
+    const size = async (f: string | undefined) => (f ? (await stat(f)).size : undefined);
+    sizes = { deno: await size(deno), bun: await size(bun), node: await size(node), executable: await size(exe) };
+    if (compare) {
+      // The same entrypoint from an older tree, measured in this run (before/after).
+      const dir = await exportTree(compare);
+      temps.push(dir);
+      variants.push({
+        kind: "leasehold",
+        runtime: "deno",
+        form: compare,
+        cmd: [Deno.execPath(), "run", "-A", join(dir, "lib", "cli.ts")],
+      });
+      variants.push({ kind: "leasehold", runtime: "bun", form: compare, cmd: [bunPath, join(dir, "lib", "cli.ts")] });
+      const oldDist = await buildNode(dir, log);
+      if (oldDist) {
+        temps.push(oldDist);
+        variants.push({
+          kind: "leasehold",
+          runtime: "node",
+          form: compare,
+          cmd: [nodePath, join(oldDist, "lib", "cli.js")],
+        });
+      }
+    }
+  }
   const caCert = await readFile(info.caFile, "utf8");
   const fetchCa = await createFetch({ caCert });
   const ctx: BenchContext = {
@@ -187,9 +229,10 @@ async function main() {
     info,
     adminFetch: (input, init) => fetchCa(input, init),
     denoPath: Deno.execPath(),
-    bunPath: join(ROOT, "node_modules", ".bin", "bun"),
-    nodePath: (await output(["which", "node"])) ?? "node",
+    bunPath,
+    nodePath,
     nodeDist,
+    variants,
     clientgoBin,
     namespace: (prefix) => freshNamespace(info, prefix),
     identity: async (ns, lease) => (await podIdentity(info, ns, lease)) as PodIdentity,
@@ -217,6 +260,7 @@ async function main() {
     server: { url: info.url, sharedFromEnv: !!serverFromEnv },
     benchmarks: {},
     failures: [],
+    entrypointBytes: sizes,
   };
   const events = await LeaseEvents.start(ctx);
   const run = async <T>(name: string, title: string, fn: () => Promise<T>) => {
@@ -249,6 +293,18 @@ async function main() {
       results.benchmarks.memory = fp.memory;
       results.benchmarks.coldStart = fp.coldStart;
     }
+    results.benchmarks.phases = await run(
+      "phases",
+      "4+5, taken apart: time and memory of each start-up phase",
+      () =>
+        startupPhases(ctx, {
+          runs: p.phaseRuns,
+          idleMs: smoke ? 100 : 300,
+          before: compare,
+          // The smoke run only keeps the code paths alive: sources and the Node build, no bundles.
+          ...(smoke ? { runtimes: ["deno", "bun", "node"], modes: ["empty", "steps", "main"] } : {}),
+        }),
+    );
     results.benchmarks.handover = await run(
       "handover",
       "1. graceful hand-over (SIGTERM), default timings",
@@ -284,18 +340,39 @@ async function main() {
     await events.stop();
     await killAll();
     await info.kill?.();
-    if (nodeDist) await rm(nodeDist, { recursive: true, force: true });
+    for (const t of temps) await rm(t, { recursive: true, force: true });
   }
   results.wallSeconds = round((performance.now() - started) / 1000, 1);
   results.targets = evaluateTargets(results);
 
-  // Only a complete full run replaces the committed results in tests/bench.
+  // Only a complete full run (or a --merge) replaces the committed results in tests/bench.
   const complete = !smoke && only.length === ALL.length;
   const outDir = outOpt ??
-    (complete
+    (complete || merge
       ? join(ROOT, "tests", "bench")
       : await mkdtemp(join(tmpdir(), `leasehold-bench-${smoke ? "smoke" : "partial"}-`)));
   results.machine.loadAverageAtEnd = Deno.loadavg();
+  if (merge && existsSync(join(outDir, "results.json"))) {
+    // Keep the benchmarks not run now from the earlier results, and say where they come from.
+    const earlier = JSON.parse(await readFile(join(outDir, "results.json"), "utf8")) as BenchResults;
+    const kept = Object.keys(earlier.benchmarks).filter((k) =>
+      (results.benchmarks as Record<string, unknown>)[k] === undefined
+    );
+    for (const k of kept) {
+      (results.benchmarks as Record<string, unknown>)[k] = (earlier.benchmarks as Record<string, unknown>)[k];
+    }
+    results.failures.push(...earlier.failures.filter((f) => kept.some((k) => f.startsWith(`${k}:`))));
+    results.merged = {
+      kept,
+      from: {
+        startedAt: earlier.merged?.from.startedAt ?? earlier.startedAt,
+        command: earlier.merged?.from.command ?? earlier.command,
+        wallSeconds: earlier.merged?.from.wallSeconds ?? earlier.wallSeconds,
+        loadAverageAtStart: earlier.merged?.from.loadAverageAtStart ?? earlier.machine.loadAverageAtStart,
+      },
+    };
+    results.targets = evaluateTargets(results);
+  }
   console.log(await writeResults(outDir, results));
   log(`wrote results.json, results.md and handover.svg to ${outDir} (${results.wallSeconds} s)`);
   if (results.failures.length) {

@@ -21,8 +21,24 @@ export async function killAll(): Promise<void> {
 }
 
 /**
+ * The environment every child starts from, as in a container: PATH, HOME and
+ * LANG, nothing else. The bench's own environment may hold variables that
+ * change what a runtime does at start (NODE_EXTRA_CA_CERTS, for one, makes Node
+ * and Bun read and parse a whole CA bundle: tens of milliseconds more per start here).
+ */
+export function baseEnv(): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const k of ["PATH", "HOME", "LANG"]) {
+    const v = Deno.env.get(k);
+    if (v !== undefined) out[k] = v;
+  }
+  return out;
+}
+
+/**
  * A child process whose JSON log lines (on `logStream`) are parsed as they
- * arrive. The other stream is kept as a short tail for error messages.
+ * arrive. The other stream is kept as a short tail for error messages. Its
+ * environment is {@linkcode baseEnv} plus `env`.
  */
 export class Proc {
   readonly name: string;
@@ -44,7 +60,8 @@ export class Proc {
     this.startedAt = performance.now();
     this.#child = new Deno.Command(cmd[0], {
       args: cmd.slice(1),
-      env: options.env,
+      clearEnv: true,
+      env: { ...baseEnv(), ...options.env },
       cwd: options.cwd,
       stdin: "null",
       stdout: "piped",
@@ -246,6 +263,8 @@ export interface BenchContext {
   /** Directory of the Node build (lib/cli.js), or undefined when it could not be built. */
   nodeDist?: string;
   clientgoBin: string;
+  /** More forms of the entrypoint for the memory and cold-start benchmarks (bundles, an older tree). */
+  variants?: import("./replicas.ts").Impl[];
   /** A fresh namespace. */
   namespace(prefix: string): Promise<string>;
   /** A pod identity (ServiceAccount + Role for one lease) in a namespace. */

@@ -35,6 +35,8 @@ export interface MemoryResult {
   overheadMiB: Record<Runtime, number | undefined>;
   /** A follower through the library alone (lib_follower.mjs) minus the baseline, MiB. */
   libraryOverheadMiB: Record<Runtime, number | undefined>;
+  /** Every form of the entrypoint (by implementation name) minus the baseline of its runtime, MiB. */
+  overheadByImplMiB?: Record<string, number>;
   errors: string[];
 }
 
@@ -50,7 +52,7 @@ export interface ColdStartResult {
 
 function implsAvailable(ctx: BenchContext): Impl[] {
   const rts = RUNTIMES.filter((r) => r !== "node" || ctx.nodeDist);
-  return [...rts.map((runtime): Impl => ({ kind: "leasehold", runtime })), CLIENT_GO];
+  return [...rts.map((runtime): Impl => ({ kind: "leasehold", runtime })), ...(ctx.variants ?? []), CLIENT_GO];
 }
 
 export async function footprint(
@@ -130,11 +132,19 @@ export async function footprint(
       if (a !== undefined && b !== undefined) memory.overheadMiB[rt] = round(a - b, 2);
       if (c !== undefined && b !== undefined) memory.libraryOverheadMiB[rt] = round(c - b, 2);
     }
-
-    // Cold start: one process at a time, a discarded warm-up run first (fills caches).
+    memory.overheadByImplMiB = {};
     for (const impl of implsAvailable(ctx)) {
-      const key = implName(impl);
-      for (let i = 0; i <= o.coldRuns; i++) {
+      if (impl.kind !== "leasehold") continue;
+      const a = memory.medianMiB[implName(impl)], b = memory.medianMiB[`baseline (${impl.runtime})`];
+      if (a !== undefined && b !== undefined) memory.overheadByImplMiB[implName(impl)] = round(a - b, 2);
+    }
+
+    // Cold start: one process at a time, a discarded warm-up run of each first (fills caches), then the
+    // implementations in turn, round by round, so that a change in the machine's load hits all alike.
+    const impls = implsAvailable(ctx);
+    for (let i = 0; i <= o.coldRuns; i++) {
+      for (const impl of impls) {
+        const key = implName(impl);
         let r: Replica | undefined;
         try {
           r = startReplica(ctx, impl, { identity: `cold-${++n}`, leaseName, sa, timings: t });
@@ -150,6 +160,9 @@ export async function footprint(
           await r?.proc.stop();
         }
       }
+    }
+    for (const impl of impls) {
+      const key = implName(impl);
       cold.summary[key] = {
         ready: summarize(cold.readyMs[key] ?? []),
         firstAnswer: summarize(cold.firstAnswerMs[key] ?? []),

@@ -5,12 +5,18 @@ import { join } from "node:path";
 import { type BenchContext, type LogLine, type PodIdentity, Proc, timingFlags, type Timings } from "./common.ts";
 
 export type Runtime = "deno" | "bun" | "node";
-export type Impl = { kind: "leasehold"; runtime: Runtime } | { kind: "client-go" };
+/**
+ * What runs: client-go, or the leasehold entrypoint on a runtime, by default from
+ * this tree (Deno and Bun: lib/cli.ts; Node: the tsc build), or in another `form`
+ * (a one-file bundle, an older tree) given by its command.
+ */
+export type Impl = { kind: "leasehold"; runtime: Runtime; form?: string; cmd?: string[] } | { kind: "client-go" };
 
 export const LEASEHOLD_DENO: Impl = { kind: "leasehold", runtime: "deno" };
 export const CLIENT_GO: Impl = { kind: "client-go" };
 
-export const implName = (impl: Impl) => (impl.kind === "client-go" ? "client-go" : `leasehold (${impl.runtime})`);
+export const implName = (impl: Impl) =>
+  impl.kind === "client-go" ? "client-go" : `leasehold (${impl.runtime}${impl.form ? `, ${impl.form}` : ""})`;
 
 /** One running replica. */
 export interface Replica {
@@ -86,7 +92,7 @@ export function startReplica(ctx: BenchContext, impl: Impl, o: ReplicaOptions): 
     ...timingFlags(o.timings),
   ];
   if (o.httpPort) args.push("--http-addr", `127.0.0.1:${o.httpPort}`);
-  const proc = new Proc([...leaseholdCommand(ctx, impl.runtime), ...args], {
+  const proc = new Proc([...(impl.cmd ?? leaseholdCommand(ctx, impl.runtime)), ...args], {
     env: o.sa.env,
     logStream: "stderr",
     name: `${implName(impl)} ${o.identity}`,

@@ -3,6 +3,7 @@
 import type { ColdStartResult, MemoryResult } from "./footprint.ts";
 import type { LoadResult } from "./load.ts";
 import type { ScaleResult } from "./scale.ts";
+import type { PhasesResult } from "./phases.ts";
 import type { TakeoverResult } from "./takeover.ts";
 import { DEFAULT_TIMINGS, FAST_TIMINGS } from "./common.ts";
 
@@ -42,10 +43,18 @@ export interface BenchResults {
     load?: LoadResult;
     memory?: MemoryResult;
     coldStart?: ColdStartResult;
+    phases?: PhasesResult;
     scale?: ScaleResult;
   };
   targets?: Target[];
   failures: string[];
+  /** Sizes in bytes of the one-file forms of the entrypoint measured (bundles per runtime, the executable). */
+  entrypointBytes?: { deno?: number; bun?: number; node?: number; executable?: number };
+  /** With --merge: the benchmarks kept from an earlier run, and that run. */
+  merged?: {
+    kept: string[];
+    from: { startedAt: string; command: string; wallSeconds: number; loadAverageAtStart: number[] };
+  };
 }
 
 const fmt = (v: number | undefined | null, digits = 1): string => {
@@ -69,6 +78,12 @@ function medianOf(xs: (number | undefined)[]): number | undefined {
   const v = xs.filter((x): x is number => typeof x === "number").sort((a, b) => a - b);
   return v.length ? v[Math.ceil(v.length / 2) - 1] : undefined;
 }
+
+/** "deno" from "leasehold (deno, bundle)". */
+const runtimeOf = (impl: string) => /^leasehold \((\w+)/.exec(impl)?.[1] ?? impl;
+
+/** Cold-start target, spawn to the first answer: 150 ms on Deno, 120 ms on Bun and Node. */
+const coldStartLimitMs = (runtime: string) => (runtime === "deno" ? 150 : 120);
 
 export function evaluateTargets(r: BenchResults): Target[] {
   const t: Target[] = [];
@@ -116,17 +131,41 @@ export function evaluateTargets(r: BenchResults): Target[] {
   }
   const m = r.benchmarks.memory;
   if (m) {
-    for (const [rt, v] of Object.entries(m.overheadMiB)) {
+    const byImpl = m.overheadByImplMiB ??
+      Object.fromEntries(Object.entries(m.overheadMiB).map(([rt, v]) => [`leasehold (${rt})`, v]));
+    for (const [impl, v] of Object.entries(byImpl)) {
       if (v === undefined) continue;
+      const rt = runtimeOf(impl);
       t.push({
         benchmark: "memory",
-        target: `overhead over an empty ${rt} program < 5 MB`,
+        target: `${impl}: overhead over an empty ${rt} program < 5 MB`,
         value: `${fmt(v)} MiB`,
         met: v * 1.048576 < 5,
       });
     }
   }
+  const cs = r.benchmarks.coldStart;
+  if (cs) {
+    for (const [impl, x] of Object.entries(cs.summary)) {
+      const v = x.firstAnswer?.median;
+      if (impl === "client-go" || v === undefined) continue;
+      const limit = coldStartLimitMs(runtimeOf(impl));
+      t.push({
+        benchmark: "cold start",
+        target: `${impl}: median to the first answer ≤ ${limit} ms`,
+        value: `${fmt(v)} ms`,
+        met: v <= limit,
+      });
+    }
+  }
   return t;
+}
+
+/** The leasehold implementations among `keys`, the runtimes' main forms first. */
+function leaseholdImpls(values: Record<string, unknown>): string[] {
+  const all = Object.keys(values).filter((k) => k.startsWith("leasehold ("));
+  const rank = (k: string) => ["deno", "bun", "node"].indexOf(runtimeOf(k)) * 2 + (k.includes(",") ? 1 : 0);
+  return all.sort((a, b) => rank(a) - rank(b));
 }
 
 function table(head: string[], rows: string[][], align?: string[]): string {
@@ -152,6 +191,16 @@ export function markdownReport(r: BenchResults): string {
       "faster or cheaper.",
   );
   out.push("");
+  if (r.merged?.kept.length) {
+    const f = r.merged.from;
+    out.push(
+      `Only ${Object.keys(b).filter((k) => !r.merged!.kept.includes(k)).join(", ")} were measured in that run; ` +
+        `${r.merged.kept.join(", ")} come from the run of ${f.startedAt.slice(0, 10)} with \`${f.command}\` ` +
+        `(${fmt(f.wallSeconds / 60, 1)} min; load average ${f.loadAverageAtStart?.[0]?.toFixed(2) ?? "?"} at ` +
+        "its start), on the same machine.",
+    );
+    out.push("");
+  }
 
   const rows: string[][] = [];
   const h = b.handover;
@@ -203,12 +252,14 @@ export function markdownReport(r: BenchResults): string {
   const m = b.memory;
   if (m) {
     const cg = m.medianMiB["client-go"];
-    for (const rt of ["deno", "bun", "node"] as const) {
-      const lh = m.medianMiB[`leasehold (${rt})`];
-      if (lh === undefined) continue;
+    for (const impl of leaseholdImpls(m.medianMiB)) {
+      const lh = m.medianMiB[impl];
+      const rt = runtimeOf(impl) as "deno" | "bun" | "node";
+      const main = impl === `leasehold (${rt})`;
       rows.push([
-        `4. Memory, idle follower on ${rt[0].toUpperCase() + rt.slice(1)}`,
-        `RSS MiB (overhead ${fmt(m.overheadMiB[rt], 1)}; library only ${fmt(m.libraryOverheadMiB?.[rt], 1)})`,
+        `4. Memory, idle follower, ${impl.replace(/^leasehold \((.*)\)$/, "$1")}`,
+        `RSS MiB (overhead ${fmt(m.overheadByImplMiB?.[impl] ?? m.overheadMiB[rt], 1)}` +
+        `${main ? `; library only ${fmt(m.libraryOverheadMiB?.[rt], 1)}` : ""})`,
         fmt(lh),
         fmt(cg),
         ratio(lh, cg),
@@ -227,7 +278,7 @@ export function markdownReport(r: BenchResults): string {
         fmt(s.firstAnswer?.median),
         fmt(cg),
         ratio(s.firstAnswer?.median, cg),
-        "",
+        `≤ ${coldStartLimitMs(runtimeOf(k))} ms`,
       ]);
     }
   }
@@ -409,16 +460,20 @@ export function markdownReport(r: BenchResults): string {
         "client-go MiB",
         "entrypoint/client-go",
       ],
-      (["deno", "bun", "node"] as const).filter((rt) => m.medianMiB[`leasehold (${rt})`] !== undefined).map((rt) => [
-        rt,
-        fmt(m.medianMiB[`leasehold (${rt})`]),
-        fmt(m.medianMiB[`library (${rt})`]),
-        fmt(m.medianMiB[`baseline (${rt})`]),
-        fmt(m.overheadMiB[rt]),
-        fmt(m.libraryOverheadMiB?.[rt]),
-        fmt(m.medianMiB["client-go"]),
-        ratio(m.medianMiB[`leasehold (${rt})`], m.medianMiB["client-go"]),
-      ]),
+      leaseholdImpls(m.medianMiB).map((impl) => {
+        const rt = runtimeOf(impl) as "deno" | "bun" | "node";
+        const main = impl === `leasehold (${rt})`;
+        return [
+          main ? rt : impl.replace(/^leasehold \((.*)\)$/, "$1"),
+          fmt(m.medianMiB[impl]),
+          main ? fmt(m.medianMiB[`library (${rt})`]) : "",
+          fmt(m.medianMiB[`baseline (${rt})`]),
+          fmt(m.overheadByImplMiB?.[impl] ?? m.overheadMiB[rt]),
+          main ? fmt(m.libraryOverheadMiB?.[rt]) : "",
+          fmt(m.medianMiB["client-go"]),
+          ratio(m.medianMiB[impl], m.medianMiB["client-go"]),
+        ];
+      }),
     ));
     out.push("");
   }
@@ -427,7 +482,24 @@ export function markdownReport(r: BenchResults): string {
       `**5. Cold start.** A follower is spawned while a client-go leader holds the Lease; the times run from ` +
         `the spawn to its first log line ("starting"; client-go: "ready") and to the line naming the leader, which ` +
         `follows the first answer from the API server. One process at a time, after one discarded warm-up run per ` +
-        `implementation (so Deno's module cache is warm); ${cs.runs} run(s) each.`,
+        `implementation (so Deno's module cache is warm), then ${cs.runs} round(s) through all implementations in ` +
+        `turn (so a change in the machine's load hits all alike). "bundle" is the entrypoint bundled and minified ` +
+        `into one file (\`deno bundle\`; \`bun build\` for Bun and for Node); "executable" is the single file of ` +
+        `deploy/Dockerfile (\`bun build --compile --minify\`); a git ref names the entrypoint of that older tree, ` +
+        `measured in the same run. Every process starts from a pod-like environment (PATH, HOME, LANG and the ` +
+        `pod's variables only): this machine sets NODE_EXTRA_CA_CERTS to the system bundle, which costs Node and Bun ` +
+        `tens of milliseconds per start.` +
+        (r.entrypointBytes
+          ? ` Sizes of the one-file forms: ${
+            (["deno", "bun", "node"] as const).filter((k) => r.entrypointBytes?.[k]).map((k) =>
+              `bundle for ${k} ${fmt(r.entrypointBytes![k]! / 1024)} KiB`
+            ).join(", ")
+          }${
+            r.entrypointBytes.executable
+              ? `, executable ${fmt(r.entrypointBytes.executable / 1048576)} MiB (the Bun runtime included)`
+              : ""
+          }.`
+          : ""),
     );
     out.push("");
     const cg = cs.summary["client-go"]?.firstAnswer?.median;
@@ -443,6 +515,8 @@ export function markdownReport(r: BenchResults): string {
     ));
     out.push("");
   }
+  const ph = b.phases;
+  if (ph) out.push(...phasesSection(ph));
   if (s) {
     out.push(
       `**6. Scale.** (a) One Deno process runs one LeaderElector per Lease (same identity, all leaders, ` +
@@ -523,6 +597,140 @@ export function markdownReport(r: BenchResults): string {
 }
 
 /** A log-scale dot plot of the hand-over samples, leasehold against client-go. Hand-written SVG. */
+/** Where the time and memory go, in numbers from the phase tables. */
+function phaseNotes(ph: PhasesResult, rts: string[]): string[] {
+  const row = (cfg: string, phase: string) => ph.summary[cfg]?.find((r) => r.phase === phase);
+  const took = (cfg: string, phase: string) => row(cfg, phase)?.tookMs;
+  const grew = (cfg: string, phase: string) => row(cfg, phase)?.rssDeltaMiB;
+  const list = (f: (rt: string) => number | undefined, unit: string) =>
+    `${rts.map((rt) => fmt(f(rt))).join(" / ")} ${unit}`;
+  const sum = (xs: (number | undefined)[]) => xs.reduce<number>((a, b) => a + (b ?? 0), 0);
+  const steps = (rt: string) => `${rt} steps (now)`;
+  const own = ["import lib/cli", "config read", "CA parsed", "client created"];
+  const out: string[] = [];
+  out.push(
+    `Where the time goes (${rts.join(" / ")}): starting the runtime takes ${
+      list((rt) => took(steps(rt), "start"), "ms")
+    }; the node: modules lib/cli imports ${list((rt) => took(steps(rt), "node: modules of lib/cli"), "ms")}; the ` +
+      `project's own code up to the first request (loading it, reading the configuration, checking the CA, ` +
+      `creating the client) ${list((rt) => sum(own.map((p) => took(steps(rt), p))), "ms")}; the first TLS ` +
+      `handshake with the GET ${list((rt) => took(steps(rt), "first answer"), "ms")}. The empty program needs ` +
+      `${list((rt) => took(`${rt} empty`, "first answer"), "ms")} after its start for node:fs, the TLS handshake ` +
+      `and one GET: the runtime's start and the first TLS exchange are most of a cold start, and they are paid by ` +
+      `any program on that runtime. On Node, the first TLS context given a \`ca\` makes Node 20 parse its ` +
+      `bundled root certificates: 20–35 ms of CPU here, seen with \`node --cpu-prof\` and timed alone (2 ms with ` +
+      `\`--use-openssl-ca\`, which however changes which roots Node loads); the empty program pays it too.`,
+  );
+  out.push("");
+  out.push(
+    `Where the memory goes (RSS growth): the node: modules ${
+      list((rt) => grew(steps(rt), "node: modules of lib/cli"), "MiB")
+    }, of which the first node: import (Deno's Node compatibility layer, Bun's module loader) is ${
+      list((rt) => grew(`${rt} builtins`, "node:process"), "MiB")
+    } and node:fs ${list((rt) => grew(`${rt} builtins`, "node:fs"), "MiB")} (the empty program loads both); the ` +
+      `project's own code ${list((rt) => grew(steps(rt), "import lib/cli"), "MiB")}; configuration, CA check and ` +
+      `client ${list((rt) => sum(own.slice(1).map((p) => grew(steps(rt), p))), "MiB")}; the first TLS exchange ` +
+      `${list((rt) => grew(steps(rt), "first answer"), "MiB")}; the open watch ${
+        list((rt) => grew(steps(rt), "watch answered"), "MiB")
+      }. The JavaScript heap in use when idle is ${
+        list((rt) => row(steps(rt), "idle")?.heapMiB, "MiB")
+      } against the empty program's ${list((rt) => row(`${rt} empty`, "idle")?.heapMiB, "MiB")}: most of the ` +
+      `overhead is not objects the library keeps but code and the runtime's own structures for it (compiled ` +
+      `functions, module records, Bun's transpiled source, Deno's Node compatibility layer and fetch client).`,
+  );
+  out.push("");
+  return out;
+}
+
+/** The start-up phase tables (tests/bench/phases.ts). */
+function phasesSection(ph: PhasesResult): string[] {
+  const out: string[] = [];
+  const row = (cfg: string, phase: string) => ph.summary[cfg]?.find((r) => r.phase === phase);
+  const cell = (cfg: string, phase: string) => {
+    const r = row(cfg, phase);
+    return r ? `${fmt(r.tookMs)} ms, ${r.rssDeltaMiB >= 0 ? "+" : ""}${fmt(r.rssDeltaMiB, 1)} MiB` : "–";
+  };
+  const rts = ["deno", "bun", "node"].filter((rt) => ph.summary[`${rt} steps (now)`]);
+  out.push(
+    `**4+5, taken apart.** \`tests/bench/phases.mjs\` walks through a replica's start one phase at a time and ` +
+      `reports after each the time and the process's resident set size; each configuration ran ${ph.runs} times ` +
+      `(after a warm-up), one process at a time, in a fresh random order each round (load average ` +
+      `${ph.loadAverageAtStart[0]?.toFixed(2)} at the start, ${ph.loadAverageAtEnd[0]?.toFixed(2)} at the end). ` +
+      `Medians of the time each phase took and of the RSS growth during it. "runtime up" runs from the spawn to ` +
+      `the script's first line (its RSS is the total there); the node: modules are those lib/cli imports, loaded ` +
+      `first so that the next line is the project's own code (Deno and Bun: TypeScript source; Node: the tsc build).`,
+  );
+  out.push("");
+  const steps = [
+    ["start", "runtime up"],
+    ["node: modules of lib/cli", "node: modules of lib/cli"],
+    ["import lib/cli", "lib/cli and the library, own code"],
+    ["config read", "in-cluster config read (token, CA, namespace)"],
+    ["CA parsed", "CA checked (X509Certificate)"],
+    ["client created", "client created (TLS adapter loaded)"],
+    ["first answer", "first answer: TLS handshake + GET Lease"],
+    ["watch answered", "watch opened, first event"],
+  ];
+  const rtCfg = (rt: string) => `${rt} steps (now)`;
+  const idle = (cfg: string) => row(cfg, "idle")?.rssMiB;
+  out.push(table(
+    ["phase", ...rts.map((rt) => rt)],
+    [
+      ...steps.map(([k, label]) => [label, ...rts.map((rt) => cell(rtCfg(rt), k))]),
+      ["RSS idle, MiB", ...rts.map((rt) => fmt(idle(rtCfg(rt))))],
+      ["empty program: runtime up", ...rts.map((rt) => cell(`${rt} empty`, "start"))],
+      ["empty program: node:fs, TLS + GET", ...rts.map((rt) => cell(`${rt} empty`, "first answer"))],
+      ["empty program: RSS idle, MiB", ...rts.map((rt) => fmt(idle(`${rt} empty`)))],
+    ],
+    ["---", ...rts.map(() => "---:")],
+  ));
+  out.push("");
+  const mains = Object.keys(ph.summary).filter((k) => / main \(/.test(k)).sort();
+  if (mains.length) {
+    out.push(
+      "The entrypoint as a replica runs it (`main()` of lib/cli, no --http-addr, no command), in each form: " +
+        "median ms since the spawn at the end of each phase, and the RSS after " +
+        `${ph.idleMs} ms idle against the empty program's on the same runtime.`,
+    );
+    out.push("");
+    out.push(table(
+      ["entrypoint", "runtime up", "imported", '"starting" logged', "first answer", "RSS idle MiB", "over empty MiB"],
+      mains.map((k) => {
+        const rt = k.split(/[- ]/)[0];
+        const at = (phase: string) => fmt(row(k, phase)?.atMs);
+        const mine = idle(k), empty = idle(`${rt} empty`);
+        return [
+          k,
+          at("start"),
+          at("import lib/cli"),
+          at("starting"),
+          at("first answer"),
+          fmt(mine),
+          mine !== undefined && empty !== undefined ? fmt(mine - empty) : "–",
+        ];
+      }),
+    ));
+    out.push("");
+  }
+  const mods = ph.summary[`${rts[0]} builtins`]?.map((r) => r.phase).filter((p) => p.startsWith("node:")) ?? [];
+  if (mods.length) {
+    out.push(
+      "What each node: module costs when imported in this order into an otherwise empty program (the first one " +
+        "also pays for the runtime's Node compatibility layer or module loader):",
+    );
+    out.push("");
+    out.push(table(
+      ["module", ...rts],
+      mods.map((m) => [m, ...rts.map((rt) => cell(`${rt} builtins`, m))]),
+    ));
+    out.push("");
+  }
+  out.push(...phaseNotes(ph, rts));
+  for (const e of ph.errors) out.push(`- failed run: ${e.split("\n")[0]}`);
+  if (ph.errors.length) out.push("");
+  return out;
+}
+
 export function handoverSvg(r: BenchResults): string {
   const h = r.benchmarks.handover;
   const W = 760, H = 380, L = 70, R = 190, T = 48, B = 52;
