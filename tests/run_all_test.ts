@@ -20,8 +20,9 @@ function runSuites(ci: boolean, calls: string): { out: string; status: number | 
     ...process.env as Record<string, string>,
     LEASEHOLD_LOG_DIR: mkdtempSync(join(tmpdir(), "leasehold-run-all-")),
   };
-  if (ci) env.CI = "true";
-  else delete env.CI;
+  // Set, not deleted: Deno's child_process merges `env` into the parent's, so a
+  // deleted CI would still be inherited from a run under CI=true.
+  env.CI = ci ? "true" : "false";
   const t0 = performance.now();
   const r = spawnSync("bash", ["-c", script], { env, encoding: "utf8", timeout: 60_000 });
   if (r.error) throw r.error;

@@ -186,6 +186,13 @@ const PROBES = [
     assert.match(readFileSync(join(fresh, "tests", "run_all.sh"), "utf8"), /echo "\$PASSED passed, \$FAILED failed"\n/);
     assert.match(readFileSync(join(fresh, ".ci", "run"), "utf8"), /npm test --silent/);
   }],
+  [/^npm run e2e$/, () => {
+    // Brings up a real node (minutes, as root): the test runner runs it as its own suite, so here it is checked.
+    const pkg = JSON.parse(readFileSync(join(fresh, "package.json"), "utf8"));
+    assert.equal(pkg.scripts.e2e, "deno run -A tests/e2e/run.ts");
+    assert.match(readFileSync(join(fresh, "tests", "run_all.sh"), "utf8"), /deno run -A tests\/e2e\/run\.ts/);
+    assert.ok(existsSync(join(fresh, "tests", "e2e", "run.ts")));
+  }],
   [/^(npm run apiserver|npx deno task apiserver)$/, async (t, m) => {
     if (!onPath("go")) {
       if (CI) assert.fail(`\`${m[1]}\` needs Go on PATH`);
