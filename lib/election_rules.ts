@@ -31,6 +31,12 @@ export interface Observation {
    * coordinated election, the controller wrote it in.
    */
   named?: boolean;
+  /**
+   * This version is exactly one of this replica's own acquiring writes whose
+   * answer it has not seen (applied, answer lost): it is adopted at the next
+   * attempt, which therefore comes after one retry period, not at the expiry.
+   */
+  ownWrite?: boolean;
 }
 
 /**
@@ -260,7 +266,7 @@ export function nextAttemptAt(i: WaitInput): number {
   const o = i.observed;
   // Free, deleted, or (coordinated) this replica named by the controller: go now.
   if (o && (o.holder === "" || o.deleted || o.named) && i.changed) return earliest;
-  if (o && o.holder !== "") {
+  if (o && o.holder !== "" && !o.ownWrite) {
     const exp = expiresAt(o);
     if (exp > i.start) return Math.max(earliest, i.watching ? exp : Math.min(exp, i.pollAt));
   }

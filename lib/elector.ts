@@ -15,6 +15,7 @@ import {
   nextAttemptAt,
   type Observation,
   releaseRecord,
+  sameRecord,
   WATCH_BACKOFF_MIN_MS,
   watchReopen,
 } from "./election_rules.ts";
@@ -572,6 +573,7 @@ export class LeaderElector extends EventTarget {
       at,
       preferredHolder,
       named,
+      ownWrite: !own && r.ok && this.#pendingAcquires.some((w) => sameRecord(r.record, w)),
     };
     this.#reportLeader();
     if (this.#leading && this.#preferredOther(this.#observed)) this.#leaderWake?.abort();

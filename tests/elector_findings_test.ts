@@ -482,6 +482,31 @@ test("an acquiring PUT that was applied but whose answer was lost is adopted at 
   await shutdown(clock, a);
 });
 
+test("an acquire whose answer was lost is adopted after one retry period while the watch delivered that write", async () => {
+  // Found by the fault suite's soak: the follower's watch showed its own applied write,
+  // which it then waited out like another holder's claim (until leaseDuration expired).
+  const clock = new ManualClock();
+  const store = new MemoryLeaseStore();
+  store.put(NS, NAME, { spec: { holderIdentity: "", leaseDurationSeconds: 1, leaseTransitions: 3 } });
+  const hooked = new HookedApi(store.api(NS, NAME));
+  let lose = true;
+  hooked.onUpdate = async (lease, signal) => {
+    const r = await hooked.inner.update(lease, signal);
+    if (lose && lease.spec?.holderIdentity === "a") {
+      lose = false;
+      await settle(); // the watch event of the applied write arrives first
+      throw new TimeoutError("the answer was lost");
+    }
+    return r;
+  };
+  const a = replica(store, clock, "a", {}, hooked);
+  const took = await until(clock, () => a.elector.isLeader, 30000);
+  assert.ok(hooked.calls.watch >= 1, "the follower was watching");
+  assert.ok(took <= 2000 * 2.2 + 500, `led ${took} ms after its own write landed, not at its expiry (15 s)`);
+  assert.equal(store.peek(NS, NAME)?.spec?.leaseTransitions, 4, "the term of the lost write is kept");
+  await shutdown(clock, a);
+});
+
 test("at startup a live Lease held by this same identity is waited out like any other holder", async () => {
   // The safe choice: another process may still run with this identity (a restarted
   // container whose old process lingers, a duplicated pod name). It may lead again
