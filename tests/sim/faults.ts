@@ -125,10 +125,19 @@ export function generateFaults(rng: Rng, replicas: number, horizonMs: number, t:
         case "crash":
         case "shutdown":
           break;
+        case "edit-delete":
+          dur = 0;
+          if (rng.chance(0.4)) {
+            // An operator frees the Lease, then deletes it (finding 3's free Lease deleted).
+            p.clearFirst = true;
+            p.afterMs = rng.pick([0, 1, 5, 30]);
+          }
+          break;
         case "edit-takeover":
         case "edit-clear":
         case "edit-touch":
-        case "edit-delete":
+          dur = 0;
+          break;
         case "wall-jump":
           dur = 0;
           p.ms = Math.round((rng.next() - 0.5) * 7200000);

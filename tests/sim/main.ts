@@ -38,15 +38,32 @@ export interface SeedEntry {
   minutes: number;
   faults: number[];
   untilMs: number;
+  targets?: Record<number, number>;
   finding?: string;
   note?: string;
 }
 
 function replayLine(
-  e: { seed: number; replicas: number; profile: string; minutes: number; faults?: number[]; untilMs: number },
+  e: {
+    seed: number;
+    replicas: number;
+    profile: string;
+    minutes: number;
+    faults?: number[];
+    untilMs: number;
+    targets?: Record<number, number>;
+  },
 ) {
   const faults = e.faults === undefined ? "" : ` --faults ${e.faults.join(",") || "none"}`;
-  return `deno run -A tests/sim/main.ts --seed ${e.seed} --replicas ${e.replicas} --profile ${e.profile} --minutes ${e.minutes}${faults} --until-ms ${e.untilMs}`;
+  const t = Object.entries(e.targets ?? {}).map(([i, r]) => `${i}:${r}`).join(",");
+  return `deno run -A tests/sim/main.ts --seed ${e.seed} --replicas ${e.replicas} --profile ${e.profile} --minutes ${e.minutes}${faults}${
+    t ? ` --targets ${t}` : ""
+  } --until-ms ${e.untilMs}`;
+}
+
+function parseTargets(s: string | boolean | undefined): Record<number, number> | undefined {
+  if (typeof s !== "string" || !s) return undefined;
+  return Object.fromEntries(s.split(",").map((p) => p.split(":").map(Number)));
 }
 
 function summary(r: RunResult): string {
@@ -75,9 +92,9 @@ async function report(r: RunResult, opts: RunOptions, doShrink: boolean, out: Se
   if (!doShrink) return;
   const rep = await shrink(opts, r, (s) => console.log(s));
   console.log(
-    `    shrunk (${rep.runs} runs) to ${rep.faults.length} fault(s), ${(rep.untilMs / 1000).toFixed(1)}s: ${
-      rep.faults.map((i) => describeFault(r.schedule[i])).join("; ") || "no faults"
-    }`,
+    `    shrunk seed ${rep.seed} ${rep.profile} (${rep.runs} runs) to ${rep.faults.length} fault(s), ${
+      (rep.untilMs / 1000).toFixed(1)
+    }s: ${rep.faults.map((i) => describeFault(r.schedule[i])).join("; ") || "no faults"}`,
   );
   console.log(`    replay: ${replayLine(rep)}`);
   const entry: SeedEntry = {
@@ -87,6 +104,7 @@ async function report(r: RunResult, opts: RunOptions, doShrink: boolean, out: Se
     minutes: rep.minutes,
     faults: rep.faults,
     untilMs: rep.untilMs,
+    targets: rep.targets,
     note: `${rep.kind}: ${v.msg}`,
   };
   console.log(`    seeds.json entry: ${JSON.stringify(entry)}`);
@@ -138,6 +156,7 @@ async function main() {
           minutes: e.minutes,
           faults: e.faults,
           untilMs: e.untilMs,
+          targets: e.targets,
         },
         `regression seed ${e.seed}${e.finding ? ` (finding ${e.finding})` : ""}`,
       );
@@ -162,6 +181,7 @@ async function main() {
       minutes,
       faults,
       untilMs: a["until-ms"] !== undefined ? Number(a["until-ms"]) : undefined,
+      targets: parseTargets(a.targets),
       trace: !!a.trace,
     }, `seed ${seed}`);
     if (stepGoal === undefined && runs >= runsGoal) break;

@@ -65,13 +65,17 @@ export interface NetHooks {
   /** A request left the replica (for the rate bound). */
   request(op: string): void;
   /** A create/update by this replica was applied at the store; `sentAt` is when it left. */
-  applied(sentAt: number, lease: Lease): void;
+  applied(sentAt: number, lease: Lease, seenAtSend: unknown): void;
+  /** What the replica knew when a write left (opaque to the network). */
+  snapshot(): unknown;
   /** Note for the trace. */
   trace(msg: string): void;
   /** A Retry-After was delivered. */
   retryAfter(v: unknown): void;
   /** A watch stream opened or closed (server side). */
   watchOpen(delta: number): void;
+  /** A Lease reached the replica (a response or a watch event). */
+  received(l: Lease): void;
   /** A signal handed to watch(), to be inspected for listener growth. */
   watchSignal(s: AbortSignal, live: boolean): void;
 }
@@ -160,6 +164,7 @@ export class SimLeaseApi implements LeaseApi {
       };
       const send = () => {
         const sentAt = sched.now;
+        const seenAtSend = op === "update" || op === "create" ? this.#hooks.snapshot() : undefined;
         if (f.tokenFail) {
           sched.after(this.#latency(), () =>
             finish({
@@ -203,7 +208,9 @@ export class SimLeaseApi implements LeaseApi {
             out = { ok: false, error: apiError(500, "InternalError", "etcdserver: request timed out") };
           } else {
             out = server();
-            if (out.ok && (op === "update" || op === "create")) this.#hooks.applied(sentAt, out.value as Lease);
+            if (out.ok && (op === "update" || op === "create")) {
+              this.#hooks.applied(sentAt, out.value as Lease, seenAtSend);
+            }
           }
           if (!owner.alive) return;
           if (f.hangUntil > sched.now) {
@@ -217,6 +224,9 @@ export class SimLeaseApi implements LeaseApi {
           }
           sched.after(this.#latency(), () => {
             if (f.partition !== "none") return this.#hooks.trace(`${op} response lost in partition`);
+            if (out.ok && out.value && typeof out.value === "object") {
+              this.#hooks.received(out.value as unknown as Lease);
+            }
             finish(out);
           }, owner);
         });
@@ -295,6 +305,7 @@ export class SimLeaseApi implements LeaseApi {
             sched.at(Math.max(sched.now + 1, f.partitionEnd + this.#latency()), fire, owner);
             return;
           }
+          this.#hooks.received(ev.object);
           push({ ev });
         };
         sched.at(at, fire, owner);

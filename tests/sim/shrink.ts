@@ -12,6 +12,7 @@ export interface Repro {
   minutes: number;
   faults: number[];
   untilMs: number;
+  targets: Record<number, number>;
   kind: ViolationKind;
   runs: number;
 }
@@ -27,6 +28,7 @@ export async function shrink(
     ...base,
     replicas: failed.replicas,
     profile: failed.profile,
+    targets: failed.targets,
     stopAtFirst: true,
     trace: false,
   };
@@ -76,6 +78,7 @@ export async function shrink(
     minutes: base.minutes,
     faults: cur,
     untilMs,
+    targets: Object.fromEntries(cur.filter((i) => failed.targets[i] !== undefined).map((i) => [i, failed.targets[i]])),
     kind,
     runs,
   };

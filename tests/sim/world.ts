@@ -87,6 +87,8 @@ export interface RunOptions {
   stopAtFirst?: boolean;
   /** Print every trace line. */
   trace?: boolean;
+  /** Replica each "leader"-targeted fault hit in an earlier run (fault index -> replica), for replay. */
+  targets?: Record<number, number>;
   /** Elector under test. @default the real LeaderElector */
   factory?: ElectorFactory;
 }
@@ -108,6 +110,8 @@ export interface RunResult {
   maxHealToLeaderMs: number;
   healWindows: number;
   configRejected?: string;
+  /** Replica each fault hit (fault index -> replica). */
+  targets: Record<number, number>;
   trace: string[];
 }
 
@@ -121,6 +125,10 @@ interface Work {
   lateMs: number;
   claimEndAtAbort?: number;
   clearedWhileRunning: boolean;
+  /** resourceVersion of the write that started this term (as far as the store saw). */
+  acquireRv: number;
+  /** The Lease was deleted by hand while this work ran. */
+  deletedWhileRunning: boolean;
   signal: AbortSignal;
 }
 
@@ -134,6 +142,8 @@ interface Incarnation extends Owner {
   done: boolean;
   watches: number;
   watchSignals: Set<AbortSignal>;
+  /** Highest resourceVersion this process received per holder (responses and watch events). */
+  seen: Map<string, number>;
 }
 
 interface Replica {
@@ -210,9 +220,15 @@ export class World {
   #works: Work[] = [];
   #running = new Set<Work>();
   #lastToken = -1;
-  #deletedSinceTerm = false;
-  #claims = new Map<string, { appliedAt: number; durMs: number } | undefined>();
+  /** resourceVersion of the last hand delete, and of the write that started the last term. */
+  #lastDeleteRv = -1;
+  #lastTermRv = -1;
+  #claims = new Map<
+    string,
+    { appliedAt: number; durMs: number; rv: number; seen: Map<string, number> } | undefined
+  >();
   #trace: string[] = [];
+  #targets: Record<number, number> = {};
   #healStart?: number;
   #healSatisfied = false;
   #healUnchecked = false;
@@ -283,7 +299,10 @@ export class World {
     this.store.onChange = (e, by) => {
       this.note(`store rv=${e.rv} ${e.type} by ${by}: ${recordText(e.object)}`);
       if (by === "operator") {
-        if (e.type === "DELETED") this.#deletedSinceTerm = true;
+        if (e.type === "DELETED") {
+          this.#lastDeleteRv = e.rv;
+          for (const w of this.#running) w.deletedWhileRunning = true;
+        }
       }
     };
   }
@@ -326,13 +345,21 @@ export class World {
       identity: r.identity,
       hooks: {
         request: (op) => this.#countRequest(r, op),
-        applied: (sentAt, lease) => this.#applied(r, sentAt, lease),
+        applied: (sentAt, lease, seen) => this.#applied(r, sentAt, lease, seen as Map<string, number>),
+        snapshot: () => new Map(owner.seen),
         trace: (m) => this.note(`r${r.index} ${m}`),
         retryAfter: (v) => {
           const n = Number(v);
           if (!(n >= 0 && n * 1000 <= this.timing.leaseDuration)) this.#healUnchecked = true;
         },
         watchOpen: (d) => (owner.watches += d),
+        received: (l) => {
+          const h = l.spec?.holderIdentity;
+          if (typeof h === "string" && h) {
+            const rv = Number(l.metadata.resourceVersion);
+            if (rv > (owner.seen.get(h) ?? -1)) owner.seen.set(h, rv);
+          }
+        },
         watchSignal: (s, live) => live ? owner.watchSignals.add(s) : owner.watchSignals.delete(s),
       },
     });
@@ -343,7 +370,17 @@ export class World {
       error: (m, f) => this.note(`r${r.index} ERROR ${m} ${f ? JSON.stringify(f) : ""}`),
     };
     const stop = new AbortController();
-    Object.assign(owner, { no, replica: r.index, clock, api, stop, done: false, watches: 0, watchSignals: new Set() });
+    Object.assign(owner, {
+      no,
+      replica: r.index,
+      clock,
+      api,
+      stop,
+      done: false,
+      watches: 0,
+      watchSignals: new Set(),
+      seen: new Map(),
+    });
     r.inc = owner;
     owner.elector = this.#factory({
       lease: api,
@@ -390,13 +427,15 @@ export class World {
       start: now,
       lateMs: 0,
       clearedWhileRunning: false,
+      acquireRv: this.#claims.get(r.identity)?.rv ?? 0,
+      deletedWhileRunning: false,
       signal,
     };
     this.terms++;
     this.note(`r${r.index} WORK START token=${token}`);
     // Fencing: strictly increasing from term to term.
     if (typeof token !== "number" || !(token > this.#lastToken)) {
-      if (this.#deletedSinceTerm && token === 0) {
+      if (this.#lastDeleteRv > this.#lastTermRv && token === 0) {
         this.excusedFencing++;
         this.#lastToken = -1;
         this.note(`fencing token restarted at 0 after the Lease was deleted by hand (documented)`);
@@ -408,10 +447,14 @@ export class World {
       }
     }
     this.#lastToken = typeof token === "number" ? Math.max(token, this.#lastToken) : this.#lastToken;
-    this.#deletedSinceTerm = false;
+    this.#lastTermRv = w.acquireRv;
     // No two works at once (true time).
     for (const x of this.#running) {
-      const excused = x.clearedWhileRunning ||
+      // A Lease deleted by hand under a live holder: a replica that never saw that
+      // holder's term cannot know it exists (documented); one that saw it must wait.
+      const knew = this.#claims.get(r.identity)?.seen.get(this.replicas[x.replica].identity) ?? -1;
+      const unseen = x.deletedWhileRunning && knew < x.acquireRv;
+      const excused = x.clearedWhileRunning || unseen ||
         (x.abortAt !== undefined && x.claimEndAtAbort !== undefined &&
           x.abortAt + x.lateMs > x.claimEndAtAbort && now >= x.claimEndAtAbort && x.replica !== r.index);
       if (excused) {
@@ -457,11 +500,16 @@ export class World {
 
   // ---- claims: the last write of each identity that the store applied -----------
 
-  #applied(r: Replica, _sentAt: number, lease: Lease) {
+  #applied(r: Replica, _sentAt: number, lease: Lease, seen: Map<string, number>) {
     const h = lease.spec?.holderIdentity;
     const d = lease.spec?.leaseDurationSeconds;
     if (h === r.identity && typeof d === "number") {
-      this.#claims.set(r.identity, { appliedAt: this.sched.now, durMs: d * 1000 });
+      this.#claims.set(r.identity, {
+        appliedAt: this.sched.now,
+        durMs: d * 1000,
+        rv: Number(lease.metadata.resourceVersion),
+        seen,
+      });
     } else {
       this.#claims.set(r.identity, undefined);
     }
@@ -500,11 +548,13 @@ export class World {
   }
 
   #startFault(f: FaultSpec) {
-    const target = f.target >= 0 ? f.target : (() => {
+    const pinned = this.opts.targets?.[f.i];
+    const target = pinned !== undefined ? pinned : f.target >= 0 ? f.target : (() => {
       const l = this.#leaderIndex();
       return l >= 0 ? l : this.rng.fork(`target${f.i}`).int(0, this.replicas.length - 1);
     })();
     const r = this.replicas[target];
+    this.#targets[f.i] = target;
     this.note(`FAULT ${describeFault(f)} -> r${target}`);
     const LD = this.timing.leaseDuration;
     switch (f.kind) {
@@ -534,6 +584,15 @@ export class World {
         return;
       }
       case "edit-delete":
+        if (f.p.clearFirst) {
+          const cur = this.store.peek();
+          if (cur) {
+            for (const w of this.#running) w.clearedWhileRunning = true;
+            this.store.edit({ ...cur.spec, holderIdentity: "" });
+            this.sched.after(Number(f.p.afterMs), () => this.store.delete());
+          }
+          return;
+        }
         this.store.delete();
         return;
       case "wall-jump":
@@ -768,6 +827,7 @@ export class World {
       maxHealToLeaderMs: this.maxHeal,
       healWindows: this.healWindows,
       configRejected: this.configRejected,
+      targets: this.#targets,
       trace: this.#trace,
     };
   }
