@@ -73,10 +73,21 @@ function summary(r: RunResult): string {
     (r.violations.length ? `, VIOLATION ${r.violations[0].kind}` : ", ok");
 }
 
-async function report(r: RunResult, opts: RunOptions, doShrink: boolean, out: SeedEntry[]) {
+async function report(r: RunResult, opts: RunOptions, doShrink: boolean, out: SeedEntry[], brief = false) {
   const v = r.violations[0];
   console.log(`\n!!! seed ${r.seed}: ${v.kind} at ${(v.at / 1000).toFixed(3)}s (step ${v.step}): ${v.msg}`);
   if (r.configRejected) console.log(`    (profile adjusted: ${r.configRejected})`);
+  if (brief) {
+    const all = r.kept.length === r.schedule.length;
+    const rl = replayLine({
+      ...r,
+      minutes: opts.minutes,
+      faults: all ? undefined : r.kept,
+      untilMs: Math.ceil(v.at + 1),
+    });
+    console.log(`    replay: ${all ? rl.replace(/ --targets \S+/, "") : rl}`);
+    return;
+  }
   console.log("    fault schedule (up to the violation):");
   for (const f of r.schedule) {
     if (f.at <= v.at && r.kept.includes(f.i)) console.log(`      ${describeFault(f)}`);
@@ -137,7 +148,7 @@ async function main() {
       failed++;
       failedSeeds.push(`${label}: ${r.violations[0].kind}`);
       console.log(summary(r));
-      await report(r, opts, doShrink, found);
+      await report(r, opts, doShrink, found, ci);
     } else {
       passed++;
       if (!quiet) console.log(summary(r));
@@ -192,7 +203,13 @@ async function main() {
       `seeds ${firstSeed}..${firstSeed + runs - 1}, ${secs.toFixed(1)} s wall, ${Math.round(steps / secs)} steps/s; ` +
       `request bound ${RATE_BOUND}/s per replica`,
   );
-  if (failedSeeds.length) console.log(`failed: ${failedSeeds.join("; ")}`);
+  if (failedSeeds.length) {
+    console.log(
+      `failed: ${failedSeeds.slice(0, 40).join("; ")}${
+        failedSeeds.length > 40 ? `; and ${failedSeeds.length - 40} more` : ""
+      }`,
+    );
+  }
   if (stepGoal !== undefined && steps < stepGoal && ci) {
     console.log(`only ${steps} of ${stepGoal} steps within the time budget`);
     failed++;
