@@ -66,7 +66,11 @@ export interface LeaderElectorOptions {
   lease: LeaseApi;
   /** This replica's identity, unique among candidates (e.g. the pod name). */
   identity: string;
-  /** How long a holder's claim lasts after its last observed change. @default 15000 */
+  /**
+   * How long a holder's claim lasts after its last observed change, in whole
+   * seconds (it is written as `leaseDurationSeconds`; other values are a
+   * {@linkcode ConfigError}). @default 15000
+   */
   leaseDuration?: number;
   /** How long the leader keeps trying to renew before it gives up. @default 10000 */
   renewDeadline?: number;
@@ -200,6 +204,13 @@ export function validateElectorOptions(o: {
   }
   if (ld < 1000) {
     problems.push(`leaseDuration (${ld} ms) must be at least 1000 ms: it is written as whole leaseDurationSeconds`);
+  } else if (ld % 1000 !== 0) {
+    // Followers judge expiry by the written whole seconds; every local bound must agree with them.
+    const lo = Math.floor(ld / 1000), hi = Math.ceil(ld / 1000);
+    problems.push(
+      `leaseDuration (${ld} ms) must be a whole number of seconds, as it is written in leaseDurationSeconds: ` +
+        `use ${lo}s or ${hi}s (e.g. --lease-duration ${hi}s)`,
+    );
   }
   if (!o.identity) problems.push("identity must not be empty: set it to the pod name (POD_NAME from the downward API)");
   if (o.name !== undefined) {
