@@ -25,7 +25,7 @@ function parse(argv: string[]): Args {
     const k = argv[i];
     if (!k.startsWith("--")) throw new Error(`unexpected argument ${k}`);
     const [name, inline] = k.slice(2).split("=", 2);
-    if (["ci", "trace", "no-shrink", "quiet"].includes(name)) a[name] = true;
+    if (["ci", "trace", "no-shrink", "quiet", "http", "mixed"].includes(name)) a[name] = true;
     else a[name] = inline ?? argv[++i];
   }
   return a;
@@ -39,6 +39,7 @@ export interface SeedEntry {
   faults: number[];
   untilMs: number;
   targets?: Record<number, number>;
+  http?: boolean;
   finding?: string;
   note?: string;
 }
@@ -52,13 +53,14 @@ function replayLine(
     faults?: number[];
     untilMs: number;
     targets?: Record<number, number>;
+    http?: boolean;
   },
 ) {
   const faults = e.faults === undefined ? "" : ` --faults ${e.faults.join(",") || "none"}`;
   const t = Object.entries(e.targets ?? {}).map(([i, r]) => `${i}:${r}`).join(",");
   return `deno run -A tests/sim/main.ts --seed ${e.seed} --replicas ${e.replicas} --profile ${e.profile} --minutes ${e.minutes}${faults}${
     t ? ` --targets ${t}` : ""
-  } --until-ms ${e.untilMs}`;
+  } --until-ms ${e.untilMs}${e.http ? " --http" : ""}`;
 }
 
 function parseTargets(s: string | boolean | undefined): Record<number, number> | undefined {
@@ -67,7 +69,9 @@ function parseTargets(s: string | boolean | undefined): Record<number, number> |
 }
 
 function summary(r: RunResult): string {
-  return `seed ${r.seed}: ${r.replicas} replicas, ${r.profile} ${r.timing.leaseDuration}/${r.timing.renewDeadline}/${r.timing.retryPeriod} ms, ` +
+  return `seed ${r.seed}${
+    r.http ? " (http)" : ""
+  }: ${r.replicas} replicas, ${r.profile} ${r.timing.leaseDuration}/${r.timing.renewDeadline}/${r.timing.retryPeriod} ms, ` +
     `${r.steps} steps, ${(r.simMs / 60000).toFixed(1)} sim min, ${r.kept.length} faults, ${r.terms} terms, ` +
     `max ${r.maxRequestsPerSecond} req/s, heal->leader max ${(r.maxHealToLeaderMs / 1000).toFixed(1)}s` +
     (r.violations.length ? `, VIOLATION ${r.violations[0].kind}` : ", ok");
@@ -107,7 +111,7 @@ async function report(r: RunResult, opts: RunOptions, doShrink: boolean, out: Se
       (rep.untilMs / 1000).toFixed(1)
     }s: ${rep.faults.map((i) => describeFault(r.schedule[i])).join("; ") || "no faults"}`,
   );
-  console.log(`    replay: ${replayLine(rep)}`);
+  console.log(`    replay: ${replayLine({ ...rep, http: opts.http })}`);
   const entry: SeedEntry = {
     seed: rep.seed,
     replicas: rep.replicas,
@@ -116,6 +120,7 @@ async function report(r: RunResult, opts: RunOptions, doShrink: boolean, out: Se
     faults: rep.faults,
     untilMs: rep.untilMs,
     targets: rep.targets,
+    ...(opts.http ? { http: true } : {}),
     note: `${rep.kind}: ${v.msg}`,
   };
   console.log(`    seeds.json entry: ${JSON.stringify(entry)}`);
@@ -168,6 +173,7 @@ async function main() {
           faults: e.faults,
           untilMs: e.untilMs,
           targets: e.targets,
+          http: e.http,
         },
         `regression seed ${e.seed}${e.finding ? ` (finding ${e.finding})` : ""}`,
       );
@@ -193,6 +199,7 @@ async function main() {
       faults,
       untilMs: a["until-ms"] !== undefined ? Number(a["until-ms"]) : undefined,
       targets: parseTargets(a.targets),
+      http: !!a.http || ((!!a.mixed || ci) && seed % 8 === 0),
       trace: !!a.trace,
     }, `seed ${seed}`);
     if (stepGoal === undefined && runs >= runsGoal) break;

@@ -80,7 +80,15 @@ export interface NetHooks {
   watchSignal(s: AbortSignal, live: boolean): void;
 }
 
-type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown };
+export type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+/** Where a watch's events go: the LeaseApi's own generator, or an HTTP response body. */
+export interface WatchSink {
+  /** Events that arrived together (one chunk). */
+  events(evs: LeaseWatchEvent[]): void;
+  /** The server ended the stream; `truncate`: its last line was cut short. */
+  end(truncate: boolean): void;
+}
 
 export class SimLeaseApi implements LeaseApi {
   readonly namespace: string;
@@ -131,6 +139,13 @@ export class SimLeaseApi implements LeaseApi {
    * One request: `server` runs at the store when the request arrives and returns
    * the outcome to send back.
    */
+  exchange<T>(op: string, signal: AbortSignal | undefined, server: () => Outcome<T>): Promise<T> {
+    return this.#request(op, signal, server);
+  }
+
+  /** True when the token source is real (HTTP mode): the network then does not emulate its faults. */
+  realTokens = false;
+
   #request<T>(op: string, signal: AbortSignal | undefined, server: () => Outcome<T>): Promise<T> {
     signal?.throwIfAborted();
     this.#hooks.request(op);
@@ -231,7 +246,7 @@ export class SimLeaseApi implements LeaseApi {
           }, owner);
         });
       };
-      if (f.tokenHangUntil > sched.now) {
+      if (f.tokenHangUntil > sched.now && !this.realTokens) {
         this.#hooks.trace(`${op}: token source hangs until ${f.tokenHangUntil.toFixed(0)}`);
         hangUntil(f.tokenHangUntil, send);
       } else {
@@ -266,22 +281,19 @@ export class SimLeaseApi implements LeaseApi {
     });
   }
 
-  async *watch(resourceVersion: string | undefined, signal: AbortSignal): AsyncIterable<LeaseWatchEvent> {
-    type Item = { ev: LeaseWatchEvent } | { end: true } | { error: unknown };
-    const queue: Item[] = [];
-    let wake: (() => void) | undefined;
-    let closed = false;
-    let serverClose: (() => void) | undefined;
+  /**
+   * Opens a watch over the simulated network: resolves once the server accepted
+   * it; `sink` then receives the events (with the watch faults in force) and the end.
+   * The returned function closes it (the client went away).
+   */
+  async openWatch(resourceVersion: string | undefined, signal: AbortSignal, sink: WatchSink): Promise<() => void> {
     const sched = this.#sched;
     const owner = this.#owner;
     const f = this.#faults;
     const rng = this.#rng;
     let lastDelivery = 0;
-    const push = (it: Item) => {
-      if (closed) return;
-      queue.push(it);
-      wake?.();
-    };
+    let closed = false;
+    let serverClose: (() => void) | undefined;
     const closeServer = () => {
       if (serverClose) {
         serverClose();
@@ -290,47 +302,40 @@ export class SimLeaseApi implements LeaseApi {
         this.#hooks.watchOpen(-1);
       }
     };
-    /** Delivers one event over the stream, with the watch faults in force. */
+    const close = () => {
+      closed = true;
+      closeServer();
+    };
+    /** Delivers one event over the stream; duplicates travel in the same chunk. */
     const deliver = (e: StoreEvent) => {
       if (rng.chance(f.watchLoseP)) return this.#hooks.trace(`watch event rv=${e.rv} lost`);
       const copies = rng.chance(f.watchDupP) ? 2 : 1;
-      for (let i = 0; i < copies; i++) {
-        let at = sched.now + this.#latency();
-        if (f.watchReorderMs) at += rng.next() * f.watchReorderMs;
-        else at = Math.max(at, lastDelivery);
-        lastDelivery = Math.max(lastDelivery, at);
-        const ev: LeaseWatchEvent = { type: e.type, object: copyLease(e.object) };
-        const fire = () => {
-          if (f.partition !== "none") {
-            sched.at(Math.max(sched.now + 1, f.partitionEnd + this.#latency()), fire, owner);
-            return;
-          }
-          this.#hooks.received(ev.object);
-          push({ ev });
-        };
-        sched.at(at, fire, owner);
-      }
+      let at = sched.now + this.#latency();
+      if (f.watchReorderMs) at += rng.next() * f.watchReorderMs;
+      else at = Math.max(at, lastDelivery);
+      lastDelivery = Math.max(lastDelivery, at);
+      const evs: LeaseWatchEvent[] = [];
+      for (let i = 0; i < copies; i++) evs.push({ type: e.type, object: copyLease(e.object) });
+      const fire = () => {
+        if (closed) return;
+        if (f.partition !== "none") {
+          sched.at(Math.max(sched.now + 1, f.partitionEnd + this.#latency()), fire, owner);
+          return;
+        }
+        this.#hooks.received(evs[0].object);
+        sink.events(evs);
+      };
+      sched.at(at, fire, owner);
     };
     const endStream = (truncate: boolean) => {
       sched.at(Math.max(lastDelivery, sched.now) + 0.001, () => {
+        if (closed) return;
         closeServer();
-        if (truncate) {
-          // The last line arrived cut short: that event is lost.
-          for (let i = queue.length - 1; i >= 0; i--) {
-            if ("ev" in queue[i]) {
-              queue.splice(i, 1);
-              break;
-            }
-          }
-        }
-        push({ end: true });
+        sink.end(truncate);
       }, owner);
     };
     this.#hooks.watchSignal(signal, true);
-    const onAbort = () => wake?.();
-    signal.addEventListener("abort", onAbort);
     try {
-      // Open: a GET with the same network faults; the store registers the watcher on arrival.
       await this.#request<true>("watch", signal, () => {
         try {
           const w = this.#store.watch(resourceVersion, (e) => deliver(e));
@@ -356,12 +361,49 @@ export class SimLeaseApi implements LeaseApi {
           return { ok: false, error: e };
         }
       });
+    } catch (e) {
+      close();
+      this.#hooks.watchSignal(signal, false);
+      throw e;
+    }
+    return () => {
+      close();
+      this.#hooks.watchSignal(signal, false);
+    };
+  }
+
+  async *watch(resourceVersion: string | undefined, signal: AbortSignal): AsyncIterable<LeaseWatchEvent> {
+    type Item = { ev: LeaseWatchEvent } | { end: true };
+    const queue: Item[] = [];
+    let wake: (() => void) | undefined;
+    const onAbort = () => wake?.();
+    signal.addEventListener("abort", onAbort);
+    let close: (() => void) | undefined;
+    try {
+      close = await this.openWatch(resourceVersion, signal, {
+        events: (evs) => {
+          for (const ev of evs) queue.push({ ev });
+          wake?.();
+        },
+        end: (truncate) => {
+          if (truncate) {
+            // The last line arrived cut short: that event is lost.
+            for (let i = queue.length - 1; i >= 0; i--) {
+              if ("ev" in queue[i]) {
+                queue.splice(i, 1);
+                break;
+              }
+            }
+          }
+          queue.push({ end: true });
+          wake?.();
+        },
+      });
       for (;;) {
         if (signal.aborted) return;
         const it = queue.shift();
         if (it) {
           if ("end" in it) return;
-          if ("error" in it) throw it.error;
           yield it.ev;
           continue;
         }
@@ -369,10 +411,8 @@ export class SimLeaseApi implements LeaseApi {
         wake = undefined;
       }
     } finally {
-      closed = true;
-      closeServer();
+      close?.();
       signal.removeEventListener("abort", onAbort);
-      this.#hooks.watchSignal(signal, false);
     }
   }
 }

@@ -8,6 +8,7 @@ import type { Lease } from "../../lib/lease.ts";
 import type { Logger } from "../../lib/log.ts";
 import { MAX_DRIFT, SimClock } from "./clock.ts";
 import { describeFault, type FaultSpec, generateFaults, retryAfterValue, type Timing } from "./faults.ts";
+import { httpLeaseApi } from "./http.ts";
 import { type LatencyProfile, type NetFaults, noFaults, SimLeaseApi } from "./net.ts";
 import { Rng } from "./prng.ts";
 import { type Owner, Scheduler } from "./scheduler.ts";
@@ -44,7 +45,7 @@ export const TIMER_RATE_BOUND = 200;
 /** Pending timers per replica. */
 export const TIMER_BOUND = 64;
 /** Abort listeners on any long-lived signal (run's, the watch's, the work's). */
-export const LISTENER_BOUND = 32;
+export const LISTENER_BOUND = 16;
 /** Open server-side watches per replica. */
 export const WATCH_BOUND = 3;
 /** Scheduled events in the whole world. */
@@ -89,12 +90,15 @@ export interface RunOptions {
   trace?: boolean;
   /** Replica each "leader"-targeted fault hit in an earlier run (fault index -> replica), for replay. */
   targets?: Record<number, number>;
+  /** Talk through the real KubeLeaseApi + KubeClient over a simulated fetch (else a simulated LeaseApi). */
+  http?: boolean;
   /** Elector under test. @default the real LeaderElector */
   factory?: ElectorFactory;
 }
 
 export interface RunResult {
   seed: number;
+  http: boolean;
   replicas: number;
   profile: string;
   timing: Timing;
@@ -167,17 +171,26 @@ interface Replica {
 
 const listeners = new WeakMap<EventTarget, Set<unknown>>();
 let patched = false;
+/** Most abort listeners seen on one signal (all runs of this process). */
+export let maxListeners = 0;
 function patchSignals() {
   if (patched) return;
   patched = true;
   const proto = AbortSignal.prototype as unknown as EventTarget;
-  const add = EventTarget.prototype.addEventListener;
-  const remove = EventTarget.prototype.removeEventListener;
+  const add = proto.addEventListener;
+  const remove = proto.removeEventListener;
   proto.addEventListener = function (this: EventTarget, type: string, fn: unknown, opts?: unknown) {
     if (type === "abort" && fn) {
       let s = listeners.get(this);
       if (!s) listeners.set(this, s = new Set());
       s.add(fn);
+      if (s.size > maxListeners) maxListeners = s.size;
+      if (s.size > LISTENER_BOUND && currentWorld && !(this as AbortSignal).aborted) {
+        currentWorld.violate(
+          "listener-growth",
+          `an AbortSignal has ${s.size} abort listeners (bound ${LISTENER_BOUND})`,
+        );
+      }
     }
     return add.call(this, type, fn as EventListener, opts as AddEventListenerOptions);
   };
@@ -382,8 +395,17 @@ export class World {
       seen: new Map(),
     });
     r.inc = owner;
+    const lease = this.opts.http
+      ? httpLeaseApi(api, this.store, {
+        sched: this.sched,
+        faults: r.faults,
+        owner,
+        clock,
+        timeoutMs: Math.max(1000, this.timing.renewDeadline / 2),
+      })
+      : api;
     owner.elector = this.#factory({
-      lease: api,
+      lease,
       identity: r.identity,
       ...this.timing,
       clock,
@@ -812,6 +834,7 @@ export class World {
   result(): RunResult {
     return {
       seed: this.opts.seed,
+      http: !!this.opts.http,
       replicas: this.replicas.length,
       profile: this.profile,
       timing: this.timing,
