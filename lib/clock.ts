@@ -16,7 +16,33 @@ export interface Clock {
 }
 
 /**
- * The real clock: `performance.now()`, `new Date()` and `setTimeout`.
+ * The longest delay a JavaScript timer honours: `setTimeout` fires at once for
+ * anything above 2^31 - 1 ms (about 24.8 days).
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * A delay that is safe to schedule: clamped to `[min, max]`, with NaN and
+ * non-numbers read as `min`. Pass a `min` above zero wherever a zero delay
+ * could repeat in a loop.
+ *
+ * @example Usage
+ * ```ts
+ * import { clampDelay, MAX_TIMER_MS } from "@leasehold/leasehold";
+ * console.log(clampDelay(-5)); // 0
+ * console.log(clampDelay(NaN, 100)); // 100
+ * console.log(clampDelay(1e15) === MAX_TIMER_MS); // true
+ * ```
+ */
+export function clampDelay(ms: number, min = 0, max: number = MAX_TIMER_MS): number {
+  if (typeof ms !== "number" || Number.isNaN(ms)) return min;
+  return Math.min(Math.max(ms, min), max);
+}
+
+/**
+ * The real clock: `performance.now()`, `new Date()` and `setTimeout`. A sleep
+ * longer than {@linkcode MAX_TIMER_MS} is split into several timers (one timer
+ * would fire at once); NaN and negative sleeps end at the next turn.
  *
  * @example Usage
  * ```ts
@@ -32,14 +58,21 @@ export const systemClock: Clock = {
   sleep(ms: number, signal?: AbortSignal): Promise<void> {
     return new Promise((resolve, reject) => {
       if (signal?.aborted) return reject(signal.reason);
+      const deadline = performance.now() + clampDelay(ms, 0, Infinity);
+      let timer: ReturnType<typeof setTimeout> | undefined;
       const onAbort = () => {
         clearTimeout(timer);
         reject(signal!.reason);
       };
-      const timer = setTimeout(() => {
-        signal?.removeEventListener("abort", onAbort);
-        resolve();
-      }, Math.max(0, ms));
+      const arm = () => {
+        const left = deadline - performance.now();
+        if (left <= 0 && timer !== undefined) {
+          signal?.removeEventListener("abort", onAbort);
+          return resolve();
+        }
+        timer = setTimeout(arm, clampDelay(left));
+      };
+      arm();
       signal?.addEventListener("abort", onAbort, { once: true });
     });
   },
@@ -106,7 +139,7 @@ export class ManualClock implements Clock {
   sleep(ms: number, signal?: AbortSignal): Promise<void> {
     return new Promise((resolve, reject) => {
       if (signal?.aborted) return reject(signal.reason);
-      const s: Sleeper = { at: this.#now + Math.max(0, ms), seq: this.#seq++, resolve: () => {} };
+      const s: Sleeper = { at: this.#now + clampDelay(ms, 0, Infinity), seq: this.#seq++, resolve: () => {} };
       const onAbort = () => {
         this.#sleepers = this.#sleepers.filter((x) => x !== s);
         reject(signal!.reason);

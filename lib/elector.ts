@@ -5,12 +5,13 @@
  * @module
  */
 
-import { type Clock, systemClock } from "./clock.ts";
+import { clampDelay, type Clock, MAX_TIMER_MS, systemClock } from "./clock.ts";
 import {
   ConfigError,
   errorKind,
   isAlreadyExists,
   isConflict,
+  isNotFound,
   KubeApiError,
   LeaseholdError,
   TimeoutError,
@@ -30,6 +31,33 @@ import { linkSignals } from "./signal.ts";
 
 /** client-go's JitterFactor: followers wait RetryPeriod plus up to 1.2 × RetryPeriod. */
 export const JITTER_FACTOR = 1.2;
+
+/**
+ * The longest wait a server's `Retry-After` (or `retryAfterSeconds`) hint can
+ * impose on the elector, in ms; longer hints are cut to this.
+ */
+export const MAX_RETRY_AFTER_MS = 60000;
+
+/**
+ * The server's retry hint of an error in ms, validated: 0 when there is none or
+ * it is not a positive finite number, at most {@linkcode MAX_RETRY_AFTER_MS}.
+ *
+ * @example Usage
+ * ```ts
+ * import { KubeApiError, retryAfterMs } from "@leasehold/leasehold";
+ * const e = (s: number) =>
+ *   new KubeApiError("slow down", { code: 429, reason: "TooManyRequests", method: "GET", url: "x", retryAfterSeconds: s });
+ * console.log(retryAfterMs(e(3))); // 3000
+ * console.log(retryAfterMs(e(NaN))); // 0
+ * console.log(retryAfterMs(e(1e12))); // 60000
+ * ```
+ */
+export function retryAfterMs(e: unknown): number {
+  if (!(e instanceof KubeApiError)) return 0;
+  const s = e.retryAfterSeconds;
+  if (typeof s !== "number" || !Number.isFinite(s) || s <= 0) return 0;
+  return Math.min(s * 1000, MAX_RETRY_AFTER_MS);
+}
 
 /**
  * Proof of leadership handed to the leader's work. `leaseTransitions` grows by one
@@ -167,6 +195,8 @@ interface Observed {
   durationMs: number;
   /** Monotonic time the current record was first observed. */
   at: number;
+  /** A watch reported the Lease deleted since this record was seen. */
+  deleted?: boolean;
 }
 
 /**
@@ -193,6 +223,8 @@ export function validateElectorOptions(o: {
   for (const [k, v] of [["leaseDuration", ld], ["renewDeadline", rd], ["retryPeriod", rp]] as const) {
     if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) {
       problems.push(`${k} must be greater than zero (got ${v})`);
+    } else if (v > MAX_TIMER_MS) {
+      problems.push(`${k} (${v} ms) must be at most ${MAX_TIMER_MS} ms (about 24.8 days), the longest timer`);
     }
   }
   if (problems.length) return problems;
@@ -290,6 +322,8 @@ export class LeaderElector extends EventTarget {
   #watchHealthy = false;
   #lastError = "";
   #requestTimeout: number;
+  /** Counts observed changes of the record (and deletions), to notice news. */
+  #changes = 0;
 
   /**
    * Creates an elector; nothing happens until {@linkcode LeaderElector.run}.
@@ -392,6 +426,7 @@ export class LeaderElector extends EventTarget {
     const key = JSON.stringify(r.ok ? r.record : { broken: lease.spec ?? null });
     if (this.#observed?.key === key) {
       this.#observed.lease = lease;
+      this.#observed.deleted = false;
       return this.#observed;
     }
     if (!r.ok) {
@@ -403,6 +438,7 @@ export class LeaderElector extends EventTarget {
         },
       );
     }
+    this.#changes++;
     this.#observed = {
       lease,
       key,
@@ -413,6 +449,12 @@ export class LeaderElector extends EventTarget {
     };
     this.#reportLeader();
     return this.#observed;
+  }
+
+  #observeDeleted(): void {
+    if (!this.#observed || this.#observed.deleted) return;
+    this.#observed.deleted = true;
+    this.#changes++;
   }
 
   #reportLeader(): void {
@@ -437,12 +479,18 @@ export class LeaderElector extends EventTarget {
 
   // ---- one attempt ----------------------------------------------------------
 
+  /** `ms` × (1 + U[0,1) × JITTER_FACTOR), client-go's jitter; a broken `random` counts as 0. */
+  #jittered(ms: number): number {
+    const r = this.#random();
+    return ms * (1 + (Number.isFinite(r) && r > 0 && r < 1 ? r : 0) * JITTER_FACTOR);
+  }
+
   #count(verb: string) {
     this.stats.requestsByVerb[verb] = (this.stats.requestsByVerb[verb] ?? 0) + 1;
   }
 
   #requestSignal(stop: AbortSignal, budget: number): { signal: AbortSignal; done: () => void } {
-    const ms = Math.max(1, Math.min(this.#requestTimeout, budget));
+    const ms = clampDelay(Math.min(this.#requestTimeout, budget), 1, this.#requestTimeout);
     const t = new AbortController();
     const cancel = new AbortController();
     this.#clock.sleep(ms, cancel.signal).then(
@@ -503,7 +551,7 @@ export class LeaderElector extends EventTarget {
         req.done();
       }
       this.stats.slowpathTotal++;
-    } else if (!this.#leading && o?.record && o.holder === "") {
+    } else if (!this.#leading && o?.record && o.holder === "" && !o.deleted) {
       // 1b. The Lease was free when last seen (a release delivered by the watch):
       // take it with one PUT of that object; a 409 means someone was faster.
       const req = this.#requestSignal(stop, budget);
@@ -516,7 +564,9 @@ export class LeaderElector extends EventTarget {
         this.#written(updated, start);
         return "acquired";
       } catch (e) {
-        if (stop.aborted || !isConflict(e)) throw e;
+        // 409: someone was faster; 404: the Lease was deleted. Either way read it
+        // again and go on under the usual rules (create only what has expired).
+        if (stop.aborted || !(isConflict(e) || isNotFound(e))) throw e;
       } finally {
         req.done();
       }
@@ -645,7 +695,7 @@ export class LeaderElector extends EventTarget {
         } catch (e) {
           if (stop.aborted) return false;
           this.#noteError(e, "could not acquire the lease");
-          if (e instanceof KubeApiError && e.retryAfterSeconds) retryAfter = e.retryAfterSeconds * 1000;
+          retryAfter = retryAfterMs(e);
         }
         await this.#waitForChance(stop, retryAfter);
       }
@@ -665,15 +715,15 @@ export class LeaderElector extends EventTarget {
    */
   async #waitForChance(stop: AbortSignal, retryAfter: number): Promise<void> {
     const start = this.#clock.now();
-    const keyAtStart = this.#observed?.key;
+    const changesAtStart = this.#changes;
     const earliest = start + retryAfter;
-    const pollAt = start + Math.max(this.retryPeriod * (1 + this.#random() * JITTER_FACTOR), retryAfter);
+    const pollAt = start + Math.max(this.#jittered(this.retryPeriod), retryAfter);
     for (;;) {
       if (stop.aborted) return;
       const now = this.#clock.now();
       const o = this.#observed;
       let until = pollAt;
-      if (o && o.holder === "" && o.key !== keyAtStart) {
+      if (o && (o.holder === "" || o.deleted) && this.#changes !== changesAtStart) {
         until = earliest;
       } else if (o && o.holder !== "") {
         const exp = this.#expiresAt(o);
@@ -684,7 +734,7 @@ export class LeaderElector extends EventTarget {
       this.#wake = () => ctl.abort();
       const linked = linkSignals([stop, ctl.signal]);
       try {
-        await this.#clock.sleep(until - now, linked.signal);
+        await this.#clock.sleep(clampDelay(until - now, 1), linked.signal);
       } catch {
         // woken: look again
       } finally {
@@ -708,8 +758,10 @@ export class LeaderElector extends EventTarget {
           backoff = 500;
           const next = ev.object?.metadata?.resourceVersion;
           if (typeof next === "string" && next) rv = next;
-          // A deletion changes nothing until the last record seen expires (see #attempt).
-          if (ev.type !== "BOOKMARK" && ev.type !== "DELETED") this.#observe(ev.object, this.#clock.now());
+          // A deletion changes nothing until the last record seen expires (see #attempt),
+          // but it is news: the next attempt reads the Lease instead of writing over it.
+          if (ev.type === "DELETED") this.#observeDeleted();
+          else if (ev.type !== "BOOKMARK") this.#observe(ev.object, this.#clock.now());
           this.#wake?.();
         }
         // The server closed the stream (its timeout): reconnect at once.
@@ -787,7 +839,7 @@ export class LeaderElector extends EventTarget {
       "lease-malformed": "the lease was overwritten with a malformed record",
     };
     leaderCtl.abort(new LeadershipLostError(reason, messages[reason]));
-    const bound = Math.max(0, this.#lastRenew + this.leaseDuration - this.#clock.now());
+    const bound = clampDelay(this.#lastRenew + this.leaseDuration - this.#clock.now());
     const settled = await this.#settleWithin(work, bound);
     if (!settled) {
       this.#log.error(
@@ -842,12 +894,12 @@ export class LeaderElector extends EventTarget {
         } catch (e) {
           if (stop.aborted) return "shutdown";
           this.#noteError(e, "failed to renew the lease");
-          if (e instanceof KubeApiError && e.retryAfterSeconds) retryAfter = e.retryAfterSeconds * 1000;
+          retryAfter = retryAfterMs(e);
         }
         const left2 = this.#lastRenew + this.renewDeadline - this.#clock.now();
         if (left2 <= 0) return "renew-deadline";
         try {
-          await this.#clock.sleep(Math.min(Math.max(this.retryPeriod / 2, retryAfter), left2), stop);
+          await this.#clock.sleep(clampDelay(Math.min(Math.max(this.retryPeriod / 2, retryAfter), left2), 1), stop);
         } catch {
           return "shutdown";
         }

@@ -135,6 +135,23 @@ class HookedApi implements LeaseApi {
 
 const never = <T>() => new Promise<T>(() => {});
 
+/**
+ * A ManualClock that records every sleep asked for and passes only sane values
+ * on (so code that asks for NaN sleeps fails an assertion instead of hanging the test).
+ */
+class RecordingClock extends ManualClock {
+  readonly asked: number[] = [];
+  override sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    this.asked.push(ms);
+    // NaN would loop forever on a manual clock: park it instead, the assertion reports it.
+    return super.sleep(Number.isNaN(ms) ? 1e12 : ms, signal);
+  }
+  /** Sleeps asked for that are NaN, negative or above 2^31 - 1 ms. */
+  get insane(): number[] {
+    return this.asked.filter((ms) => !(ms >= 0 && ms <= 2 ** 31 - 1));
+  }
+}
+
 // ---- issue 9, finding 1: fractional lease durations ------------------------------
 
 test("a leaseDuration that is not whole seconds is refused with a ConfigError naming the fix", () => {
@@ -153,3 +170,93 @@ test("a leaseDuration that is not whole seconds is refused with a ConfigError na
   // Whole seconds stay accepted.
   new LeaderElector({ lease: api, identity: "a", leaseDuration: 2000, renewDeadline: 1400, retryPeriod: 500 });
 });
+
+// ---- issue 9, finding 9: Retry-After hints and durations are validated and clamped --------
+
+// The server's JSON can carry anything in details.retryAfterSeconds: "soon" * 1000 is NaN.
+const BAD_HINT = "soon" as unknown as number;
+
+test("a Retry-After that is not a number does not make a follower spin", async () => {
+  const clock = new RecordingClock();
+  const store = new MemoryLeaseStore();
+  let calls = 0;
+  const a = replica(store, clock, "a", { watch: false });
+  // After 100 calls the fault heals, so a spinning elector ends its spin and the test fails instead of hanging.
+  a.api.fault = () => (++calls <= 100 ? apiError(429, "TooManyRequests", BAD_HINT) : undefined);
+  await clock.advance(10000);
+  assert.deepEqual(clock.insane, [], "sleeps of NaN or negative ms were scheduled");
+  assert.ok(calls <= 5, `${calls} attempts in 10 s of clock time`);
+  a.api.fault = undefined;
+  await shutdown(clock, a);
+});
+
+test("a Retry-After that is not a number does not make a leader spin on its renewals", async () => {
+  const clock = new RecordingClock();
+  const store = new MemoryLeaseStore();
+  const a = replica(store, clock, "a", { watch: false });
+  await until(clock, () => a.elector.isLeader);
+  let calls = 0;
+  a.api.fault = () => (++calls <= 100 ? apiError(429, "TooManyRequests", BAD_HINT) : undefined);
+  await clock.advance(4000);
+  assert.deepEqual(clock.insane, [], "sleeps of NaN or negative ms were scheduled");
+  assert.ok(calls <= 10, `${calls} renewal requests in 4 s of clock time`);
+  a.api.fault = undefined;
+  await shutdown(clock, a);
+});
+
+test("a huge Retry-After is cut to a bounded wait", async () => {
+  const clock = new RecordingClock();
+  const store = new MemoryLeaseStore();
+  let calls = 0;
+  const a = replica(store, clock, "a", { watch: false });
+  a.api.fault = () => (++calls === 1 ? apiError(429, "TooManyRequests", 1e12) : undefined);
+  await until(clock, () => a.elector.isLeader, 120000, 1000);
+  assert.ok(clock.now() <= 61000, `waited ${clock.now()} ms for a retry hint of 1e12 s`);
+  assert.deepEqual(clock.insane, [], "a sleep above 2^31 - 1 ms was scheduled");
+  await shutdown(clock, a);
+});
+
+test("durations above the longest timer are refused", () => {
+  const api = new MemoryLeaseStore().api(NS, NAME);
+  assert.throws(
+    () => new LeaderElector({ lease: api, identity: "a", leaseDuration: 2 ** 32 * 1000, renewDeadline: 10000 }),
+    /must be at most 2147483647 ms/,
+  );
+});
+
+test("a system clock sleep longer than 2^31 - 1 ms does not fire at once", async () => {
+  // setTimeout fires at once for delays above 2^31 - 1 ms; the system clock must not.
+  const { systemClock } = await import("../mod.ts");
+  const cancel = new AbortController();
+  let fired = false;
+  systemClock.sleep(2 ** 31 + 1000, cancel.signal).then(() => (fired = true), () => {});
+  await new Promise((r) => setTimeout(r, 30));
+  cancel.abort();
+  await settle();
+  assert.equal(fired, false, "a sleep of 2^31 + 1000 ms ended within 30 ms");
+});
+
+// ---- issue 9, finding 3: a deleted free Lease must not leave everyone leaderless ---------
+
+for (const watch of [true, false]) {
+  test(`a free Lease deleted by hand is re-created (${watch ? "watching" : "polling"} follower)`, async () => {
+    const clock = new ManualClock();
+    const store = new MemoryLeaseStore();
+    const a = replica(store, clock, "a", { watch });
+    await until(clock, () => a.elector.isLeader);
+    const b = replica(store, clock, "b", { watch });
+    await clock.advance(1000);
+    // b cannot write while a releases, so b keeps seeing a free Lease it has not taken.
+    b.api.fault = (op) => (op === "update" ? apiError(500, "InternalError") : undefined);
+    a.stop.abort();
+    await until(clock, () => store.peek(NS, NAME)?.spec?.holderIdentity === "", 10000);
+    await until(clock, () => (b.elector.stats.errorsByKind.server ?? 0) > 0, 10000);
+    store.delete(NS, NAME);
+    b.api.fault = undefined;
+    const took = await until(clock, () => b.elector.isLeader, 20000);
+    assert.equal(store.peek(NS, NAME)?.spec?.holderIdentity, "b");
+    // A watcher acts on the DELETED event; a poller on its next attempt.
+    assert.ok(took <= (watch ? 200 : 4400), `re-created ${took} ms after the deletion`);
+    await shutdown(clock, a, b);
+  });
+}
