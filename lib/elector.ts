@@ -140,6 +140,11 @@ export interface ElectorState {
   leadingSince: string | undefined;
   /** The current fencing token, if leading. */
   fencingToken: FencingToken | undefined;
+  /**
+   * True from the end of a term until that term's work settled: the work was
+   * told to stop but still runs. No new term starts meanwhile.
+   */
+  workSettling: boolean;
 }
 
 /** Counters kept by the elector, read by the metrics endpoint. */
@@ -173,15 +178,55 @@ export interface ElectorStats {
 export class LeadershipLostError extends LeaseholdError {
   /** Why leadership ended. */
   readonly reason: StopReason;
-  /** Creates the error. */
-  constructor(reason: StopReason, message: string) {
+  /**
+   * Milliseconds, counted from the moment the work's signal aborted, left before
+   * another replica could take the Lease: leaseDuration after the start of this
+   * replica's last successful write, minus the time since, on the monotonic
+   * clock (0 when already past). A supervisor must have the work stopped within
+   * it (for a shutdown whose release is still pending the same bound holds: the
+   * release is written only after the work settled). The elector waits this long
+   * for the work before it gives up on releasing, and never starts another term
+   * while the work still runs.
+   */
+  readonly graceMs: number;
+  /** Creates the error; `graceMs` defaults to 0 (no time left). */
+  constructor(reason: StopReason, message: string, graceMs = 0) {
     super(message);
     this.name = "LeadershipLostError";
     this.reason = reason;
+    this.graceMs = graceMs;
   }
 }
 
-type Attempt = "acquired" | "held" | "lost-taken" | "lost-deleted" | "lost-malformed";
+/** The outcome of one acquire-or-renew attempt. */
+type Attempt =
+  | Acquired
+  | { kind: "held" | "lost-taken" | "lost-deleted" | "lost-malformed" };
+
+/** A successful write that makes (or keeps) this replica the holder. */
+interface Acquired {
+  kind: "acquired";
+  /** The write's response. */
+  lease: Lease;
+  /** The record written, as the response has it. */
+  record: LeaderElectionRecord;
+}
+
+/** Set `abandoned` when the caller stopped waiting: a late answer then changes nothing. */
+interface AttemptCtx {
+  abandoned: boolean;
+}
+
+const HELD: Attempt = { kind: "held" };
+
+/** Shortest wait before a watch is opened again after one that ended early, in ms. */
+const WATCH_BACKOFF_MIN_MS = 1000;
+/** Longest such wait, in ms. */
+const WATCH_BACKOFF_MAX_MS = 30000;
+/** A watch that lived this long (ms) was healthy: the next one opens at once. */
+const WATCH_HEALTHY_MS = 10000;
+/** Wait after a forbidden watch before trying to watch again, in ms. */
+const WATCH_FORBIDDEN_MS = 60000;
 
 interface Observed {
   lease: Lease;
@@ -324,6 +369,10 @@ export class LeaderElector extends EventTarget {
   #requestTimeout: number;
   /** Counts observed changes of the record (and deletions), to notice news. */
   #changes = 0;
+  /** The last acquiring write sent while not leading; adopted if it landed but its answer was lost. */
+  #pendingAcquire?: LeaderElectionRecord;
+  #workSettling = false;
+  #watchGen = 0;
 
   /**
    * Creates an elector; nothing happens until {@linkcode LeaderElector.run}.
@@ -361,6 +410,11 @@ export class LeaderElector extends EventTarget {
     return this.#observed?.holder;
   }
 
+  /** True while an ended term's work still runs (see {@linkcode ElectorState.workSettling}). */
+  get workSettling(): boolean {
+    return this.#workSettling;
+  }
+
   /** Whether the follower's watch is connected. */
   get watching(): boolean {
     return this.#watchHealthy;
@@ -377,6 +431,7 @@ export class LeaderElector extends EventTarget {
       leaseTransitions: rec?.leaseTransitions,
       leadingSince: this.#leading ? this.#leadingSince : undefined,
       fencingToken: this.#leading ? this.#token : undefined,
+      workSettling: this.#workSettling,
     };
   }
 
@@ -396,11 +451,16 @@ export class LeaderElector extends EventTarget {
 
   /**
    * Runs the election until `signal` aborts (or, with `recontend: false`, until
-   * the first term ends). On abort while leading: the work's signal aborts, the
-   * work is awaited, the Lease is released, `onStoppedLeading` runs, then this
-   * promise resolves.
+   * the first term ends). When a term ends: leading turns off, the work's signal
+   * aborts (with a {@linkcode LeadershipLostError} giving `graceMs`),
+   * `onStoppedLeading` and the `stopped` event follow at once; then the work is
+   * awaited for at most `graceMs`, and if it settled (and the Lease is still this
+   * replica's) the Lease is released (`released` event). On abort the promise
+   * resolves after that. Otherwise the elector contends again, but only once the
+   * work has settled, however long that takes, and at least one retryPeriod
+   * (jittered) later, so watching followers see the release first.
    *
-   * @throws {LeaseholdError} when called twice concurrently
+   * @throws {LeaseholdError} when called while a previous call still runs
    */
   async run(signal?: AbortSignal): Promise<void> {
     if (this.#running) throw new LeaseholdError("LeaderElector.run is already running");
@@ -409,13 +469,35 @@ export class LeaderElector extends EventTarget {
     const onStop = () => this.#wake?.();
     stop.addEventListener("abort", onStop);
     try {
-      do {
-        if (!(await this.#acquireLoop(stop))) break;
-        await this.#lead(stop);
-      } while ((this.#opts.recontend ?? true) && !stop.aborted);
+      for (;;) {
+        const won = await this.#acquireLoop(stop);
+        if (!won) break;
+        const term = await this.#lead(stop, won);
+        if (!(this.#opts.recontend ?? true) || stop.aborted) break;
+        if (!term.settled) {
+          this.#log.error("the last term's work still runs; not contending again until it has stopped", {});
+          await this.#settledOrStopped(term.work, stop);
+          if (stop.aborted) break;
+          this.#log.info("the last term's work has stopped; contending again", {});
+        }
+        try {
+          await this.#clock.sleep(clampDelay(this.#jittered(this.retryPeriod), 1), stop);
+        } catch {
+          break;
+        }
+      }
     } finally {
       stop.removeEventListener("abort", onStop);
       this.#running = false;
+    }
+  }
+
+  async #settledOrStopped(work: Promise<unknown>, stop: AbortSignal): Promise<void> {
+    let onAbort = () => {};
+    try {
+      await Promise.race([work, new Promise<void>((r) => stop.addEventListener("abort", onAbort = () => r()))]);
+    } finally {
+      stop.removeEventListener("abort", onAbort);
     }
   }
 
@@ -481,8 +563,13 @@ export class LeaderElector extends EventTarget {
 
   /** `ms` × (1 + U[0,1) × JITTER_FACTOR), client-go's jitter; a broken `random` counts as 0. */
   #jittered(ms: number): number {
+    return ms * (1 + this.#unitRandom() * JITTER_FACTOR);
+  }
+
+  /** A random number in [0, 1); a broken `random` option counts as 0. */
+  #unitRandom(): number {
     const r = this.#random();
-    return ms * (1 + (Number.isFinite(r) && r > 0 && r < 1 ? r : 0) * JITTER_FACTOR);
+    return Number.isFinite(r) && r > 0 && r < 1 ? r : 0;
   }
 
   #count(verb: string) {
@@ -521,48 +608,82 @@ export class LeaderElector extends EventTarget {
     return { ...lease, metadata: { ...lease.metadata }, spec: writeRecord(lease.spec, r) };
   }
 
-  #written(lease: Lease, start: number): void {
+  /** Our own write succeeded: the claim counts from before the request was sent. */
+  #written(lease: Lease, sent: LeaderElectionRecord, start: number): Acquired {
     const o = this.#observe(lease, start);
-    o.at = start; // our own write: the claim counts from before the request was sent
+    o.at = start;
     this.#lastRenew = start;
+    const r = readRecord(lease);
+    const record = r.ok && r.record.holderIdentity === this.identity ? r.record : sent;
+    return { kind: "acquired", lease, record };
+  }
+
+  /** Whether `r` is exactly the acquiring write this replica sent last (its answer may have been lost). */
+  #isOwnWrite(r: LeaderElectionRecord): boolean {
+    const w = this.#pendingAcquire;
+    return !!w && r.holderIdentity === this.identity && r.acquireTime === w.acquireTime &&
+      r.renewTime === w.renewTime && r.leaseTransitions === w.leaseTransitions &&
+      r.leaseDurationSeconds === w.leaseDurationSeconds;
+  }
+
+  /** PUTs `sent` over `lease`; an acquiring write is remembered until its answer is known. */
+  #put(lease: Lease, sent: LeaderElectionRecord, signal: AbortSignal): Promise<Lease> {
+    this.#count("update");
+    if (!this.#leading) this.#pendingAcquire = sent;
+    return this.#api.update(this.#withRecord(lease, sent), signal);
+  }
+
+  /**
+   * Waits for `p` at most `ms` on the injected clock, or until `stop` aborts;
+   * `undefined` when it did not settle by then. Guards against a Lease API (or
+   * token source) that never answers and ignores its abort signal.
+   */
+  async #within<T>(p: Promise<T>, ms: number, stop?: AbortSignal): Promise<{ value: T } | undefined> {
+    const cancel = new AbortController();
+    const linked = linkSignals([stop, cancel.signal]);
+    try {
+      return await Promise.race([
+        p.then((value) => ({ value })),
+        this.#clock.sleep(clampDelay(ms), linked.signal).then(() => undefined, () => undefined),
+      ]);
+    } finally {
+      cancel.abort();
+      linked.dispose();
+    }
   }
 
   /** One acquire-or-renew attempt, as client-go's tryAcquireOrRenew, with safer rules. */
-  async #attempt(stop: AbortSignal, budget: number): Promise<Attempt> {
+  async #attempt(stop: AbortSignal, budget: number, ctx: AttemptCtx): Promise<Attempt> {
     const start = this.#clock.now();
     const wall = formatMicroTime(this.#clock.wallTime());
+    const remaining = () => budget - (this.#clock.now() - start);
     const o = this.#observed;
     // 1. Fast path: the leader PUTs its cached object; resourceVersion guards it.
     if (this.#leading && o?.record && o.holder === this.identity) {
+      const sent = this.#desired(o.record, true, wall);
       const req = this.#requestSignal(stop, budget);
       try {
-        this.#count("update");
-        const updated = await this.#api.update(
-          this.#withRecord(o.lease, this.#desired(o.record, true, wall)),
-          req.signal,
-        );
-        this.#written(updated, start);
+        const updated = await this.#put(o.lease, sent, req.signal);
+        if (ctx.abandoned) return HELD;
         this.#noteRenew(start);
-        return "acquired";
+        return this.#written(updated, sent, start);
       } catch (e) {
         if (stop.aborted) throw e;
         this.#noteError(e, "optimistic renew failed; falling back to GET + PUT", true);
       } finally {
         req.done();
       }
+      if (ctx.abandoned) return HELD;
       this.stats.slowpathTotal++;
     } else if (!this.#leading && o?.record && o.holder === "" && !o.deleted) {
       // 1b. The Lease was free when last seen (a release delivered by the watch):
       // take it with one PUT of that object; a 409 means someone was faster.
+      const sent = this.#desired(o.record, false, wall);
       const req = this.#requestSignal(stop, budget);
       try {
-        this.#count("update");
-        const updated = await this.#api.update(
-          this.#withRecord(o.lease, this.#desired(o.record, false, wall)),
-          req.signal,
-        );
-        this.#written(updated, start);
-        return "acquired";
+        const updated = await this.#put(o.lease, sent, req.signal);
+        if (ctx.abandoned) return HELD;
+        return this.#written(updated, sent, start);
       } catch (e) {
         // 409: someone was faster; 404: the Lease was deleted. Either way read it
         // again and go on under the usual rules (create only what has expired).
@@ -570,9 +691,9 @@ export class LeaderElector extends EventTarget {
       } finally {
         req.done();
       }
+      if (ctx.abandoned) return HELD;
     }
     // 2. Read the Lease.
-    const remaining = () => budget - (this.#clock.now() - start);
     let req = this.#requestSignal(stop, remaining());
     let lease: Lease | undefined;
     try {
@@ -581,51 +702,57 @@ export class LeaderElector extends EventTarget {
     } finally {
       req.done();
     }
+    if (ctx.abandoned) return HELD;
     const now = this.#clock.now();
     if (!lease) {
-      if (this.#leading) return "lost-deleted";
+      if (this.#leading) return { kind: "lost-deleted" };
       // A Lease deleted under a live holder: that holder may not have noticed yet.
       // Create it only once the last record seen has expired, as if it still stood.
-      if (this.#observed && this.#heldByOther(this.#observed, now)) return "held";
+      if (this.#observed && this.#heldByOther(this.#observed, now)) return HELD;
+      const sent = this.#desired(undefined, false, wall);
       req = this.#requestSignal(stop, remaining());
       try {
         this.#count("create");
+        this.#pendingAcquire = sent;
         const created = await this.#api.create(
-          {
-            metadata: { name: this.#api.name, namespace: this.#api.namespace },
-            spec: writeRecord({}, this.#desired(undefined, false, wall)),
-          },
+          { metadata: { name: this.#api.name, namespace: this.#api.namespace }, spec: writeRecord({}, sent) },
           req.signal,
         );
-        this.#written(created, start);
-        return "acquired";
+        if (ctx.abandoned) return HELD;
+        return this.#written(created, sent, start);
       } catch (e) {
-        if (isAlreadyExists(e) || isConflict(e)) return "held";
+        if (isAlreadyExists(e) || isConflict(e)) return HELD;
         throw e;
       } finally {
         req.done();
       }
     }
     const seen = this.#observe(lease, now);
-    // 3. Decide.
+    // 3. Decide. A record that is exactly this replica's last acquiring write landed
+    // although its answer was lost: nobody wrote since, so it is ours; keep that term.
+    const adopt = !this.#leading && seen.record !== undefined && this.#isOwnWrite(seen.record);
     if (this.#leading) {
-      if (!seen.record) return "lost-malformed";
-      if (seen.holder !== this.identity) return "lost-taken";
+      if (!seen.record) return { kind: "lost-malformed" };
+      if (seen.holder !== this.identity) return { kind: "lost-taken" };
+    } else if (adopt) {
+      this.#log.info("the lease holds this replica's own write whose answer was lost; taking that term", {
+        leaseTransitions: seen.record!.leaseTransitions,
+      });
     } else if (this.#heldByOther(seen, now)) {
-      return "held";
+      return HELD;
     }
     // 4. Write: renew (keep the term) or take over (a new term).
-    const keep = this.#leading;
+    const keep = this.#leading || adopt;
     const prev = seen.record ?? this.#salvage(lease);
+    const sent = this.#desired(prev, keep, wall);
     req = this.#requestSignal(stop, remaining());
     try {
-      this.#count("update");
-      const updated = await this.#api.update(this.#withRecord(lease, this.#desired(prev, keep, wall)), req.signal);
-      this.#written(updated, start);
-      if (keep) this.#noteRenew(start);
-      return "acquired";
+      const updated = await this.#put(lease, sent, req.signal);
+      if (ctx.abandoned) return HELD;
+      if (this.#leading) this.#noteRenew(start);
+      return this.#written(updated, sent, start);
     } catch (e) {
-      if (isConflict(e)) return "held";
+      if (isConflict(e)) return HELD;
       throw e;
     } finally {
       req.done();
@@ -678,22 +805,35 @@ export class LeaderElector extends EventTarget {
 
   // ---- acquire ---------------------------------------------------------------
 
-  async #acquireLoop(stop: AbortSignal): Promise<boolean> {
+  async #acquireLoop(stop: AbortSignal): Promise<Acquired | undefined> {
     const watcher = new AbortController();
     const linked = linkSignals([stop, watcher.signal]);
-    const watching = (this.#opts.watch ?? true) && this.#api.watch ? this.#watchLoop(linked.signal) : undefined;
+    // Not awaited when the loop ends: a watch that ignores its signal must not
+    // hold up a term; the loop ignores whatever it delivers after the abort.
+    if ((this.#opts.watch ?? true) && this.#api.watch) this.#watchLoop(linked.signal).catch(() => {});
+    // One attempt makes up to three requests; it never outlasts renewDeadline.
+    const budget = Math.min(this.#requestTimeout * 2, this.renewDeadline);
     try {
       for (;;) {
-        if (stop.aborted) return false;
+        if (stop.aborted) return undefined;
         let retryAfter = 0;
+        const ctx: AttemptCtx = { abandoned: false };
         try {
-          const r = await this.#attempt(stop, this.#requestTimeout * 2);
-          if (r === "acquired") {
+          const r = await this.#within(this.#attempt(stop, budget, ctx), budget, stop);
+          if (!r) {
+            ctx.abandoned = true;
+            if (stop.aborted) return undefined;
+            this.#noteError(
+              new TimeoutError(`an attempt to acquire the lease got no answer within ${budget} ms`),
+              "could not acquire the lease",
+            );
+          } else if (r.value.kind === "acquired") {
             this.#lastError = "";
-            return true;
+            this.#pendingAcquire = undefined;
+            return r.value;
           }
         } catch (e) {
-          if (stop.aborted) return false;
+          if (stop.aborted) return undefined;
           this.#noteError(e, "could not acquire the lease");
           retryAfter = retryAfterMs(e);
         }
@@ -701,7 +841,6 @@ export class LeaderElector extends EventTarget {
       }
     } finally {
       watcher.abort();
-      await watching;
       linked.dispose();
     }
   }
@@ -744,31 +883,63 @@ export class LeaderElector extends EventTarget {
     }
   }
 
+  /**
+   * Watches the Lease while following. Request rate: a watch is opened again at
+   * once only after one that lived at least 10 s; after a shorter one (ended by
+   * the server or failed) it waits a jittered, doubling backoff of 1 s to 30 s
+   * ([b, 2b) for backoff b), reset after a watch that lived 10 s or delivered an
+   * event; after a 403 at least 60 s. So a follower opens at most one watch per
+   * second, and while watches keep ending at once without events, fewer than one
+   * per 30 s after about a minute (plus its polls, one GET per jittered
+   * retryPeriod, while it has no watch). A 410 Gone (or any ERROR event) restarts
+   * the watch from the current state.
+   */
   async #watchLoop(signal: AbortSignal): Promise<void> {
-    let backoff = 500;
+    const gen = ++this.#watchGen;
+    const setHealthy = (v: boolean) => {
+      if (gen === this.#watchGen) this.#watchHealthy = v;
+    };
+    let backoff = WATCH_BACKOFF_MIN_MS;
     let warnedForbidden = false;
-    let rv = this.#observed?.lease.metadata.resourceVersion;
+    let rv = this.#observed?.lease.metadata?.resourceVersion;
     while (!signal.aborted) {
+      const opened = this.#clock.now();
+      let events = 0;
+      let delay: number;
       try {
         for await (const ev of this.#api.watch!(rv, signal)) {
+          if (signal.aborted) break;
+          const obj = ev?.object;
+          if (!obj || typeof obj !== "object" || !obj.metadata || typeof obj.metadata !== "object") continue;
           if (!this.#watchHealthy) {
-            this.#watchHealthy = true;
+            setHealthy(true);
             this.#log.debug("watching the lease", {});
           }
-          backoff = 500;
-          const next = ev.object?.metadata?.resourceVersion;
+          const next = obj.metadata.resourceVersion;
           if (typeof next === "string" && next) rv = next;
           // A deletion changes nothing until the last record seen expires (see #attempt),
           // but it is news: the next attempt reads the Lease instead of writing over it.
-          if (ev.type === "DELETED") this.#observeDeleted();
-          else if (ev.type !== "BOOKMARK") this.#observe(ev.object, this.#clock.now());
+          if (ev.type === "DELETED") {
+            events++;
+            this.#observeDeleted();
+          } else if (ev.type !== "BOOKMARK") {
+            events++;
+            this.#observe(obj, this.#clock.now());
+          }
           this.#wake?.();
         }
-        // The server closed the stream (its timeout): reconnect at once.
-      } catch (e) {
-        this.#watchHealthy = false;
+        if (signal.aborted) break;
+        // The server (or a proxy) ended the stream.
+        setHealthy(false);
         this.#wake?.();
-        if (signal.aborted) return;
+        const lived = this.#clock.now() - opened;
+        if (lived >= WATCH_HEALTHY_MS || events > 0) backoff = WATCH_BACKOFF_MIN_MS;
+        delay = lived >= WATCH_HEALTHY_MS ? 0 : backoff * (1 + this.#unitRandom());
+        if (delay > 0) this.#log.debug("lease watch ended early; reopening it later", { lived, delay });
+      } catch (e) {
+        setHealthy(false);
+        this.#wake?.();
+        if (signal.aborted) break;
         const forbidden = errorKind(e) === "forbidden";
         if (forbidden && !warnedForbidden) {
           warnedForbidden = true;
@@ -779,58 +950,78 @@ export class LeaderElector extends EventTarget {
         } else if (!forbidden) {
           this.#log.debug("lease watch ended; reconnecting", { error: e instanceof Error ? e.message : String(e) });
         }
-        if ((e as { name?: string }).name === "WatchExpiredError") rv = undefined; // start from now
+        const name = (e as { name?: string } | null)?.name;
+        if (name === "WatchExpiredError" || (e as { code?: number } | null)?.code === 410) rv = undefined; // re-read: start from now
+        if (this.#clock.now() - opened >= WATCH_HEALTHY_MS || events > 0) backoff = WATCH_BACKOFF_MIN_MS;
+        delay = backoff * (1 + this.#unitRandom());
+        if (forbidden) delay = Math.max(delay, WATCH_FORBIDDEN_MS);
+      }
+      if (delay > 0) {
+        backoff = Math.min(backoff * 2, WATCH_BACKOFF_MAX_MS);
         try {
-          await this.#clock.sleep(forbidden ? Math.max(backoff, 60000) : backoff, signal);
+          await this.#clock.sleep(clampDelay(delay, WATCH_BACKOFF_MIN_MS), signal);
         } catch {
-          return;
+          break;
         }
-        backoff = Math.min(backoff * 2, 30000);
       }
     }
-    this.#watchHealthy = false;
+    setHealthy(false);
   }
 
   // ---- lead -------------------------------------------------------------------
 
-  async #lead(stop: AbortSignal): Promise<void> {
+  /**
+   * One term. The fencing token comes from the acquiring write's answer. When
+   * the renewals end: leading turns off, the work's signal aborts, "stopped
+   * leading" is reported at once; then the work is awaited (at most until the
+   * Lease could be taken) and the Lease released (its own log line and event).
+   */
+  async #lead(stop: AbortSignal, won: Acquired): Promise<{ work: Promise<void>; settled: boolean }> {
     const leaderCtl = new AbortController();
-    const o = this.#observed!;
-    const rec = o.record!;
-    this.#leading = true;
-    this.#leadingSince = this.#clock.wallTime().toISOString();
-    this.stats.startedTotal++;
-    this.#token = {
+    const rec = won.record;
+    const token: FencingToken = {
       holderIdentity: this.identity,
       leaseTransitions: rec.leaseTransitions,
-      resourceVersion: o.lease.metadata.resourceVersion ?? "",
+      resourceVersion: won.lease.metadata?.resourceVersion ?? "",
       acquireTime: rec.acquireTime,
       value: `${rec.leaseTransitions}/${this.identity}`,
     };
-    const token = this.#token;
+    this.#token = token;
+    this.#leadingSince = this.#clock.wallTime().toISOString();
+    this.#leading = true;
+    this.stats.startedTotal++;
     this.#reportLeader();
     this.#log.info("started leading", { lease: `${this.#api.namespace}/${this.#api.name}`, fencingToken: token.value });
+    let workDone = false;
     let work: Promise<unknown>;
     try {
       work = Promise.resolve(this.#opts.onStartedLeading?.({ signal: leaderCtl.signal, fencingToken: token }));
     } catch (e) {
       work = Promise.reject(e);
     }
-    work = work.then(
+    const settledWork = work.then(
       () => {},
       (e) => {
         if (!leaderCtl.signal.aborted || e !== leaderCtl.signal.reason) {
           this.#log.error("leader work failed", { error: e instanceof Error ? e.message : String(e) });
         }
       },
-    );
+    ).then(() => {
+      workDone = true;
+      if (this.#workSettling) this.#log.info("the last term's work has settled", {});
+      this.#workSettling = false;
+    });
     this.dispatchEvent(new CustomEvent("started", { detail: token }));
 
     const reason = await this.#renewLoop(stop);
 
-    // Stop leading: abort the work first, then wait for it, bounded by the time
-    // left before another replica could take the Lease.
+    // Stop leading: flip the state, abort the work and say so, all at once; then
+    // wait for the work, bounded by the time left before another replica could
+    // take the Lease, and release it.
+    const graceMs = clampDelay(this.#lastRenew + this.leaseDuration - this.#clock.now());
     this.#leading = false;
+    this.#token = undefined;
+    this.#workSettling = !workDone;
     const messages: Record<StopReason, string> = {
       "shutdown": "stopping: shutdown requested",
       "renew-deadline": `could not renew the lease within renewDeadline (${this.renewDeadline} ms)`,
@@ -838,77 +1029,85 @@ export class LeaderElector extends EventTarget {
       "lease-deleted": "the lease was deleted",
       "lease-malformed": "the lease was overwritten with a malformed record",
     };
-    leaderCtl.abort(new LeadershipLostError(reason, messages[reason]));
-    const bound = clampDelay(this.#lastRenew + this.leaseDuration - this.#clock.now());
-    const settled = await this.#settleWithin(work, bound);
+    leaderCtl.abort(new LeadershipLostError(reason, messages[reason], graceMs));
+    this.#log.info("stopped leading", { reason, detail: messages[reason], graceMs: Math.round(graceMs) });
+    this.#call("onStoppedLeading", () => this.#opts.onStoppedLeading?.(reason));
+    this.dispatchEvent(new CustomEvent("stopped", { detail: reason }));
+
+    const settled = workDone || await this.#settleWithin(settledWork, graceMs);
     if (!settled) {
       this.#log.error(
         "leader work did not stop before the lease could be taken by another replica; it may overlap with the next leader",
-        {
-          waitedMs: Math.round(bound),
-        },
+        { waitedMs: Math.round(graceMs) },
       );
     }
     if ((this.#opts.releaseOnCancel ?? true) && settled && reason !== "lease-taken" && reason !== "lease-deleted") {
-      await this.#release();
+      await this.#release(reason);
     }
-    this.#log.info("stopped leading", { reason, detail: messages[reason] });
-    this.#token = undefined;
-    this.#call("onStoppedLeading", () => this.#opts.onStoppedLeading?.(reason));
-    this.dispatchEvent(new CustomEvent("stopped", { detail: reason }));
+    return { work: settledWork, settled };
   }
 
   async #settleWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
-    const cancel = new AbortController();
-    try {
-      return await Promise.race([
-        work.then(() => true),
-        this.#clock.sleep(ms, cancel.signal).then(() => false, () => false),
-      ]);
-    } finally {
-      cancel.abort();
-    }
+    const r = await this.#within(work, ms);
+    return r !== undefined;
   }
 
+  /**
+   * Renews every retryPeriod; after a failure retries every retryPeriod / 2 (or
+   * the server's Retry-After) until renewDeadline has passed since the start of
+   * the last successful renewal. Every wait and every attempt is cut at that
+   * deadline on the injected clock, so a call that never returns cannot keep
+   * this replica leading past it.
+   */
   async #renewLoop(stop: AbortSignal): Promise<StopReason> {
+    let wait = this.retryPeriod;
     for (;;) {
+      let left = this.#lastRenew + this.renewDeadline - this.#clock.now();
+      if (left <= 0) return "renew-deadline";
       try {
-        await this.#clock.sleep(this.retryPeriod, stop);
+        await this.#clock.sleep(clampDelay(Math.min(wait, left), 1), stop);
       } catch {
         return "shutdown";
       }
-      // Retry until renewDeadline has passed since the last successful renewal.
-      for (;;) {
-        const left = this.#lastRenew + this.renewDeadline - this.#clock.now();
-        if (left <= 0) return "renew-deadline";
-        let retryAfter = 0;
-        try {
-          const r = await this.#attempt(stop, left);
-          if (r === "acquired") {
-            this.#lastError = "";
-            break;
-          }
-          if (r === "lost-taken") return "lease-taken";
-          if (r === "lost-deleted") return "lease-deleted";
-          if (r === "lost-malformed") return "lease-malformed";
-        } catch (e) {
+      left = this.#lastRenew + this.renewDeadline - this.#clock.now();
+      if (left <= 0) return "renew-deadline";
+      const ctx: AttemptCtx = { abandoned: false };
+      try {
+        const r = await this.#within(this.#attempt(stop, left, ctx), left, stop);
+        if (!r) {
+          ctx.abandoned = true;
           if (stop.aborted) return "shutdown";
-          this.#noteError(e, "failed to renew the lease");
-          retryAfter = retryAfterMs(e);
+          continue; // the deadline has passed
         }
-        const left2 = this.#lastRenew + this.renewDeadline - this.#clock.now();
-        if (left2 <= 0) return "renew-deadline";
-        try {
-          await this.#clock.sleep(clampDelay(Math.min(Math.max(this.retryPeriod / 2, retryAfter), left2), 1), stop);
-        } catch {
-          return "shutdown";
+        switch (r.value.kind) {
+          case "acquired":
+            this.#lastError = "";
+            wait = this.retryPeriod;
+            continue;
+          case "lost-taken":
+            return "lease-taken";
+          case "lost-deleted":
+            return "lease-deleted";
+          case "lost-malformed":
+            return "lease-malformed";
         }
+        wait = this.retryPeriod / 2;
+      } catch (e) {
+        if (stop.aborted) return "shutdown";
+        this.#noteError(e, "failed to renew the lease");
+        wait = Math.max(this.retryPeriod / 2, retryAfterMs(e));
       }
     }
   }
 
   /** PUTs the release record (holder "", 1 s, times now, transitions kept) over `lease`. */
-  async #writeRelease(lease: Lease, record: LeaderElectionRecord, signal: AbortSignal): Promise<void> {
+  async #writeRelease(
+    lease: Lease,
+    record: LeaderElectionRecord,
+    signal: AbortSignal,
+    ctx: AttemptCtx,
+    reason: StopReason,
+  ): Promise<void> {
     const wall = formatMicroTime(this.#clock.wallTime());
     this.#count("update");
     const updated = await this.#api.update(
@@ -921,21 +1120,38 @@ export class LeaderElector extends EventTarget {
       }),
       signal,
     );
+    if (ctx.abandoned) return;
     this.#observe(updated, this.#clock.now());
-    this.#log.info("released the lease", { lease: `${this.#api.namespace}/${this.#api.name}` });
+    this.#log.info("released the lease", { lease: `${this.#api.namespace}/${this.#api.name}`, reason });
+    this.dispatchEvent(new CustomEvent("released", { detail: reason }));
   }
 
-  /** Writes an empty holder, but only while this replica still holds the Lease. */
-  async #release(): Promise<void> {
+  /**
+   * Writes an empty holder, but only while this replica still holds the Lease;
+   * gives up after renewDeadline (on the injected clock, even if a call hangs).
+   */
+  async #release(reason: StopReason): Promise<void> {
+    const ctx: AttemptCtx = { abandoned: false };
+    const r = await this.#within(this.#releaseAttempts(ctx, reason), this.renewDeadline);
+    if (!r) {
+      ctx.abandoned = true;
+      this.#noteError(
+        new TimeoutError(`releasing the lease got no answer within ${this.renewDeadline} ms`),
+        "could not release the lease; it will expire after leaseDuration",
+      );
+    }
+  }
+
+  async #releaseAttempts(ctx: AttemptCtx, reason: StopReason): Promise<void> {
     const deadline = this.#clock.now() + this.renewDeadline;
     const never = new AbortController().signal;
     // First the cached object of our last write: its resourceVersion makes the PUT
     // fail with 409 if anyone wrote since, so it can only blank our own record.
     const o = this.#observed;
-    if (o?.record && o.holder === this.identity) {
+    if (o?.record && o.holder === this.identity && !o.deleted) {
       const req = this.#requestSignal(never, deadline - this.#clock.now());
       try {
-        await this.#writeRelease(o.lease, o.record, req.signal);
+        await this.#writeRelease(o.lease, o.record, req.signal, ctx, reason);
         return;
       } catch (e) {
         if (!isConflict(e)) {
@@ -947,7 +1163,7 @@ export class LeaderElector extends EventTarget {
       }
     }
     // Then a fresh read: release only what this replica still holds.
-    for (let i = 0; i < 10; i++) {
+    for (let i = 0; i < 10 && !ctx.abandoned; i++) {
       const left = deadline - this.#clock.now();
       if (left <= 0) break;
       const req = this.#requestSignal(never, left);
@@ -959,7 +1175,7 @@ export class LeaderElector extends EventTarget {
           this.#log.debug("release skipped: the lease is not held by this replica", {});
           return;
         }
-        await this.#writeRelease(lease, r.record, req.signal);
+        await this.#writeRelease(lease, r.record, req.signal, ctx, reason);
         return;
       } catch (e) {
         if (isConflict(e)) continue;
