@@ -7,7 +7,7 @@
 import { KubeClient, type TokenSource } from "../../lib/kube_client.ts";
 import { KubeApiError, NetworkError } from "../../lib/errors.ts";
 import type { Lease } from "../../lib/lease.ts";
-import { KubeLeaseApi } from "../../lib/lease_api.ts";
+import { KubeLeaseApi, type LeaseWatchEvent } from "../../lib/lease_api.ts";
 import type { Clock } from "../../lib/clock.ts";
 import type { NetFaults, Outcome, SimLeaseApi } from "./net.ts";
 import type { Owner, Scheduler } from "./scheduler.ts";
@@ -63,6 +63,8 @@ export function simFetch(
       let controller!: ReadableStreamDefaultController<Uint8Array>;
       let close: (() => void) | undefined;
       let done = false;
+      let responded = false;
+      const early: LeaseWatchEvent[] = [];
       const stream = new ReadableStream<Uint8Array>({
         start(c) {
           controller = c;
@@ -76,6 +78,8 @@ export function simFetch(
         close = await wrap(net.openWatch(rv, signal ?? new AbortController().signal, {
           events(evs) {
             if (done) return;
+            if (responded) net.noteReceived(evs[0].object);
+            else early.push(evs[0]);
             controller.enqueue(enc.encode(evs.map((e) => JSON.stringify(e) + "\n").join("")));
           },
           end(truncate) {
@@ -98,6 +102,8 @@ export function simFetch(
         throw e;
       }
       if (done) close();
+      responded = true;
+      for (const e of early) net.noteReceived(e.object);
       return new Response(stream, { status: 200, headers: { "content-type": "application/json" } });
     }
     let op: string;

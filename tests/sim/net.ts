@@ -139,6 +139,11 @@ export class SimLeaseApi implements LeaseApi {
    * One request: `server` runs at the store when the request arrives and returns
    * the outcome to send back.
    */
+  /** The replica read this Lease (for what it could know). */
+  noteReceived(l: Lease): void {
+    this.#hooks.received(l);
+  }
+
   exchange<T>(op: string, signal: AbortSignal | undefined, server: () => Outcome<T>): Promise<T> {
     return this.#request(op, signal, server);
   }
@@ -322,7 +327,6 @@ export class SimLeaseApi implements LeaseApi {
           sched.at(Math.max(sched.now + 1, f.partitionEnd + this.#latency()), fire, owner);
           return;
         }
-        this.#hooks.received(evs[0].object);
         sink.events(evs);
       };
       sched.at(at, fire, owner);
@@ -404,6 +408,7 @@ export class SimLeaseApi implements LeaseApi {
         const it = queue.shift();
         if (it) {
           if ("end" in it) return;
+          this.#hooks.received(it.ev.object);
           yield it.ev;
           continue;
         }

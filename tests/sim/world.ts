@@ -246,6 +246,8 @@ export class World {
   #targets: Record<number, number> = {};
   #healStart?: number;
   #healSatisfied = false;
+  #storeKey = "";
+  #storeChangedAt = 0;
   /** Liveness is not expected before this time (a Retry-After in force). */
   #holdUntil = 0;
   terms = 0;
@@ -314,6 +316,13 @@ export class World {
     this.kept = opts.faults ? this.schedule.filter((f) => opts.faults!.includes(f.i)) : this.schedule;
     this.store.onChange = (e, by) => {
       this.note(`store rv=${e.rv} ${e.type} by ${by}: ${recordText(e.object)}`);
+      // Followers time a claim from when they see the record change; a write of
+      // the same record (a retried PUT of one attempt) changes only the resourceVersion.
+      const key = e.type === "DELETED" ? "deleted" : JSON.stringify(e.object.spec ?? null);
+      if (key !== this.#storeKey) {
+        this.#storeKey = key;
+        this.#storeChangedAt = this.sched.now;
+      }
       if (by === "operator") {
         if (e.type === "DELETED") {
           this.#lastDeleteRv = e.rv;
@@ -360,7 +369,10 @@ export class World {
       latency: r.latency,
       identity: r.identity,
       hooks: {
-        request: (op) => this.#countRequest(r, op),
+        request: (op) => {
+          if (this.opts.trace) this.note(`r${r.index} -> ${op}`);
+          this.#countRequest(r, op);
+        },
         applied: (sentAt, lease, seen) => this.#applied(r, sentAt, lease, seen as Map<string, number>),
         snapshot: () => new Map(owner.seen),
         trace: (m) => this.note(`r${r.index} ${m}`),
@@ -378,6 +390,7 @@ export class World {
         },
         watchOpen: (d) => (owner.watches += d),
         received: (l) => {
+          if (this.opts.trace) this.note(`r${r.index} <- rv=${l.metadata.resourceVersion} ${recordText(l)}`);
           const h = l.spec?.holderIdentity;
           if (typeof h === "string" && h) {
             const rv = Number(l.metadata.resourceVersion);
@@ -388,9 +401,13 @@ export class World {
       },
     });
     const logger: Logger = {
-      debug() {},
+      debug: (m, f) => {
+        if (this.opts.trace) this.note(`r${r.index} debug ${m} ${f ? JSON.stringify(f) : ""}`);
+      },
       info: (m, f) => this.note(`r${r.index} info ${m} ${f ? JSON.stringify(f) : ""}`),
-      warn: () => {},
+      warn: (m, f) => {
+        if (this.opts.trace) this.note(`r${r.index} warn ${m} ${f ? JSON.stringify(f) : ""}`);
+      },
       error: (m, f) => this.note(`r${r.index} ERROR ${m} ${f ? JSON.stringify(f) : ""}`),
     };
     const stop = new AbortController();
@@ -538,7 +555,7 @@ export class World {
     const d = lease.spec?.leaseDurationSeconds;
     if (h === r.identity && typeof d === "number") {
       this.#claims.set(r.identity, {
-        appliedAt: this.sched.now,
+        appliedAt: this.#storeChangedAt,
         durMs: d * 1000,
         rv: Number(lease.metadata.resourceVersion),
         seen,
@@ -861,7 +878,9 @@ export class World {
 
 function recordText(l: Lease): string {
   const s = l.spec ?? {};
-  return `holder=${JSON.stringify(s.holderIdentity)} dur=${s.leaseDurationSeconds} transitions=${s.leaseTransitions}`;
+  return `holder=${
+    JSON.stringify(s.holderIdentity)
+  } dur=${s.leaseDurationSeconds} transitions=${s.leaseTransitions} renew=${String(s.renewTime).slice(11, 23)}`;
 }
 
 export async function runOnce(opts: RunOptions): Promise<RunResult> {
