@@ -484,18 +484,19 @@ export class World {
     this.terms++;
     this.note(`r${r.index} WORK START token=${token}`);
     // Fencing: strictly increasing from term to term.
-    if (typeof token !== "number" || !(token > this.#lastToken)) {
-      if (this.#lastDeleteRv > this.#lastTermRv && token === 0) {
-        this.excusedFencing++;
-        this.#lastToken = -1;
-        this.note(`fencing token restarted at 0 after the Lease was deleted by hand (documented)`);
-      } else {
-        this.violate(
-          "fencing",
-          `r${r.index} started a term with token ${token}, not above the previous ${this.#lastToken}`,
-        );
-      }
+    // A Lease deleted by hand and created again restarts leaseTransitions (documented):
+    // the count starts over with the first term after the delete.
+    const restarted = this.#lastDeleteRv > this.#lastTermRv;
+    if (typeof token !== "number" || !(token > (restarted ? -1 : this.#lastToken))) {
+      this.violate(
+        "fencing",
+        `r${r.index} started a term with token ${token}, not above the previous ${this.#lastToken}`,
+      );
+    } else if (restarted && !(token > this.#lastToken)) {
+      this.excusedFencing++;
+      this.note(`fencing token restarted after the Lease was deleted by hand (documented)`);
     }
+    if (restarted) this.#lastToken = -1;
     this.#lastToken = typeof token === "number" ? Math.max(token, this.#lastToken) : this.#lastToken;
     this.#lastTermRv = w.acquireRv;
     // No two works at once (true time).
