@@ -108,11 +108,21 @@ export interface LeaderElectorOptions {
   releaseOnCancel?: boolean;
   /** Contend again after losing leadership (client-go's `Run` is one-shot). @default true */
   recontend?: boolean;
-  /** Followers watch the Lease (if the API supports it) instead of polling. @default true */
+  /**
+   * Followers watch the Lease (if the API supports it) instead of polling. A
+   * follower opens at most one watch per second: after a watch that ended (or
+   * failed) within 10 s it waits a jittered backoff that doubles from 1 s to
+   * 30 s (reset by a watch that lived 10 s or delivered an event), at least 60 s
+   * after a 403; while it has no watch it polls once per jittered retryPeriod.
+   * @default true
+   */
   watch?: boolean;
   /** Called when this replica becomes leader; stop when `ctx.signal` aborts. */
   onStartedLeading?: (ctx: LeaderContext) => void | Promise<unknown>;
-  /** Called once after each term, when the work has settled and the Lease was released. */
+  /**
+   * Called once after each term, at once when the work is told to stop (before
+   * the work settled and before the release, which has its own `released` event).
+   */
   onStoppedLeading?: (reason: StopReason) => void;
   /** Called when the observed holder changes (including to this replica). */
   onNewLeader?: (identity: string) => void;
@@ -307,14 +317,29 @@ export function validateElectorOptions(o: {
  * Safety rules, in order: a replica leads only after its own write to the Lease
  * succeeded; expiry is judged from this process's monotonic clock since the
  * record last changed, never from the Lease's timestamps; a leader that cannot
- * renew within `renewDeadline` of its last successful renewal stops leading and
- * aborts its work; the Lease is released only after the work settled, and only
- * while this replica still holds it (a PUT guarded by the resourceVersion of its
- * own last write, else a fresh read first).
+ * renew within `renewDeadline` of the start of its last successful renewal stops
+ * leading and aborts its work, at that deadline on the injected clock even when a
+ * request (or the token source behind it) never answers; the fencing token is
+ * taken from the acquiring write's answer; the Lease is released only after the
+ * work settled, and only while this replica still holds it (a PUT guarded by the
+ * resourceVersion of its own last write, else a fresh read first); no new term
+ * starts while the last term's work still runs, nor sooner than one retryPeriod
+ * after the term ended.
+ *
+ * Two cases decided on purpose. An acquiring write that landed although its
+ * answer was lost (a record that is exactly what this replica wrote, unchanged
+ * since) is adopted at the next attempt: nobody else can have written in between.
+ * A live Lease that already names this identity at startup is not adopted: it is
+ * waited out like any other holder (leaseDurationSeconds after it was first seen
+ * unchanged), since another process with the same identity may still be running
+ * (client-go would renew it at once).
  *
  * Events (an `EventTarget`): `newleader` (detail: identity), `started`
- * (detail: {@linkcode FencingToken}), `stopped` (detail: {@linkcode StopReason}).
- * Order: `newleader(me)` before `started`; `stopped` only after `started`, once per term.
+ * (detail: {@linkcode FencingToken}), `stopped` (detail: {@linkcode StopReason}),
+ * `released` (detail: {@linkcode StopReason}). Order: `newleader(me)` before
+ * `started`; `stopped` once per term, when the work is told to stop (leading is
+ * already off then); `released` after `stopped`, once the work settled and the
+ * release was written.
  *
  * @example Usage
  * ```ts
@@ -369,8 +394,8 @@ export class LeaderElector extends EventTarget {
   #requestTimeout: number;
   /** Counts observed changes of the record (and deletions), to notice news. */
   #changes = 0;
-  /** The last acquiring write sent while not leading; adopted if it landed but its answer was lost. */
-  #pendingAcquire?: LeaderElectionRecord;
+  /** Acquiring writes sent since the last term (the latest few); one that landed but whose answer was lost is adopted. */
+  #pendingAcquires: LeaderElectionRecord[] = [];
   #workSettling = false;
   #watchGen = 0;
 
@@ -620,16 +645,22 @@ export class LeaderElector extends EventTarget {
 
   /** Whether `r` is exactly the acquiring write this replica sent last (its answer may have been lost). */
   #isOwnWrite(r: LeaderElectionRecord): boolean {
-    const w = this.#pendingAcquire;
-    return !!w && r.holderIdentity === this.identity && r.acquireTime === w.acquireTime &&
-      r.renewTime === w.renewTime && r.leaseTransitions === w.leaseTransitions &&
-      r.leaseDurationSeconds === w.leaseDurationSeconds;
+    return r.holderIdentity === this.identity &&
+      this.#pendingAcquires.some((w) =>
+        r.acquireTime === w.acquireTime && r.renewTime === w.renewTime && r.leaseTransitions === w.leaseTransitions &&
+        r.leaseDurationSeconds === w.leaseDurationSeconds
+      );
+  }
+
+  #notePendingAcquire(sent: LeaderElectionRecord): void {
+    this.#pendingAcquires.push(sent);
+    if (this.#pendingAcquires.length > 8) this.#pendingAcquires.shift();
   }
 
   /** PUTs `sent` over `lease`; an acquiring write is remembered until its answer is known. */
   #put(lease: Lease, sent: LeaderElectionRecord, signal: AbortSignal): Promise<Lease> {
     this.#count("update");
-    if (!this.#leading) this.#pendingAcquire = sent;
+    if (!this.#leading) this.#notePendingAcquire(sent);
     return this.#api.update(this.#withRecord(lease, sent), signal);
   }
 
@@ -713,7 +744,7 @@ export class LeaderElector extends EventTarget {
       req = this.#requestSignal(stop, remaining());
       try {
         this.#count("create");
-        this.#pendingAcquire = sent;
+        this.#notePendingAcquire(sent);
         const created = await this.#api.create(
           { metadata: { name: this.#api.name, namespace: this.#api.namespace }, spec: writeRecord({}, sent) },
           req.signal,
@@ -829,7 +860,7 @@ export class LeaderElector extends EventTarget {
             );
           } else if (r.value.kind === "acquired") {
             this.#lastError = "";
-            this.#pendingAcquire = undefined;
+            this.#pendingAcquires = [];
             return r.value;
           }
         } catch (e) {
