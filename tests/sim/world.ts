@@ -188,9 +188,11 @@ function patchSignals() {
       s.add(fn);
       if (s.size > maxListeners) maxListeners = s.size;
       if (s.size > LISTENER_BOUND && currentWorld && !(this as AbortSignal).aborted) {
+        const where = (new Error().stack ?? "").split("\n").slice(2, 6).map((l) => l.trim().replace(/^at /, ""))
+          .map((l) => l.replace(/^.*\/(lib|tests)\//, "$1/").replace(/\)$/, "")).join(" < ");
         currentWorld.violate(
           "listener-growth",
-          `an AbortSignal has ${s.size} abort listeners (bound ${LISTENER_BOUND})`,
+          `an AbortSignal has ${s.size} abort listeners (bound ${LISTENER_BOUND}); the last added at ${where}`,
         );
       }
     }
