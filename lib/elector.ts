@@ -7,6 +7,18 @@
 
 import { clampDelay, type Clock, MAX_TIMER_MS, systemClock } from "./clock.ts";
 import {
+  decideOnRead,
+  desiredRecord,
+  fastPath,
+  graceMs as graceLeft,
+  mayRelease,
+  nextAttemptAt,
+  type Observation,
+  releaseRecord,
+  WATCH_BACKOFF_MIN_MS,
+  watchReopen,
+} from "./election_rules.ts";
+import {
   ConfigError,
   errorKind,
   isAlreadyExists,
@@ -229,29 +241,10 @@ interface AttemptCtx {
 
 const HELD: Attempt = { kind: "held" };
 
-/** Shortest wait before a watch is opened again after one that ended early, in ms. */
-const WATCH_BACKOFF_MIN_MS = 1000;
-/** Longest such wait, in ms. */
-const WATCH_BACKOFF_MAX_MS = 30000;
-/** A watch that lived this long (ms) was healthy: the next one opens at once. */
-const WATCH_HEALTHY_MS = 10000;
-/** Wait after a forbidden watch before trying to watch again, in ms. */
-const WATCH_FORBIDDEN_MS = 60000;
-
-interface Observed {
+interface Observed extends Observation {
   lease: Lease;
   /** Key of the record for change detection. */
   key: string;
-  /** Parsed record, or undefined when malformed. */
-  record?: LeaderElectionRecord;
-  /** Holder as far as it can be read. */
-  holder: string;
-  /** Duration (ms) the record claims; for a malformed record, our own leaseDuration. */
-  durationMs: number;
-  /** Monotonic time the current record was first observed. */
-  at: number;
-  /** A watch reported the Lease deleted since this record was seen. */
-  deleted?: boolean;
 }
 
 /**
@@ -576,14 +569,6 @@ export class LeaderElector extends EventTarget {
     this.dispatchEvent(new CustomEvent("newleader", { detail: holder }));
   }
 
-  #expiresAt(o: Observed): number {
-    return o.at + o.durationMs;
-  }
-
-  #heldByOther(o: Observed, now: number): boolean {
-    return o.holder !== "" && now < this.#expiresAt(o);
-  }
-
   // ---- one attempt ----------------------------------------------------------
 
   /** `ms` × (1 + U[0,1) × JITTER_FACTOR), client-go's jitter; a broken `random` counts as 0. */
@@ -620,13 +605,7 @@ export class LeaderElector extends EventTarget {
   }
 
   #desired(prev: LeaderElectionRecord | undefined, keepTerm: boolean, wall: string): LeaderElectionRecord {
-    return {
-      holderIdentity: this.identity,
-      leaseDurationSeconds: Math.floor(this.leaseDuration / 1000),
-      acquireTime: keepTerm && prev?.acquireTime ? prev.acquireTime : wall,
-      renewTime: wall,
-      leaseTransitions: keepTerm ? (prev?.leaseTransitions ?? 0) : (prev ? prev.leaseTransitions + 1 : 0),
-    };
+    return desiredRecord(this.identity, this.leaseDuration, prev, keepTerm, wall);
   }
 
   #withRecord(lease: Lease, r: LeaderElectionRecord): Lease {
@@ -641,15 +620,6 @@ export class LeaderElector extends EventTarget {
     const r = readRecord(lease);
     const record = r.ok && r.record.holderIdentity === this.identity ? r.record : sent;
     return { kind: "acquired", lease, record };
-  }
-
-  /** Whether `r` is exactly the acquiring write this replica sent last (its answer may have been lost). */
-  #isOwnWrite(r: LeaderElectionRecord): boolean {
-    return r.holderIdentity === this.identity &&
-      this.#pendingAcquires.some((w) =>
-        r.acquireTime === w.acquireTime && r.renewTime === w.renewTime && r.leaseTransitions === w.leaseTransitions &&
-        r.leaseDurationSeconds === w.leaseDurationSeconds
-      );
   }
 
   #notePendingAcquire(sent: LeaderElectionRecord): void {
@@ -689,8 +659,9 @@ export class LeaderElector extends EventTarget {
     const wall = formatMicroTime(this.#clock.wallTime());
     const remaining = () => budget - (this.#clock.now() - start);
     const o = this.#observed;
+    const fast = fastPath(this.identity, this.#leading, o);
     // 1. Fast path: the leader PUTs its cached object; resourceVersion guards it.
-    if (this.#leading && o?.record && o.holder === this.identity) {
+    if (o?.record && fast === "renew") {
       const sent = this.#desired(o.record, true, wall);
       const req = this.#requestSignal(stop, budget);
       try {
@@ -706,7 +677,7 @@ export class LeaderElector extends EventTarget {
       }
       if (ctx.abandoned) return HELD;
       this.stats.slowpathTotal++;
-    } else if (!this.#leading && o?.record && o.holder === "" && !o.deleted) {
+    } else if (o?.record && fast === "take-free") {
       // 1b. The Lease was free when last seen (a release delivered by the watch):
       // take it with one PUT of that object; a 409 means someone was faster.
       const sent = this.#desired(o.record, false, wall);
@@ -735,11 +706,30 @@ export class LeaderElector extends EventTarget {
     }
     if (ctx.abandoned) return HELD;
     const now = this.#clock.now();
-    if (!lease) {
-      if (this.#leading) return { kind: "lost-deleted" };
-      // A Lease deleted under a live holder: that holder may not have noticed yet.
-      // Create it only once the last record seen has expired, as if it still stood.
-      if (this.#observed && this.#heldByOther(this.#observed, now)) return HELD;
+    const last = this.#observed;
+    const seen = lease ? this.#observe(lease, now) : undefined;
+    // 3. Decide (see decideOnRead): renew, take over, adopt a lost write, create, wait or stop.
+    const d = decideOnRead({
+      identity: this.identity,
+      leading: this.#leading,
+      read: seen,
+      last,
+      now,
+      ownWrites: this.#pendingAcquires,
+    });
+    if (d.action === "wait") return HELD;
+    if (d.action === "stop") {
+      return {
+        kind: d.reason === "lease-taken"
+          ? "lost-taken"
+          : d.reason === "lease-deleted"
+          ? "lost-deleted"
+          : "lost-malformed",
+      };
+    }
+    if (!lease || !seen || d.action === "create") {
+      // A Lease deleted under a live holder was waited out above: that holder may
+      // not have noticed the deletion. Create it only once the last record expired.
       const sent = this.#desired(undefined, false, wall);
       req = this.#requestSignal(stop, remaining());
       try {
@@ -758,22 +748,15 @@ export class LeaderElector extends EventTarget {
         req.done();
       }
     }
-    const seen = this.#observe(lease, now);
-    // 3. Decide. A record that is exactly this replica's last acquiring write landed
-    // although its answer was lost: nobody wrote since, so it is ours; keep that term.
-    const adopt = !this.#leading && seen.record !== undefined && this.#isOwnWrite(seen.record);
-    if (this.#leading) {
-      if (!seen.record) return { kind: "lost-malformed" };
-      if (seen.holder !== this.identity) return { kind: "lost-taken" };
-    } else if (adopt) {
+    // A record that is exactly one of this replica's acquiring writes landed although
+    // its answer was lost: nobody wrote since, so it is ours; keep that term.
+    if (d.action === "adopt") {
       this.#log.info("the lease holds this replica's own write whose answer was lost; taking that term", {
-        leaseTransitions: seen.record!.leaseTransitions,
+        leaseTransitions: seen.record?.leaseTransitions,
       });
-    } else if (this.#heldByOther(seen, now)) {
-      return HELD;
     }
-    // 4. Write: renew (keep the term) or take over (a new term).
-    const keep = this.#leading || adopt;
+    // 4. Write: renew or adopt (keep the term) or take over (a new term).
+    const keep = d.action === "renew" || d.action === "adopt";
     const prev = seen.record ?? this.#salvage(lease);
     const sent = this.#desired(prev, keep, wall);
     req = this.#requestSignal(stop, remaining());
@@ -886,19 +869,18 @@ export class LeaderElector extends EventTarget {
   async #waitForChance(stop: AbortSignal, retryAfter: number): Promise<void> {
     const start = this.#clock.now();
     const changesAtStart = this.#changes;
-    const earliest = start + retryAfter;
     const pollAt = start + Math.max(this.#jittered(this.retryPeriod), retryAfter);
     for (;;) {
       if (stop.aborted) return;
       const now = this.#clock.now();
-      const o = this.#observed;
-      let until = pollAt;
-      if (o && (o.holder === "" || o.deleted) && this.#changes !== changesAtStart) {
-        until = earliest;
-      } else if (o && o.holder !== "") {
-        const exp = this.#expiresAt(o);
-        if (exp > start) until = Math.max(earliest, this.#watchHealthy ? exp : Math.min(exp, pollAt));
-      }
+      const until = nextAttemptAt({
+        start,
+        retryAfterMs: retryAfter,
+        pollAt,
+        observed: this.#observed,
+        changed: this.#changes !== changesAtStart,
+        watching: this.#watchHealthy,
+      });
       if (now >= until) return;
       const ctl = new AbortController();
       this.#wake = () => ctl.abort();
@@ -964,8 +946,7 @@ export class LeaderElector extends EventTarget {
         setHealthy(false);
         this.#wake?.();
         const lived = this.#clock.now() - opened;
-        if (lived >= WATCH_HEALTHY_MS || events > 0) backoff = WATCH_BACKOFF_MIN_MS;
-        delay = lived >= WATCH_HEALTHY_MS ? 0 : backoff * (1 + this.#unitRandom());
+        ({ delay, backoff } = watchReopen({ how: "closed", lived, events, backoff, random: this.#unitRandom() }));
         if (delay > 0) this.#log.debug("lease watch ended early; reopening it later", { lived, delay });
       } catch (e) {
         setHealthy(false);
@@ -983,14 +964,18 @@ export class LeaderElector extends EventTarget {
         }
         const name = (e as { name?: string } | null)?.name;
         if (name === "WatchExpiredError" || (e as { code?: number } | null)?.code === 410) rv = undefined; // re-read: start from now
-        if (this.#clock.now() - opened >= WATCH_HEALTHY_MS || events > 0) backoff = WATCH_BACKOFF_MIN_MS;
-        delay = backoff * (1 + this.#unitRandom());
-        if (forbidden) delay = Math.max(delay, WATCH_FORBIDDEN_MS);
+        const lived = this.#clock.now() - opened;
+        ({ delay, backoff } = watchReopen({
+          how: forbidden ? "forbidden" : "failed",
+          lived,
+          events,
+          backoff,
+          random: this.#unitRandom(),
+        }));
       }
       if (delay > 0) {
-        backoff = Math.min(backoff * 2, WATCH_BACKOFF_MAX_MS);
         try {
-          await this.#clock.sleep(clampDelay(delay, WATCH_BACKOFF_MIN_MS), signal);
+          await this.#clock.sleep(delay, signal);
         } catch {
           break;
         }
@@ -1017,6 +1002,8 @@ export class LeaderElector extends EventTarget {
       acquireTime: rec.acquireTime,
       value: `${rec.leaseTransitions}/${this.identity}`,
     };
+    // The acquiring write is what this replica last saw, whatever a watch said meanwhile.
+    this.#observe(won.lease, this.#lastRenew).at = this.#lastRenew;
     this.#token = token;
     this.#leadingSince = this.#clock.wallTime().toISOString();
     this.#leading = true;
@@ -1049,7 +1036,7 @@ export class LeaderElector extends EventTarget {
     // Stop leading: flip the state, abort the work and say so, all at once; then
     // wait for the work, bounded by the time left before another replica could
     // take the Lease, and release it.
-    const graceMs = clampDelay(this.#lastRenew + this.leaseDuration - this.#clock.now());
+    const graceMs = graceLeft(this.#lastRenew, this.leaseDuration, this.#clock.now());
     this.#leading = false;
     this.#token = undefined;
     this.#workSettling = !workDone;
@@ -1072,7 +1059,7 @@ export class LeaderElector extends EventTarget {
         { waitedMs: Math.round(graceMs) },
       );
     }
-    if ((this.#opts.releaseOnCancel ?? true) && settled && reason !== "lease-taken" && reason !== "lease-deleted") {
+    if (mayRelease(reason, settled, this.#opts.releaseOnCancel ?? true)) {
       await this.#release(reason);
     }
     return { work: settledWork, settled };
@@ -1142,13 +1129,7 @@ export class LeaderElector extends EventTarget {
     const wall = formatMicroTime(this.#clock.wallTime());
     this.#count("update");
     const updated = await this.#api.update(
-      this.#withRecord(lease, {
-        ...record,
-        holderIdentity: "",
-        leaseDurationSeconds: 1,
-        acquireTime: wall,
-        renewTime: wall,
-      }),
+      this.#withRecord(lease, releaseRecord(record, wall)),
       signal,
     );
     if (ctx.abandoned) return;
