@@ -36,7 +36,8 @@ export interface SeedEntry {
   replicas: number;
   profile: string;
   minutes: number;
-  faults: number[];
+  /** Kept faults; all of the generated schedule when absent. */
+  faults?: number[];
   untilMs: number;
   targets?: Record<number, number>;
   http?: boolean;
