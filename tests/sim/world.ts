@@ -242,7 +242,7 @@ export class World {
   #lastTermRv = -1;
   #claims = new Map<
     string,
-    { appliedAt: number; durMs: number; rv: number; seen: Map<string, number> } | undefined
+    { appliedAt: number; durMs: number; rv: number; transitions: unknown; seen: Map<string, number> } | undefined
   >();
   #trace: string[] = [];
   #targets: Record<number, number> = {};
@@ -499,6 +499,14 @@ export class World {
       this.note(`fencing token restarted after the Lease was deleted by hand (documented)`);
     }
     if (restarted) this.#lastToken = -1;
+    // The token is the one of the write that started this term.
+    const acquired = this.#claims.get(r.identity)?.transitions ?? 0;
+    if (token !== acquired) {
+      this.violate(
+        "fencing",
+        `r${r.index} started a term with token ${token}, but the write that acquired it has leaseTransitions ${acquired}`,
+      );
+    }
     this.#lastToken = typeof token === "number" ? Math.max(token, this.#lastToken) : this.#lastToken;
     this.#lastTermRv = w.acquireRv;
     // No two works at once (true time).
@@ -561,6 +569,7 @@ export class World {
         appliedAt: this.#storeChangedAt,
         durMs: d * 1000,
         rv: Number(lease.metadata.resourceVersion),
+        transitions: lease.spec?.leaseTransitions,
         seen,
       });
     } else {
