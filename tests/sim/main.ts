@@ -7,6 +7,8 @@
 // --minutes N   simulated minutes per seed (default 10)
 // --steps N     run seeds S, S+1, ... until N steps (scheduler events) have run in total
 // --runs R      run R seeds
+// --batch       deliveries to a replica within one millisecond run in one event-loop turn
+// --mixed       every 8th seed in HTTP mode, every 4th (from 2) with --batch
 // --ci          replay tests/sim/seeds.json, then seeds from 1 until 1,000,000 steps; exit 1 on any violation
 // A failing seed prints its fault schedule and a trace, is shrunk, and prints a one-line replay.
 // The last line is always `N passed, N failed` (a run passes when no invariant broke).
@@ -25,7 +27,7 @@ function parse(argv: string[]): Args {
     const k = argv[i];
     if (!k.startsWith("--")) throw new Error(`unexpected argument ${k}`);
     const [name, inline] = k.slice(2).split("=", 2);
-    if (["ci", "trace", "no-shrink", "quiet", "http", "mixed"].includes(name)) a[name] = true;
+    if (["ci", "trace", "no-shrink", "quiet", "http", "mixed", "batch"].includes(name)) a[name] = true;
     else a[name] = inline ?? argv[++i];
   }
   return a;
@@ -41,6 +43,7 @@ export interface SeedEntry {
   untilMs: number;
   targets?: Record<number, number>;
   http?: boolean;
+  batch?: boolean;
   finding?: string;
   note?: string;
 }
@@ -55,13 +58,14 @@ function replayLine(
     untilMs: number;
     targets?: Record<number, number>;
     http?: boolean;
+    batch?: boolean;
   },
 ) {
   const faults = e.faults === undefined ? "" : ` --faults ${e.faults.join(",") || "none"}`;
   const t = Object.entries(e.targets ?? {}).map(([i, r]) => `${i}:${r}`).join(",");
   return `deno run -A tests/sim/main.ts --seed ${e.seed} --replicas ${e.replicas} --profile ${e.profile} --minutes ${e.minutes}${faults}${
     t ? ` --targets ${t}` : ""
-  } --until-ms ${e.untilMs}${e.http ? " --http" : ""}`;
+  } --until-ms ${e.untilMs}${e.http ? " --http" : ""}${e.batch ? " --batch" : ""}`;
 }
 
 function parseTargets(s: string | boolean | undefined): Record<number, number> | undefined {
@@ -89,6 +93,7 @@ async function report(r: RunResult, opts: RunOptions, doShrink: boolean, out: Se
       minutes: opts.minutes,
       faults: all ? undefined : r.kept,
       untilMs: Math.ceil(v.at + 1),
+      batch: opts.batch,
     });
     console.log(`    replay: ${all ? rl.replace(/ --targets \S+/, "") : rl}`);
     return;
@@ -102,7 +107,13 @@ async function report(r: RunResult, opts: RunOptions, doShrink: boolean, out: Se
   const all = r.kept.length === r.schedule.length;
   console.log(
     `    replay: ${
-      replayLine({ ...r, minutes: opts.minutes, faults: all ? undefined : r.kept, untilMs: Math.ceil(v.at + 1) })
+      replayLine({
+        ...r,
+        minutes: opts.minutes,
+        faults: all ? undefined : r.kept,
+        untilMs: Math.ceil(v.at + 1),
+        batch: opts.batch,
+      })
     }`,
   );
   if (!doShrink) return;
@@ -112,7 +123,7 @@ async function report(r: RunResult, opts: RunOptions, doShrink: boolean, out: Se
       (rep.untilMs / 1000).toFixed(1)
     }s: ${rep.faults.map((i) => describeFault(r.schedule[i])).join("; ") || "no faults"}`,
   );
-  console.log(`    replay: ${replayLine({ ...rep, http: opts.http })}`);
+  console.log(`    replay: ${replayLine({ ...rep, http: opts.http, batch: opts.batch })}`);
   const entry: SeedEntry = {
     seed: rep.seed,
     replicas: rep.replicas,
@@ -122,6 +133,7 @@ async function report(r: RunResult, opts: RunOptions, doShrink: boolean, out: Se
     untilMs: rep.untilMs,
     targets: rep.targets,
     ...(opts.http ? { http: true } : {}),
+    ...(opts.batch ? { batch: true } : {}),
     note: `${rep.kind}: ${v.msg}`,
   };
   console.log(`    seeds.json entry: ${JSON.stringify(entry)}`);
@@ -175,6 +187,7 @@ async function main() {
           untilMs: e.untilMs,
           targets: e.targets,
           http: e.http,
+          batch: e.batch,
         },
         `regression seed ${e.seed}${e.finding ? ` (finding ${e.finding})` : ""}`,
       );
@@ -200,6 +213,7 @@ async function main() {
       faults,
       untilMs: a["until-ms"] !== undefined ? Number(a["until-ms"]) : undefined,
       targets: parseTargets(a.targets),
+      batch: !!a.batch || ((!!a.mixed || ci) && seed % 4 === 2),
       http: !!a.http || ((!!a.mixed || ci) && seed % 8 === 0),
       trace: !!a.trace,
     }, `seed ${seed}`);

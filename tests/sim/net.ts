@@ -144,6 +144,27 @@ export class SimLeaseApi implements LeaseApi {
     this.#hooks.received(l);
   }
 
+  /** Deliveries to this replica that land in the same millisecond, run in one event-loop turn. */
+  batch = false;
+  #inbox = new Map<number, (() => void)[]>();
+
+  /** Schedules something arriving at the replica at `at`. */
+  #arrive(at: number, fn: () => void) {
+    if (!this.batch) {
+      this.#sched.at(at, fn, this.#owner);
+      return;
+    }
+    const t = Math.ceil(at);
+    const q = this.#inbox.get(t);
+    if (q) return void q.push(fn);
+    this.#inbox.set(t, [fn]);
+    this.#sched.at(t, () => {
+      const all = this.#inbox.get(t)!;
+      this.#inbox.delete(t);
+      for (const f of all) f();
+    }, this.#owner);
+  }
+
   exchange<T>(op: string, signal: AbortSignal | undefined, server: () => Outcome<T>): Promise<T> {
     return this.#request(op, signal, server);
   }
@@ -242,13 +263,13 @@ export class SimLeaseApi implements LeaseApi {
             this.#hooks.trace(`${op} response lost (${out.ok ? "applied" : "failed"})`);
             return;
           }
-          sched.after(this.#latency(), () => {
+          this.#arrive(sched.now + this.#latency(), () => {
             if (f.partition !== "none") return this.#hooks.trace(`${op} response lost in partition`);
             if (out.ok && out.value && typeof out.value === "object") {
               this.#hooks.received(out.value as unknown as Lease);
             }
             finish(out);
-          }, owner);
+          });
         });
       };
       if (f.tokenHangUntil > sched.now && !this.realTokens) {
@@ -329,7 +350,7 @@ export class SimLeaseApi implements LeaseApi {
         }
         sink.events(evs);
       };
-      sched.at(at, fire, owner);
+      this.#arrive(at, fire);
     };
     const endStream = (truncate: boolean) => {
       sched.at(Math.max(lastDelivery, sched.now) + 0.001, () => {

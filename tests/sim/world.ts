@@ -92,6 +92,8 @@ export interface RunOptions {
   trace?: boolean;
   /** Replica each "leader"-targeted fault hit in an earlier run (fault index -> replica), for replay. */
   targets?: Record<number, number>;
+  /** Deliveries to a replica within the same millisecond run in one event-loop turn (their promise jobs interleave). */
+  batch?: boolean;
   /** Talk through the real KubeLeaseApi + KubeClient over a simulated fetch (else a simulated LeaseApi). */
   http?: boolean;
   /** Elector under test. @default the real LeaderElector */
@@ -425,6 +427,7 @@ export class World {
       seen: new Map(),
     });
     r.inc = owner;
+    api.batch = !!this.opts.batch;
     const lease = this.opts.http
       ? httpLeaseApi(api, this.store, {
         sched: this.sched,
