@@ -74,6 +74,8 @@ export interface NetHooks {
   retryAfter(v: unknown): void;
   /** A watch stream opened or closed (server side). */
   watchOpen(delta: number): void;
+  /** The answer to this replica's successful create/update reached it. */
+  acknowledged(l: Lease): void;
   /** A Lease reached the replica (a response or a watch event). */
   received(l: Lease): void;
   /** A signal handed to watch(), to be inspected for listener growth. */
@@ -267,6 +269,7 @@ export class SimLeaseApi implements LeaseApi {
             if (f.partition !== "none") return this.#hooks.trace(`${op} response lost in partition`);
             if (out.ok && out.value && typeof out.value === "object") {
               this.#hooks.received(out.value as unknown as Lease);
+              if (op === "update" || op === "create") this.#hooks.acknowledged(out.value as unknown as Lease);
             }
             finish(out);
           });

@@ -40,6 +40,8 @@ const PROFILE_WEIGHTS: [string, number][] = [
 
 /** The longest Retry-After the elector honours (lib/elector.ts MAX_RETRY_AFTER_MS after the fix of finding 9). */
 export const RETRY_AFTER_CLAMP_MS = 60000;
+/** client-go's retry jitter: a follower waits up to (1 + 1.2) x retryPeriod between polls. */
+const JITTER = 2.2;
 /** Requests one replica may send in any one-second bucket of true time, under any fault. */
 export const RATE_BOUND = 30;
 /** Timer firings per replica per one-second bucket (a spin on 1 ms timers breaks it). */
@@ -64,6 +66,7 @@ export type ViolationKind =
   | "listener-growth"
   | "watch-growth"
   | "queue-growth"
+  | "own-write-not-adopted"
   | "run-ended"
   | "unhandled-rejection";
 
@@ -169,6 +172,8 @@ interface Replica {
   timerBucket: number;
   timerBase: number;
   rate: number;
+  /** When the last fault touching this replica ended (Infinity while one is in force). */
+  quietSince: number;
 }
 
 // ---- abort-listener accounting (patched once) --------------------------------
@@ -244,13 +249,27 @@ export class World {
   #lastTermRv = -1;
   #claims = new Map<
     string,
-    { appliedAt: number; durMs: number; rv: number; transitions: unknown; seen: Map<string, number> } | undefined
+    {
+      appliedAt: number;
+      durMs: number;
+      rv: number;
+      transitions: unknown;
+      seen: Map<string, number>;
+      /** The incarnation that wrote it, and whether it took the Lease (the holder before was someone else). */
+      inc: number;
+      acquiring: boolean;
+      /** Its answer reached the writer. */
+      acked: boolean;
+    } | undefined
   >();
   #trace: string[] = [];
   #targets: Record<number, number> = {};
   #healStart?: number;
   #healSatisfied = false;
   #storeKey = "";
+  #storeHolder: unknown = undefined;
+  #prevHolder: unknown = undefined;
+  #storeRv = 0;
   #storeChangedAt = 0;
   /** Liveness is not expected before this time (a Retry-After in force). */
   #holdUntil = 0;
@@ -313,6 +332,7 @@ export class World {
         timerBucket: -1,
         timerBase: 0,
         rate: 1 + (r.next() * 2 - 1) * MAX_DRIFT,
+        quietSince: 0,
       });
     }
     const horizon = opts.minutes * 60000;
@@ -327,6 +347,9 @@ export class World {
         this.#storeKey = key;
         this.#storeChangedAt = this.sched.now;
       }
+      this.#prevHolder = this.#storeHolder;
+      this.#storeHolder = e.type === "DELETED" ? undefined : e.object.spec?.holderIdentity;
+      this.#storeRv = e.rv;
       if (by === "operator") {
         if (e.type === "DELETED") {
           this.#lastDeleteRv = e.rv;
@@ -379,6 +402,10 @@ export class World {
         },
         applied: (sentAt, lease, seen) => this.#applied(r, sentAt, lease, seen as Map<string, number>),
         snapshot: () => new Map(owner.seen),
+        acknowledged: (l) => {
+          const c = this.#claims.get(r.identity);
+          if (c && String(c.rv) === l.metadata.resourceVersion) c.acked = true;
+        },
         trace: (m) => this.note(`r${r.index} ${m}`),
         retryAfter: (v) => {
           // A server asking to wait delays the leader by that long, up to the
@@ -574,6 +601,9 @@ export class World {
         rv: Number(lease.metadata.resourceVersion),
         transitions: lease.spec?.leaseTransitions,
         seen,
+        inc: r.inc?.no ?? -1,
+        acquiring: this.#prevHolder !== r.identity,
+        acked: false,
       });
     } else {
       this.#claims.set(r.identity, undefined);
@@ -700,6 +730,16 @@ export class World {
       Object.assign(r.faults, noFaults());
       r.lateMaxMs = 0;
     }
+    this.#recomputeInner();
+    const none = JSON.stringify(noFaults());
+    for (const r of this.replicas) {
+      const faulted = r.lateMaxMs > 0 || JSON.stringify(r.faults) !== none;
+      if (faulted) r.quietSince = Infinity;
+      else if (r.quietSince === Infinity) r.quietSince = this.sched.now;
+    }
+  }
+
+  #recomputeInner() {
     for (const f of this.#active) {
       const end = f.at + f.dur;
       for (const r of this.replicas) {
@@ -791,6 +831,26 @@ export class World {
               }s after another replica could have taken the Lease (its last applied write + written leaseDurationSeconds on a clock ${
                 MAX_DRIFT * 100
               }% fast)`,
+          );
+        }
+      }
+      // An acquiring write that landed (its answer lost) is this replica's: it must
+      // lead within a request timeout and a poll (2.2 x retryPeriod) of the later of
+      // the write landing and the faults on its path healing.
+      const c = this.#claims.get(r.identity);
+      if (
+        c && c.acquiring && !c.acked && c.inc === inc.no && this.#storeRv === c.rv && !inc.elector.isLeader &&
+        !inc.stop.signal.aborted && ![...this.#running].some((w) => w.replica === r.index)
+      ) {
+        const since = Math.max(c.appliedAt, r.quietSince, this.#holdUntil);
+        // The writer learns of the lost answer when its request times out, then polls.
+        const bound = Math.max(1000, this.timing.renewDeadline / 2) + JITTER * this.timing.retryPeriod + 2000;
+        if (now > since + bound) {
+          this.violate(
+            "own-write-not-adopted",
+            `r${r.index}'s acquiring write (rv ${c.rv}) is the Lease, but r${r.index} does not lead ${
+              ((now - since) / 1000).toFixed(3)
+            }s after it landed and its network healed`,
           );
         }
       }
