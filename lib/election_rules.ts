@@ -53,8 +53,10 @@ export function expiresAt(o: Observation): number {
 }
 
 /**
- * Whether a holder's claim still runs at `now`. An empty holder never holds; a
- * malformed record holds (for the local leaseDuration) like any other.
+ * Whether a holder's claim still runs at `now`. An empty holder never holds,
+ * except that a Lease seen deleted counts as held from the first sign of its
+ * absence (someone may have taken it unseen before the deletion); a malformed
+ * record holds (for the local leaseDuration) like any other.
  *
  * @example Usage
  * ```ts
@@ -64,7 +66,7 @@ export function expiresAt(o: Observation): number {
  * ```
  */
 export function heldByOther(o: Observation, now: number): boolean {
-  return o.holder !== "" && now < expiresAt(o);
+  return (o.holder !== "" || !!o.deleted) && now < expiresAt(o);
 }
 
 /**
@@ -266,7 +268,7 @@ export function nextAttemptAt(i: WaitInput): number {
   const o = i.observed;
   // Free, deleted, or (coordinated) this replica named by the controller: go now.
   if (o && (o.holder === "" || o.deleted || o.named) && i.changed) return earliest;
-  if (o && o.holder !== "" && !o.ownWrite) {
+  if (o && (o.holder !== "" || o.deleted) && !o.ownWrite) {
     const exp = expiresAt(o);
     if (exp > i.start) return Math.max(earliest, i.watching ? exp : Math.min(exp, i.pollAt));
   }

@@ -585,9 +585,28 @@ export class LeaderElector extends EventTarget {
     return !!this.#opts.coordinated && !!o?.preferredHolder && o.preferredHolder !== this.identity;
   }
 
-  #observeDeleted(): void {
-    if (!this.#observed || this.#observed.deleted) return;
-    this.#observed.deleted = true;
+  /**
+   * The Lease is gone (a 404, or a DELETED event). Its absence is a change
+   * observed now: whoever held it (the holder in the DELETED object, else the
+   * last one seen, which may be stale) may not have noticed yet, so the Lease
+   * counts as held for max(that record's duration, our leaseDuration) from the
+   * first sign of absence. A leader that lost it notices within renewDeadline.
+   * Before anything was ever seen, a missing Lease is simply missing.
+   */
+  #observeAbsent(now: number, gone?: Lease): void {
+    if (this.#observed?.deleted) return;
+    if (gone?.spec) this.#observe(gone, now);
+    const prev = this.#observed;
+    if (!prev) return;
+    this.#observed = {
+      ...prev,
+      key: `${prev.key}#deleted`,
+      durationMs: Math.max(prev.durationMs, this.leaseDuration),
+      at: now,
+      deleted: true,
+      ownWrite: false,
+      named: false,
+    };
     this.#changes++;
   }
 
@@ -742,6 +761,7 @@ export class LeaderElector extends EventTarget {
     }
     if (ctx.abandoned) return HELD;
     const now = this.#clock.now();
+    if (!lease) this.#observeAbsent(now);
     const last = this.#observed;
     const seen = lease ? this.#observe(lease, now) : undefined;
     this.#readOnce = true;
@@ -974,7 +994,7 @@ export class LeaderElector extends EventTarget {
           // but it is news: the next attempt reads the Lease instead of writing over it.
           if (ev.type === "DELETED") {
             events++;
-            this.#observeDeleted();
+            this.#observeAbsent(this.#clock.now(), obj);
           } else if (ev.type !== "BOOKMARK") {
             events++;
             this.#observe(obj, this.#clock.now());
@@ -1252,12 +1272,16 @@ export class LeaderElector extends EventTarget {
         await this.#writeRelease(lease, r.record, req.signal, ctx, reason);
         return;
       } catch (e) {
-        if (isConflict(e)) continue;
-        this.#noteError(e, "could not release the lease; it will expire after leaseDuration");
-        return;
+        if (!isConflict(e)) {
+          this.#noteError(e, "could not release the lease; it will expire after leaseDuration");
+          return;
+        }
       } finally {
         req.done();
       }
+      // Someone wrote meanwhile: look again after a short jittered pause, not in a burst.
+      const pause = Math.min(this.#jittered(this.retryPeriod / 4), deadline - this.#clock.now());
+      if (pause > 0) await this.#clock.sleep(pause).catch(() => {});
     }
   }
 }
