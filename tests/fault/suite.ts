@@ -358,8 +358,8 @@ class Run {
     if (e.watch || e.method === "GET" || !e.target.includes("/leases") || e.answeredAt === undefined) return;
     let obj: { kind?: string; metadata?: { resourceVersion?: string }; spec?: Record<string, unknown> } | undefined;
     try {
-      obj = e.body ? JSON.parse(e.body) : undefined;
-    } catch { /* not JSON */ }
+      obj = e.bytes && isProtobuf(e.bytes) ? leaseFromProtobuf(e.bytes) : e.body ? JSON.parse(e.body) : undefined;
+    } catch { /* neither */ }
     if (obj?.kind !== "Lease") return;
     this.obs.push({
       kind: "write",
@@ -533,6 +533,62 @@ class Run {
     await Promise.all(this.reps.map((r) => Promise.all([r.proxy.close(), r.tcp?.close()])));
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+// client-go speaks protobuf: just enough of it to read a Lease's resourceVersion and holder.
+const PROTO_MAGIC = [0x6b, 0x38, 0x73, 0x00]; // "k8s\0"
+
+function isProtobuf(b: Uint8Array): boolean {
+  return b.length > 4 && PROTO_MAGIC.every((m, i) => b[i] === m);
+}
+
+/** Fields of one protobuf message: number -> values (varints as numbers, length-delimited as bytes). */
+function protoFields(b: Uint8Array): Map<number, (number | Uint8Array)[]> {
+  const out = new Map<number, (number | Uint8Array)[]>();
+  let i = 0;
+  const varint = () => {
+    let n = 0, mul = 1;
+    for (;;) {
+      const c = b[i++];
+      n += (c & 0x7f) * mul;
+      if (c < 0x80) return n;
+      mul *= 128;
+    }
+  };
+  while (i < b.length) {
+    const key = varint();
+    const field = Math.floor(key / 8), wire = key % 8;
+    let v: number | Uint8Array;
+    if (wire === 0) v = varint();
+    else if (wire === 2) {
+      const len = varint();
+      v = b.subarray(i, i + len);
+      i += len;
+    } else if (wire === 1) (v = 0), (i += 8);
+    else if (wire === 5) (v = 0), (i += 4);
+    else throw new Error(`protobuf wire type ${wire}`);
+    out.set(field, [...(out.get(field) ?? []), v]);
+  }
+  return out;
+}
+
+function leaseFromProtobuf(b: Uint8Array) {
+  const text = new TextDecoder();
+  const unknown = protoFields(b.subarray(4));
+  const raw = unknown.get(2)?.[0] as Uint8Array;
+  const lease = protoFields(raw);
+  const meta = protoFields(lease.get(1)?.[0] as Uint8Array);
+  const spec = protoFields((lease.get(2)?.[0] as Uint8Array) ?? new Uint8Array());
+  const str = (v: unknown) => (v instanceof Uint8Array ? text.decode(v) : undefined);
+  return {
+    kind: "Lease",
+    metadata: { resourceVersion: str(meta.get(6)?.[0]) },
+    spec: {
+      holderIdentity: str(spec.get(1)?.[0]) ?? null,
+      leaseDurationSeconds: spec.get(2)?.[0] as number | undefined,
+      leaseTransitions: spec.get(5)?.[0] as number | undefined,
+    },
+  };
 }
 
 function alive(pid: number): boolean {
@@ -817,26 +873,34 @@ const scenarios: Scenario[] = [
         r.faults.push("malformed lease body");
         for (const f of followers) {
           const before = { ...f.proxy.stats.byFault };
-          const injected = f.proxy.stats.injected;
-          f.proxy.set({
-            fault: { kind: "status", status: 200, body, contentType: "application/json" },
-            match: { method: "GET", watch: false },
-          });
           if (f.kind !== "client-go") {
-            // Into the open watch, between two events.
-            const t0 = Date.now();
-            while (f.proxy.injectWatchEvent(JSON.stringify({ type: "MODIFIED", object })) === 0) {
-              if (Date.now() - t0 > 3000) break;
-              await sleep(20);
-            }
-            expect(r, f.proxy.stats.injected > injected, `no malformed watch event reached ${f.name}'s watch`);
+            // Its open watch is ended; the next one gets the broken record as an event.
+            f.proxy.set({
+              fault: { kind: "watch-events", events: [JSON.stringify({ type: "MODIFIED", object })] },
+              match: { watch: true },
+            });
+            f.proxy.dropWatches();
+            await waitFor(() => faultedSince(f.proxy, before, "watch-events watch") > 0 || undefined, 5000);
+            expect(
+              r,
+              faultedSince(f.proxy, before, "watch-events watch") > 0,
+              `no malformed watch event reached ${f.name}'s watch`,
+            );
           } else {
+            // client-go polls: its GETs get the broken record.
+            f.proxy.set({
+              fault: { kind: "status", status: 200, body, contentType: "application/json" },
+              match: { method: "GET", watch: false },
+            });
             await waitFor(() => faultedSince(f.proxy, before, "status 200") > 0 || undefined, 3000);
             expect(r, faultedSince(f.proxy, before, "status 200") > 0, `no malformed GET body reached ${f.name}`);
           }
         }
         await sleep(1000);
-        for (const f of followers) f.proxy.clear();
+        for (const f of followers) {
+          f.proxy.clear();
+          f.proxy.dropWatches(); // back to the real server
+        }
       }
       await sleep(2000);
       expect(r, r.leader() === first, "a malformed record changed the leader");
@@ -846,6 +910,12 @@ const scenarios: Scenario[] = [
     name: "hostile-responses",
     what: "HTML 502, truncated JSON, a 10 MB body, a body that never ends, 429 Retry-After, 500s; open watches too",
     run: async (r) => {
+      // client-go takes any 200 answer to its GET and PUT for the truth: a 200 whose body is a
+      // Lease without a holder (the "huge" body) makes it lead without ever writing the Lease.
+      r.checkOptions.exemptWork = (iv) =>
+        iv.name.startsWith("client-go")
+          ? "client-go believed a 200 answer that no API server sent (a known client-go weakness)"
+          : undefined;
       const leader = await mixed(r, "hostile", MIXED);
       await sleep(1000); // followers have their watches open
       const rss0 = rss(leader.proc.child.pid);
@@ -870,20 +940,28 @@ const scenarios: Scenario[] = [
       for (const f of faults) {
         const key = f.kind === "status" ? `status ${f.status}` : f.kind;
         const before = new Map(r.reps.map((x) => [x, { ...x.proxy.stats.byFault }]));
+        const dropped = new Map<Rep, number>();
+        const leading = r.leader();
         for (const x of r.reps) {
           r.setFault(x, f);
-          x.proxy.dropWatches(); // open watches reconnect into the fault
+          dropped.set(x, x.proxy.dropWatches()); // open watches reconnect into the fault
         }
-        await sleep(between(1200, 2500));
+        // Leasehold followers watch: their open watch was ended into the fault, or a new one met it.
+        const watchHit = (x: Rep) => dropped.get(x)! > 0 || faultedSince(x.proxy, before.get(x)!, `${key} watch`) > 0;
+        const followers = r.reps.filter((x) => x.kind !== "client-go" && x !== leading);
+        // client-go's RunOrDie ends the process once it loses leadership: it cannot be reached after that.
+        const live = () => r.reps.filter((x) => !x.exit);
+        const reached = () =>
+          live().every((x) => faultedSince(x.proxy, before.get(x)!, key) > 0) && followers.every(watchHit);
+        const t0 = Date.now();
+        await sleep(between(1200, 2000));
+        await waitFor(() => reached() || undefined, 6000);
+        const held = Date.now() - t0;
         for (const x of r.reps) r.setFault(x, { kind: "none" });
-        for (const x of r.reps) {
-          const b = before.get(x)!;
-          expect(r, faultedSince(x.proxy, b, key) > 0, `${key} never reached ${x.name}`);
-          // leasehold followers watch: the fault must have hit a watch request too.
-          if (x.kind !== "client-go" && x !== leader) {
-            expect(r, faultedSince(x.proxy, b, `${key} watch`) > 0, `${key} never reached ${x.name}'s watch`);
-          }
+        for (const x of live()) {
+          expect(r, faultedSince(x.proxy, before.get(x)!, key) > 0, `${key} never reached ${x.name} in ${held} ms`);
         }
+        for (const x of followers) expect(r, watchHit(x), `${key} never reached ${x.name}'s watch in ${held} ms`);
         await r.waitLeader(15000);
       }
       const rss1 = rss(leader.proc.child.pid);
@@ -893,8 +971,12 @@ const scenarios: Scenario[] = [
           ? x.proc.lines.map((l: { msg: string }) => l.msg).join("\n")
           : x.proc.lines.map((l: { error?: string }) => l.error ?? "").join("\n");
         if (x.kind === "client-go") {
-          expect(r, /502|Bad Gateway/.test(text), `${x.name} never reported the 502`);
-          expect(r, /500|InternalError|etcd/.test(text), `${x.name} never reported the 500`);
+          if (x.proxy.stats.byFault["status 502"]) {
+            expect(r, /502|Bad Gateway/.test(text), `${x.name} never reported the 502`);
+          }
+          if (x.proxy.stats.byFault["status 500"]) {
+            expect(r, /InternalError|etcd/.test(text), `${x.name} never reported the 500`);
+          }
         } else {
           expect(r, /proxy/.test(text), `${x.name}: the HTML 502 was not reported as coming from a proxy`);
         }

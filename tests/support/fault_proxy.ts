@@ -55,7 +55,9 @@ export type Fault =
   /** Answer 200 with an empty chunked body that ends at once: a watch the server closes straight away. */
   | { kind: "end-watch" }
   /** Forward the request, let the server answer, then reset the connection without passing the answer on. */
-  | { kind: "lose-response" };
+  | { kind: "lose-response" }
+  /** Answer 200 with these watch event lines (JSON, one each), then hold the stream open and silent. */
+  | { kind: "watch-events"; events: string[] };
 
 /** A fault with a filter and an optional count. */
 export interface FaultRule {
@@ -105,6 +107,8 @@ export interface Exchange {
   status?: number;
   /** Upstream body as text, for requests that are not watches (up to 256 KiB). */
   body?: string;
+  /** The same body as bytes (protobuf answers are not text). */
+  bytes?: Uint8Array;
   /** Why no answer came. */
   error?: string;
 }
@@ -334,6 +338,11 @@ function validate(f: Fault): void {
     case "never-ending":
     case "end-watch":
     case "lose-response":
+      return;
+    case "watch-events":
+      if (!Array.isArray(f.events) || f.events.some((e) => typeof e !== "string")) {
+        throw new TypeError("fault watch-events: events must be an array of strings");
+      }
       return;
     case "latency":
       return positive(f.ms, "ms");
@@ -586,6 +595,7 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
         all.set(p, off);
         off += p.byteLength;
       }
+      ex.bytes = all;
       ex.body = dec.decode(all);
     }
     if (error) ex.error = error;
@@ -759,6 +769,11 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
         return true;
       case "never-ending":
         await neverEnding(conn);
+        return false;
+      case "watch-events":
+        await conn.write(statusLine(200) + "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
+        for (const e of fault.events) await sendBody(conn, enc.encode(e.endsWith("\n") ? e : `${e}\n`), "chunked");
+        await conn.whenClosed;
         return false;
       case "end-watch":
         await conn.write(
