@@ -86,6 +86,8 @@ export interface Version {
   durationMs: number;
   /** The record as compared for "changed" (spec fields only). */
   key: string;
+  /** `spec.renewTime` as written (for the reader; the checker never compares it with a clock). */
+  renewTime?: string;
   /** Who wrote it, when a proxy or the harness saw the write. */
   by?: string;
   /** Earliest possible accept time. */
@@ -122,7 +124,9 @@ export interface CheckOptions {
    * Returns a reason to accept an early change of holder that the scenario knows
    * about (e.g. client-go re-creates a deleted Lease at once), or undefined.
    */
-  exempt?: (change: { writer: string; from: Version; to: Version; afterDelete: boolean }) => string | undefined;
+  exempt?: (
+    change: { writer: string; from: Version; to: Version; afterDelete: boolean; gapMs: number },
+  ) => string | undefined;
   /** Returns a reason to accept work by a replica that never held the Lease (a known flaw of a peer), or undefined. */
   exemptWork?: (iv: WorkInterval) => string | undefined;
 }
@@ -209,6 +213,7 @@ export function versionsOf(log: readonly Observation[]): { versions: Version[]; 
         v.holder = holderOf(o.spec);
         v.durationMs = durationOf(o.spec);
         v.key = keyOf(o.spec);
+        v.renewTime = typeof o.spec?.renewTime === "string" ? o.spec.renewTime : undefined;
       }
       v.seenAt = o.at;
       v.relisted = !!o.relist;
@@ -340,7 +345,7 @@ export function check(log: readonly Observation[], opts: CheckOptions = {}): Rep
     const since = versions[k];
     const gap = b.hi - since.lo;
     if (gap < q.durationMs - slack) {
-      const change = { writer, from: q, to: b, afterDelete };
+      const change = { writer, from: q, to: b, afterDelete, gapMs: gap };
       const reason = opts.exempt?.(change);
       const text = `lease taken by ${writer} from ${q.holder}${afterDelete ? " (re-created after a deletion)" : ""} ` +
         `at most ${ms(gap)} ms after ${q.holder}'s record last changed ` +
