@@ -630,3 +630,19 @@ test("tcp proxy: freeze silences established connections without closing them; n
     await relay.close();
   }
 });
+
+test("fault proxy: watch-events answers a watch with the given events and holds it open", async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  try {
+    const line = JSON.stringify({ type: "MODIFIED", object: { kind: "Lease", spec: { holderIdentity: 42 } } });
+    s.proxy.set({ fault: { kind: "watch-events", events: [line] }, match: { watch: true } });
+    const res = await s.client().stream(`${LEASES}?watch=1`);
+    assert.equal(res.status, 200);
+    const text = await readUntil(res.body!, (t) => t.includes("\n"), 3000);
+    assert.equal(text.trim(), line);
+    assert.equal(s.proxy.stats.byFault["watch-events watch"], 1);
+  } finally {
+    await s.proxy.close();
+  }
+});
