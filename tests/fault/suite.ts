@@ -189,7 +189,9 @@ class Run {
     const sentAt = Date.now();
     const res = await adminRequest(harness, method, path, body);
     const answeredAt = Date.now();
-    if (method !== "GET" && path.includes("/leases") && res?.kind === "Lease") {
+    // A DELETE answers with the object as it was, not with the deletion's resourceVersion:
+    // the deletion is known from the watch alone.
+    if (method !== "GET" && method !== "DELETE" && path.includes("/leases") && res?.kind === "Lease") {
       this.obs.push({
         kind: "write",
         by: "hand",
@@ -199,7 +201,6 @@ class Run {
         status: 200,
         rv: String(res.metadata?.resourceVersion ?? ""),
         spec: res.spec,
-        deleted: method === "DELETE",
       });
     }
     return res;
@@ -375,7 +376,8 @@ class Run {
   }
 
   #recordExchange(by: string, e: Exchange) {
-    if (e.watch || e.method === "GET" || !e.target.includes("/leases") || e.answeredAt === undefined) return;
+    if (e.watch || e.method === "GET" || e.method === "DELETE" || !e.target.includes("/leases")) return;
+    if (e.answeredAt === undefined) return;
     let obj: { kind?: string; metadata?: { resourceVersion?: string }; spec?: Record<string, unknown> } | undefined;
     try {
       obj = e.bytes && isProtobuf(e.bytes) ? leaseFromProtobuf(e.bytes) : e.body ? JSON.parse(e.body) : undefined;
@@ -390,7 +392,6 @@ class Run {
       status: e.status ?? 0,
       rv: obj.metadata?.resourceVersion,
       spec: obj.spec,
-      deleted: e.method === "DELETE",
     });
   }
 
