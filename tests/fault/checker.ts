@@ -65,6 +65,7 @@ export type Observation =
     status: number;
     rv?: string;
     spec?: LeaseSpecView;
+    /** `rv` is the deletion's own version (a DELETE's answer carries the object's last one: do not report that). */
     deleted?: boolean;
   }
   /** A line of the leader's work, written by the work itself (`pid` tells copies apart). */
