@@ -128,7 +128,10 @@ export interface CheckOptions {
   exempt?: (
     change: { writer: string; from: Version; to: Version; afterDelete: boolean; gapMs: number },
   ) => string | undefined;
-  /** Returns a reason to accept work by a replica that never held the Lease (a known flaw of a peer), or undefined. */
+  /**
+   * Returns a reason to accept work by a replica that never held the Lease, or that outlived
+   * its last write (a known flaw of a peer), or undefined.
+   */
   exemptWork?: (iv: WorkInterval) => string | undefined;
 }
 
@@ -385,10 +388,11 @@ export function check(log: readonly Observation[], opts: CheckOptions = {}): Rep
     if (!last || last.durationMs <= 0) continue;
     const bound = last.hi + last.durationMs;
     if (iv.end > bound + slack) {
-      problems.push(
-        `${iv.name}'s work ran until ${ms(iv.end)}, ${ms(iv.end - bound)} ms past its lease ` +
-          `(last write rv ${last.rv} accepted by ${ms(last.hi)}, leaseDuration ${last.durationMs} ms)`,
-      );
+      const text = `${iv.name}'s work ran until ${ms(iv.end)}, ${ms(iv.end - bound)} ms past its lease ` +
+        `(last write rv ${last.rv} accepted by ${ms(last.hi)}, leaseDuration ${last.durationMs} ms)`;
+      const reason = opts.exemptWork?.(iv);
+      if (reason) exempted.push(`${text}: ${reason}`);
+      else problems.push(text);
     }
   }
 

@@ -825,29 +825,23 @@ const scenarios: Scenario[] = [
   },
   {
     name: "hand-edits",
-    what: "the Lease deleted, then overwritten with another holder, while a replica leads",
+    what: "the Lease deleted, then overwritten with another holder, while a replica leads (leasehold only)",
     run: async (r) => {
       // client-go re-creates a deleted Lease at once (Get 404 -> Create), without waiting
       // for the last record to expire: a known client-go behaviour, noted and not failed.
-      r.checkOptions.exempt = (c) =>
-        c.afterDelete && c.writer.startsWith("client-go")
-          ? "client-go creates a deleted Lease at once"
-          : clientGoSecondPrecision(c);
-      let leader = await mixed(r, "edits");
+      // leasehold only: a client-go follower re-creates a deleted Lease at once (Get 404 ->
+      // Create) while the old leader still works until its next renewal (seen: 65-98 ms of
+      // overlap), which is client-go's rule, not leasehold's.
+      let leader = await mixed(r, "edits", LEASEHOLD);
       await sleep(between(1000, 2500)); // every replica has seen the record
       const path = LEASE_PATH(r.ns, "edits");
-      // leasehold notices at its next renewal and stops. (client-go instead re-creates
-      // a deleted Lease on its next renewal and goes on leading.)
-      const noticeWithin = (
-        x: Rep,
-      ) => (x.kind === "client-go" ? TIMING.retryPeriod + TIMING.renewDeadline + 1500 : 2000);
+      // leasehold notices at its next renewal and stops.
+      const noticeWithin = (_x: Rep) => 2000;
       await r.hand("DELETE", path);
       r.faults.push("lease deleted");
       let t0 = Date.now();
-      if (leader.kind !== "client-go") {
-        const stopped1 = await waitFor(() => (r.leader() !== leader ? true : undefined), noticeWithin(leader));
-        expect(r, !!stopped1, `${leader.name} kept working ${Date.now() - t0} ms after its Lease was deleted`);
-      }
+      const stopped1 = await waitFor(() => (r.leader() !== leader ? true : undefined), noticeWithin(leader));
+      expect(r, !!stopped1, `${leader.name} kept working ${Date.now() - t0} ms after its Lease was deleted`);
       leader = await r.waitLeader(15000);
       await sleep(between(1000, 2500));
       const cur = await adminRequest(harness, "GET", path);
@@ -936,7 +930,8 @@ const scenarios: Scenario[] = [
     what: "HTML 502, truncated JSON, a 10 MB body, a body that never ends, 429 Retry-After, 500s; open watches too",
     run: async (r) => {
       // client-go takes any 200 answer to its GET and PUT for the truth: a 200 whose body is a
-      // Lease without a holder (the "huge" body) makes it lead without ever writing the Lease.
+      // Lease without a holder (the "huge" body) makes it lead without ever writing the Lease,
+      // or count a renewal that never happened. (Overlaps are still failures.)
       r.checkOptions.exemptWork = (iv) =>
         iv.name.startsWith("client-go")
           ? "client-go believed a 200 answer that no API server sent (a known client-go weakness)"
