@@ -121,6 +121,8 @@ interface Rep {
   stopping?: boolean;
   /** Set when it exited: time and status. */
   exit?: { at: number; code: number | null; signal?: string | null };
+  /** Time between SIGTERM and SIGKILL of its command. */
+  childGraceMs: number;
 }
 
 interface AddOptions {
@@ -346,7 +348,7 @@ class Run {
         { name, cmd: runtimeCmd(kind) },
       );
     }
-    const rep: Rep = { name, kind, proxy, tcp, proc };
+    const rep: Rep = { name, kind, proxy, tcp, proc, childGraceMs: extra.flags ? 10000 : 2000 };
     this.reps.push(rep);
     proc.exited.then((s: { code: number | null; signal?: string | null }) => {
       rep.exit = { at: Date.now(), code: s.code, signal: s.signal };
@@ -514,6 +516,23 @@ class Run {
     this.problems.push(...report.problems);
     this.notes.push(...report.exempted.map((e) => `accepted: ${e}`));
     if (report.redelivered) this.notes.push(`checker: ${report.redelivered} re-delivered version(s) ignored`);
+    // "stopped leading" is judged by when its line reached the suite (the real clock; a
+    // replica's own timestamps may come from a faked clock): the work it ran must end
+    // within the command's grace after that, whether the line comes before or after it.
+    const origin = performance.timeOrigin;
+    for (const r of this.reps.filter((x) => x.kind !== "client-go")) {
+      const mine = report.intervals.filter((i) => i.name === r.name);
+      for (const l of r.proc.lines.filter((x: { msg: string }) => x.msg === "stopped leading")) {
+        const at = origin + l.at;
+        const iv = mine.filter((i) => i.start < at).pop();
+        if (iv && iv.end > at + r.childGraceMs + 1000) {
+          this.problems.push(
+            `${r.name}'s work ran ${Number.isFinite(iv.end) ? Math.round(iv.end - at) : "on"} ms after it logged ` +
+              `"stopped leading" (command grace ${r.childGraceMs} ms)`,
+          );
+        }
+      }
+    }
     for (const r of this.reps) {
       // client-go's RunOrDie returns once leadership is lost, and the process exits (a pod
       // would be restarted by its kubelet): expected after a "stopped" event.
