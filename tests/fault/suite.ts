@@ -363,7 +363,7 @@ class Run {
     for (;;) {
       const up = rep.kind === "client-go"
         ? rep.proc.stdout.includes('"event":"ready"')
-        : rep.proc.lines.some((l: { msg: string }) => l.msg === "starting");
+        : rep.proc.lines.some((l: { msg: string; raw?: boolean }) => !l.raw && l.msg === "starting");
       if (up) return;
       if (rep.exit) {
         throw new Error(
@@ -1228,6 +1228,7 @@ const scenarios: Scenario[] = [
         return l.length ? l : undefined;
       }, DEFAULTS.leaseDuration + 3 * DEFAULTS.retryPeriod + 5000);
       expect(r, !!next, "no new leader after the partition");
+      expect(r, leader.proxy.stats.faulted > 0, "the partition never reached the leader's requests");
       // Let the old work finish stopping (it may overlap), then stop everything hard.
       await waitFor(
         () => r.intervals().filter((i) => i.name === leader.name).every((i) => Number.isFinite(i.end)) || undefined,
@@ -1245,7 +1246,7 @@ const scenarios: Scenario[] = [
       await mixed(r, "frozen", kinds, { tcp: true });
       await sleep(between(500, 1500));
       const frozenAt = Date.now();
-      for (const x of r.reps) x.tcp!.freeze();
+      for (const x of r.reps) expect(r, x.tcp!.freeze() > 0, `${x.name} had no established connection to freeze`);
       r.faults.push("connections frozen");
       await sleep(2 * TIMING.leaseDuration);
       const healedAt = Date.now();
