@@ -294,3 +294,14 @@ test("work by a replica that never held the Lease fails", () => {
   const log: Observation[] = [...renewal("a", 10, 0), work("a", "start", 5, 1), work("b", "start", 20, 2)];
   assert.match(check(log).problems.join("\n"), /b started work at .* without having held the Lease/);
 });
+
+test("a scenario can accept a peer's known flaw by name, and the report still lists it", () => {
+  const log: Observation[] = [...renewal("a", 10, 0), work("a", "start", 5, 1), work("client-go-1", "start", 20, 2)];
+  const r = check(log, { exemptWork: (iv) => (iv.name.startsWith("client-go") ? "known" : undefined) });
+  assert.equal(r.exempted.length, 1);
+  assert.match(r.exempted[0], /client-go-1 started work .* without having held the Lease: known/);
+  // The overlap is never exempted.
+  assert.equal(r.overlaps, 1);
+  assert.equal(r.problems.length, 1);
+  assert.match(r.problems[0], /^overlap: a worked/);
+});
