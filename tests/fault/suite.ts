@@ -255,6 +255,9 @@ class Run {
                 const o = ev.object;
                 if (ev.type === "ERROR") {
                   if (o?.code === 410) {
+                    this.notes.push(
+                      `checker watch from rv ${rv}: 410 ${o?.reason ?? ""} ${o?.message ?? ""}; re-listing`,
+                    );
                     rv = ""; // too old: start afresh (a re-list)
                   } else if (!this.#watchOk()) {
                     this.obs.push({ kind: "watch-error", at: Date.now(), error: `ERROR event ${JSON.stringify(o)}` });
