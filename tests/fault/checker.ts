@@ -67,6 +67,11 @@ export type Observation =
     spec?: LeaseSpecView;
     /** `rv` is the deletion's own version (a DELETE's answer carries the object's last one: do not report that). */
     deleted?: boolean;
+    /**
+     * False when the write changed nothing and the answer names the version it was
+     * sent against (an update with the same content): then only `answeredAt` bounds it.
+     */
+    created?: boolean;
   }
   /** A line of the leader's work, written by the work itself (`pid` tells copies apart). */
   | { kind: "work"; name: string; event: "start" | "stop"; at: number; pid?: number }
@@ -225,9 +230,10 @@ export function versionsOf(log: readonly Observation[]): { versions: Version[]; 
     } else if (o.kind === "write") {
       if (o.status < 200 || o.status > 299 || !o.rv || !/^\d+$/.test(o.rv)) continue;
       const v = get(o.rv, o.spec, !!o.deleted);
+      v.hi = Math.min(v.hi, o.answeredAt);
+      if (o.created === false) continue;
       v.by ??= o.by;
       v.lo = Math.max(v.lo, o.sentAt);
-      v.hi = Math.min(v.hi, o.answeredAt);
     }
   }
   const versions = [...byRv.values()].sort((a, b) => rvOrder(a.rv, b.rv));

@@ -305,3 +305,26 @@ test("a scenario can accept a peer's known flaw by name, and the report still li
   assert.equal(r.problems.length, 1);
   assert.match(r.problems[0], /^overlap: a worked/);
 });
+
+test("an update that changed nothing bounds its version from above only", () => {
+  const log: Observation[] = [
+    ...renewal("a", 10, 0),
+    // Sent 300 ms after rv 10 was written and answered with rv 10: it did not create it.
+    {
+      kind: "write",
+      by: "a",
+      verb: "PUT",
+      sentAt: T0 + 300,
+      answeredAt: T0 + 305,
+      status: 200,
+      rv: "10",
+      created: false,
+    },
+  ];
+  const { versions } = versionsOf(log);
+  assert.equal(versions[0].lo, T0);
+  assert.equal(versions[0].hi, T0 + 5);
+  // Taken as a creating write, it would contradict the watch.
+  const wrong = log.map((o) => (o.kind === "write" && o.sentAt === T0 + 300 ? { ...o, created: undefined } : o));
+  assert.match(check(wrong, { expectWork: false }).problems.join("\n"), /inconsistent record: rv 10/);
+});

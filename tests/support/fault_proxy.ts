@@ -109,6 +109,8 @@ export interface Exchange {
   body?: string;
   /** The same body as bytes (protobuf answers are not text). */
   bytes?: Uint8Array;
+  /** The request body as sent. */
+  requestBytes: Uint8Array;
   /** Why no answer came. */
   error?: string;
 }
@@ -787,7 +789,14 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
     if (fault.kind === "latency") await conn.sleep(fault.ms);
     if (conn.stopped) return false;
     let res: IncomingMessage;
-    const ex: Exchange = { method: req.method, target: req.target, watch: req.watch, fault: fault.kind, sentAt: 0 };
+    const ex: Exchange = {
+      method: req.method,
+      target: req.target,
+      watch: req.watch,
+      fault: fault.kind,
+      sentAt: 0,
+      requestBytes: req.body,
+    };
     try {
       res = await forward(conn, req, ex);
     } catch (e) {
