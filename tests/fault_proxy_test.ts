@@ -16,7 +16,14 @@ import {
   TimeoutError,
 } from "../mod.ts";
 import { apiServer } from "./env/testenv.mjs";
-import { type FaultProxy, startFaultProxy } from "./support/fault_proxy.ts";
+import * as https from "node:https";
+import {
+  type Exchange,
+  type FaultProxy,
+  type FaultProxyOptions,
+  startFaultProxy,
+  startTcpProxy,
+} from "./support/fault_proxy.ts";
 
 type Info = { url: string; host: string; port: number; caFile: string; adminToken: string; dir?: string };
 
@@ -29,7 +36,10 @@ interface Setup {
 }
 
 /** Starts a proxy in front of the test API server, or skips the test when there is none. */
-async function setup(t: { skip: (m: string) => void }): Promise<Setup | undefined> {
+async function setup(
+  t: { skip: (m: string) => void },
+  extra: Partial<FaultProxyOptions> = {},
+): Promise<Setup | undefined> {
   const info: Info | undefined = await apiServer();
   if (!info) {
     t.skip("real API server not available (see the message above)");
@@ -42,6 +52,7 @@ async function setup(t: { skip: (m: string) => void }): Promise<Setup | undefine
     caCert,
     cert: readFileSync(join(dir, "serving.crt"), "utf8"),
     key: readFileSync(join(dir, "serving.key"), "utf8"),
+    ...extra,
   });
   const fetch = await createFetch({ caCert });
   const client = (timeoutMs = 3000) =>
@@ -475,4 +486,163 @@ test("fault proxy: close() does not hang on blackholed and never-ending connecti
     await s.proxy.close();
   }
   assert.ok(closedIn < 2500, `close() took ${closedIn.toFixed(0)} ms`);
+});
+
+test("fault proxy: every forwarded write is reported with the times around the server's answer", async (t) => {
+  const seen: Exchange[] = [];
+  const s = await setup(t, { onExchange: (e) => seen.push(e) });
+  if (!s) return;
+  try {
+    const name = unique("fp-exchange");
+    const before = Date.now();
+    const created = (await s.client().request("POST", LEASES, {
+      body: { metadata: { name }, spec: { holderIdentity: "x", leaseDurationSeconds: 15 } },
+    })) as { metadata: { resourceVersion: string } };
+    const after = Date.now();
+    const post = seen.find((e) => e.method === "POST")!;
+    assert.ok(post, "the POST was not reported");
+    assert.equal(post.status, 201);
+    assert.equal(post.fault, "none");
+    assert.ok(before <= post.sentAt && post.sentAt <= post.answeredAt! && post.answeredAt! <= after);
+    assert.equal(JSON.parse(post.body!).metadata.resourceVersion, created.metadata.resourceVersion);
+  } finally {
+    await s.proxy.close();
+  }
+});
+
+test("fault proxy: lose-response lets the write happen and resets the client without its answer", async (t) => {
+  const seen: Exchange[] = [];
+  const s = await setup(t, { onExchange: (e) => seen.push(e) });
+  if (!s) return;
+  try {
+    const name = unique("fp-lost");
+    s.proxy.set({ fault: { kind: "lose-response" }, match: { method: "POST" }, times: 1 });
+    await assert.rejects(
+      s.client().request("POST", LEASES, {
+        body: { metadata: { name }, spec: { holderIdentity: "lost", leaseDurationSeconds: 15 } },
+      }),
+      isA(NetworkError),
+    );
+    const lease = (await s.client().request("GET", `${LEASES}/${name}`)) as { spec: { holderIdentity: string } };
+    assert.equal(lease.spec.holderIdentity, "lost", "the write was not applied");
+    const post = seen.find((e) => e.method === "POST")!;
+    assert.equal(post.status, 201);
+    assert.equal(post.fault, "lose-response");
+    assert.equal(s.proxy.stats.byFault["lose-response"], 1);
+  } finally {
+    await s.proxy.close();
+  }
+});
+
+test("fault proxy: end-watch answers a watch with a stream that ends at once, counted as a faulted watch", async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  try {
+    s.proxy.set({ fault: { kind: "end-watch" }, match: { watch: true } });
+    const res = await s.client().stream(`${LEASES}?watch=1`);
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), "");
+    assert.equal(s.proxy.stats.faultedWatches, 1);
+    assert.equal(s.proxy.stats.byFault["end-watch watch"], 1);
+    // A plain GET does not match.
+    await s.client().request("GET", LEASES);
+    assert.equal(s.proxy.stats.faulted, 1);
+  } finally {
+    await s.proxy.close();
+  }
+});
+
+test("fault proxy: injectWatchEvent writes an event into an open watch; dropWatches breaks it", async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  try {
+    const client = s.client();
+    const list = (await client.request("GET", LEASES)) as { metadata: { resourceVersion: string } };
+    const res = await client.stream(`${LEASES}?watch=1&resourceVersion=${list.metadata.resourceVersion}`);
+    const body = res.body!;
+    const marker = unique("fp-injected");
+    let n = 0;
+    for (let i = 0; i < 100 && n === 0; i++) {
+      n = s.proxy.injectWatchEvent(
+        JSON.stringify({ type: "MODIFIED", object: { kind: "Lease", metadata: { name: marker } } }),
+      );
+      if (n === 0) await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(n, 1);
+    assert.equal(s.proxy.stats.injected, 1);
+    const reader = body.getReader();
+    let text = "";
+    while (!text.includes(marker)) {
+      const r = await reader.read();
+      assert.ok(!r.done, "the watch ended before the injected event");
+      text += new TextDecoder().decode(r.value);
+    }
+    assert.equal(JSON.parse(text.trim().split("\n").pop()!).object.metadata.name, marker);
+    assert.equal(s.proxy.dropWatches(), 1);
+    await assert.rejects(
+      (async () => {
+        for (;;) if ((await reader.read()).done) throw new Error("ended cleanly");
+      })(),
+      (e: unknown) => e instanceof Error && !/ended cleanly/.test(e.message),
+    );
+    assert.equal(s.proxy.stats.dropped, 1);
+  } finally {
+    await s.proxy.close();
+  }
+});
+
+test("tcp proxy: freeze silences established connections without closing them; new ones pass; heal resumes", async (t) => {
+  const info = await apiServer();
+  if (!info) return t.skip("real API server not available (see the message above)");
+  const relay = await startTcpProxy({ target: `127.0.0.1:${info.port}` });
+  const ca = readFileSync(info.caFile, "utf8");
+  const get = (agent: https.Agent) =>
+    new Promise<number>((resolve, reject) => {
+      const req = https.request(`https://127.0.0.1:${relay.port}/readyz`, {
+        ca,
+        agent,
+        headers: { authorization: `Bearer ${info.adminToken}` },
+      }, (res) => {
+        res.resume();
+        res.on("end", () => resolve(res.statusCode!));
+      });
+      req.on("error", reject);
+      req.end();
+    });
+  const old = new https.Agent({ keepAlive: true, maxSockets: 1 });
+  const fresh = new https.Agent({ keepAlive: false });
+  try {
+    assert.equal(await get(old), 200);
+    assert.equal(relay.connections.length, 1);
+    assert.equal(relay.freeze(), 1);
+    let settled = false;
+    const stuck = get(old).finally(() => (settled = true));
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(settled, false, "a request on a frozen connection was answered or failed");
+    assert.ok(relay.connections[0].stalledAt !== undefined);
+    assert.equal(relay.connections[0].closedAt, undefined);
+    assert.equal(await get(fresh), 200, "a new connection does not pass while others are frozen");
+    relay.heal();
+    assert.equal(await stuck, 200);
+  } finally {
+    old.destroy();
+    fresh.destroy();
+    await relay.close();
+  }
+});
+
+test("fault proxy: watch-events answers a watch with the given events and holds it open", async (t) => {
+  const s = await setup(t);
+  if (!s) return;
+  try {
+    const line = JSON.stringify({ type: "MODIFIED", object: { kind: "Lease", spec: { holderIdentity: 42 } } });
+    s.proxy.set({ fault: { kind: "watch-events", events: [line] }, match: { watch: true } });
+    const res = await s.client().stream(`${LEASES}?watch=1`);
+    assert.equal(res.status, 200);
+    const text = await readUntil(res.body!, (t) => t.includes("\n"), 3000);
+    assert.equal(text.trim(), line);
+    assert.equal(s.proxy.stats.byFault["watch-events watch"], 1);
+  } finally {
+    await s.proxy.close();
+  }
 });

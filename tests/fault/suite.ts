@@ -6,19 +6,20 @@
 //   deno run -A tests/fault/suite.ts --seed 1234     replay a run's random timing
 //   deno run -A tests/fault/suite.ts --only partition,latency
 //   deno run -A tests/fault/suite.ts --soak 20m      repeat random scenarios for 20 minutes
+//   deno run -A tests/fault/suite.ts --help          options and the list of scenarios
 //
-// Each replica's leader work is a child process that appends "start"/"stop" lines
-// with the machine's wall clock to one shared file (client-go replicas report
-// their own start/stop events). The checker fails a scenario if two work
-// intervals overlap, if the Lease changed hands while its holder's record was
-// still live (written by a non-holder), if a replica's work outlived its
-// leadership, or if no leader exists once the faults are healed.
-import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+// Each replica's leader work is a child process that appends "start"/"stop"
+// lines with the real clock to one shared file (client-go replicas report their
+// own start/stop events). Every write to the Lease is recorded by the replica's
+// proxy with the times that bound its acceptance by the API server, and the
+// suite's own watch records every version. tests/fault/checker.ts then proves
+// or refutes safety from those records (see there).
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { mkdtemp } from "node:fs/promises";
+import * as https from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
-import { createFetch, KubeClient, staticToken } from "../../mod.ts";
 import {
   adminRequest,
   buildHarness,
@@ -29,7 +30,15 @@ import {
   startHarness,
 } from "../env/testenv.mjs";
 import { startReplica } from "../env/replica.mjs";
-import { type Fault, type FaultProxy, startFaultProxy } from "../support/fault_proxy.ts";
+import {
+  type Exchange,
+  type Fault,
+  type FaultProxy,
+  startFaultProxy,
+  startTcpProxy,
+  type TcpProxy,
+} from "../support/fault_proxy.ts";
+import { check, type CheckOptions, intervalsOf, type Observation, type Report, type WorkInterval } from "./checker.ts";
 
 // ---- options ------------------------------------------------------------------
 
@@ -41,6 +50,9 @@ const opt = (name: string) => {
 const seed = Number(opt("seed") ?? Math.floor(Math.random() * 2 ** 31));
 const only = opt("only")?.split(",");
 const soakMs = opt("soak") ? parseDurationArg(opt("soak")!) : 0;
+const repeat = Number(opt("repeat") ?? 1);
+/** apiserver-restart: the checker's watch starts afresh after the restart, as after a 410 Gone (issue 14). */
+const relistAfterRestart = argv.includes("--relist-after-restart");
 const CI = process.env.CI === "true";
 
 function parseDurationArg(s: string): number {
@@ -62,9 +74,12 @@ const rand = mulberry32(seed);
 const between = (lo: number, hi: number) => Math.round(lo + rand() * (hi - lo));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const TIMING = { leaseDuration: 4000, renewDeadline: 3000, retryPeriod: 500 };
+const TIMING = { leaseDuration: 4000, renewDeadline: 3000, retryPeriod: 500, requestTimeout: 1500 };
 const FLAGS = ["--lease-duration", "4s", "--renew-deadline", "3s", "--retry-period", "500ms", "--child-grace", "2s"];
+/** The entrypoint's defaults (lib/cli.ts): leaseDuration 15 s, renewDeadline 10 s, retryPeriod 2 s, child grace 10 s. */
+const DEFAULTS = { leaseDuration: 15000, renewDeadline: 10000, retryPeriod: 2000 };
 const FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+const NODE_CLI = join(ROOT, "dist", "lib", "cli.js");
 
 // ---- environment ----------------------------------------------------------------
 
@@ -87,7 +102,7 @@ function runtimeCmd(kind: Kind): string[] {
   const bin = join(ROOT, "node_modules", ".bin");
   if (kind === "deno") return [join(bin, "deno"), "run", "-A", join(ROOT, "lib", "cli.ts")];
   if (kind === "bun") return [join(bin, "bun"), join(ROOT, "lib", "cli.ts")];
-  if (kind === "node") return [process.env.NODE_BIN ?? "node", join(ROOT, "dist", "lib", "cli.js")];
+  if (kind === "node") return [process.env.NODE_BIN ?? "node", NODE_CLI];
   return [join(ROOT, ".cache", "bin", "clientgo-elector")];
 }
 
@@ -99,10 +114,44 @@ interface Rep {
   name: string;
   kind: Kind;
   proxy: FaultProxy;
+  /** A TCP relay used instead of the proxy, when the scenario faults connections themselves. */
+  tcp?: TcpProxy;
   proc: ReturnType<typeof startReplica>;
-  killedAt?: number;
-  childPid?: number;
+  /** The scenario stopped or killed it: an exit is expected. */
+  stopping?: boolean;
+  /** Set when it exited: time and status. */
+  exit?: { at: number; code: number | null; signal?: string | null };
+  /** Time between SIGTERM and SIGKILL of its command. */
+  childGraceMs: number;
 }
+
+interface AddOptions {
+  env?: Record<string, string>;
+  dir?: string;
+  /** Entrypoint flags instead of the suite's short timings (e.g. [] for the defaults). */
+  flags?: string[];
+  /** Seconds the work takes to stop after SIGTERM. */
+  stopDelay?: number;
+  /** Connect through a TCP relay (TLS end to end) instead of the HTTP proxy. */
+  tcp?: boolean;
+  /** The replica is expected to fail at start (bad configuration). */
+  mayFail?: boolean;
+}
+
+/**
+ * client-go notices a change of the record only when its second-precision form
+ * changes (renewTime is compared at whole seconds), so renewals within one second
+ * look like one and a client-go follower can count the expiry from the first of
+ * them: up to 1 s early. Accepted for client-go writers, within that second only.
+ */
+function clientGoSecondPrecision(c: { writer: string; from: { durationMs: number }; gapMs: number }) {
+  return c.writer.startsWith("client-go") && c.gapMs >= c.from.durationMs - 1000
+    ? "client-go counts expiry from the first renewal within the same second of renewTime"
+    : undefined;
+}
+
+const LEASE_PATH = (ns: string, name?: string) =>
+  `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases${name ? `/${name}` : ""}`;
 
 class Run {
   ns = "";
@@ -112,87 +161,172 @@ class Run {
   reps: Rep[] = [];
   faults: string[] = [];
   problems: string[] = [];
+  notes: string[] = [];
+  obs: Observation[] = [];
+  checkOptions: CheckOptions = { exempt: clientGoSecondPrecision };
   id!: Awaited<ReturnType<typeof podIdentity>>;
-  leaseLog: { at: number; holder: string; renewTime: string; rv: string; duration: number }[] = [];
-  #watchStop = new AbortController();
+  /** While true, the checker's watch may fail (the API server is down on purpose). */
+  serverDown = false;
+  /** Watch failures are tolerated until this time (the API server is coming back). */
+  tolerateUntil = 0;
+  report?: Report;
+  /** The checker's next watch starts without a resourceVersion: a re-list. */
+  relistOnReconnect = false;
+  #watchStopped = false;
+  #watchReq?: ReturnType<typeof https.request>;
+  #watchDone?: Promise<void>;
 
-  async setup(name: string, opts: { boundSecret?: string } = {}) {
+  async setup(name: string) {
     this.lease = name;
     this.ns = await freshNamespace(harness, "fault");
     this.dir = await mkdtemp(join(tmpdir(), `leasehold-fault-${name}-`));
     this.workLog = join(this.dir, "work.log");
     writeFileSync(this.workLog, "");
-    this.id = await podIdentity(harness, this.ns, name, { boundSecret: opts.boundSecret });
-    this.#watchLease();
+    this.id = await podIdentity(harness, this.ns, name);
+    this.#watchDone = this.#watchLease();
   }
 
-  /** An admin watch records every version of the Lease, with the local time it was seen. */
-  #watchLease() {
-    const signal = this.#watchStop.signal;
-    (async () => {
-      const client = new KubeClient({
-        server: harness.url,
-        fetch: await createFetch({ caCert }),
-        tokenSource: staticToken(harness.adminToken),
+  /** A request as the cluster admin, recorded as a hand write when it writes the Lease. */
+  async hand(method: string, path: string, body?: unknown) {
+    const sentAt = Date.now();
+    const res = await adminRequest(harness, method, path, body);
+    const answeredAt = Date.now();
+    // A DELETE answers with the object as it was, not with the deletion's resourceVersion:
+    // the deletion is known from the watch alone.
+    if (method !== "GET" && method !== "DELETE" && path.includes("/leases") && res?.kind === "Lease") {
+      this.obs.push({
+        kind: "write",
+        by: "hand",
+        verb: method,
+        sentAt,
+        answeredAt,
+        status: 200,
+        rv: String(res.metadata?.resourceVersion ?? ""),
+        spec: res.spec,
       });
-      let rv = "";
-      while (!signal.aborted) {
-        try {
-          const q = `watch=1&fieldSelector=metadata.name%3D${this.lease}${rv ? `&resourceVersion=${rv}` : ""}`;
-          const res = await client.stream(`/apis/coordination.k8s.io/v1/namespaces/${this.ns}/leases?${q}`, { signal });
-          const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
-          let buf = "";
-          for (;;) {
-            const { done, value } = await reader.read();
-            if (done) break;
-            buf += value;
-            let nl;
-            while ((nl = buf.indexOf("\n")) >= 0) {
-              const ev = JSON.parse(buf.slice(0, nl));
-              buf = buf.slice(nl + 1);
-              if (ev.type === "ERROR") {
-                rv = "";
-                continue;
-              }
-              const o = ev.object;
-              rv = o?.metadata?.resourceVersion ?? rv;
-              if (ev.type === "BOOKMARK") continue;
-              this.leaseLog.push({
-                at: Date.now(),
-                holder: ev.type === "DELETED" ? "<deleted>" : String(o?.spec?.holderIdentity ?? ""),
-                renewTime: String(o?.spec?.renewTime ?? ""),
-                rv,
-                duration: Number(o?.spec?.leaseDurationSeconds ?? 0) * 1000,
-              });
-            }
-          }
-        } catch {
-          if (signal.aborted) return;
-          await sleep(200); // the API server may be down in a scenario
-        }
+    }
+    return res;
+  }
+
+  #watchOk(): boolean {
+    return this.serverDown || Date.now() < this.tolerateUntil;
+  }
+
+  /**
+   * The checker's own watch of the Lease (node:https, not the library under
+   * test). Resumes from the last resourceVersion; after 410 Gone it starts
+   * afresh, and the first event of a fresh watch is marked as a re-list.
+   */
+  async #watchLease(): Promise<void> {
+    let rv = "";
+    while (!this.#watchStopped) {
+      if (this.relistOnReconnect) {
+        this.relistOnReconnect = false;
+        rv = "";
       }
-    })();
+      const fresh = !rv;
+      try {
+        await new Promise<void>((resolve, reject) => {
+          const q = `watch=1&allowWatchBookmarks=true&fieldSelector=metadata.name%3D${this.lease}` +
+            (rv ? `&resourceVersion=${rv}` : "");
+          const req = https.request(`${harness.url}${LEASE_PATH(this.ns)}?${q}`, {
+            ca: caCert,
+            agent: false,
+            headers: { authorization: `Bearer ${harness.adminToken}`, accept: "application/json" },
+          }, (res) => {
+            res.setEncoding("utf8");
+            if (res.statusCode !== 200) {
+              let text = "";
+              res.on("data", (d: string) => (text += d));
+              res.on("end", () => reject(new Error(`watch answered ${res.statusCode}: ${text.slice(0, 200)}`)));
+              res.on("error", reject);
+              return;
+            }
+            let buf = "";
+            let first = fresh;
+            res.on("data", (d: string) => {
+              buf += d;
+              let nl;
+              while ((nl = buf.indexOf("\n")) >= 0) {
+                const line = buf.slice(0, nl);
+                buf = buf.slice(nl + 1);
+                if (!line.trim()) continue;
+                const ev = JSON.parse(line);
+                const o = ev.object;
+                if (ev.type === "ERROR") {
+                  if (o?.code === 410) {
+                    this.notes.push(
+                      `checker watch from rv ${rv}: 410 ${o?.reason ?? ""} ${o?.message ?? ""}; re-listing`,
+                    );
+                    rv = ""; // too old: start afresh (a re-list)
+                  } else if (!this.#watchOk()) {
+                    this.obs.push({ kind: "watch-error", at: Date.now(), error: `ERROR event ${JSON.stringify(o)}` });
+                  }
+                  req.destroy();
+                  return resolve();
+                }
+                const objRv = String(o?.metadata?.resourceVersion ?? "");
+                if (objRv) rv = objRv;
+                if (ev.type === "BOOKMARK") continue;
+                this.obs.push({
+                  kind: "watch",
+                  type: ev.type,
+                  rv: objRv,
+                  spec: o?.spec,
+                  at: Date.now(),
+                  relist: first,
+                });
+                first = false;
+              }
+            });
+            res.on("end", () => resolve());
+            res.on("error", reject);
+            res.on("close", () => resolve());
+          });
+          this.#watchReq = req;
+          req.on("error", reject);
+          req.end();
+        });
+      } catch (e) {
+        if (this.#watchStopped) return;
+        if (!this.#watchOk()) {
+          this.obs.push({ kind: "watch-error", at: Date.now(), error: (e as Error).message });
+        }
+        await sleep(200);
+      }
+    }
   }
 
-  workScript(name: string): string {
-    // Appends wall-clock milliseconds; LD_PRELOAD is dropped so a faked clock
-    // in the replica does not fake the recorder's.
+  workScript(name: string, stopDelay = 0): string {
+    // The real clock: LD_PRELOAD is dropped so a faked clock in the replica does not fake the recorder's.
     const log = this.workLog;
-    return `unset LD_PRELOAD; now() { date +%s%3N; }; echo "start $(now) ${name}" >> ${log}; ` +
-      `trap 'echo "stop $(now) ${name}" >> ${log}; exit 0' TERM; while :; do sleep 0.05; done`;
+    const stop = stopDelay ? `sleep ${stopDelay}; ` : "";
+    return `unset LD_PRELOAD; now() { date +%s%3N; }; echo "start $(now) ${name} $$" >> ${log}; ` +
+      `trap '${stop}echo "stop $(now) ${name} $$" >> ${log}; exit 0' TERM; while :; do sleep 0.05; done`;
   }
 
-  async add(kind: Kind, name: string, extra: { env?: Record<string, string>; dir?: string } = {}): Promise<Rep> {
-    const proxy = await startFaultProxy({ target: harness.url, caCert, cert: servingCert, key: servingKey });
+  async add(kind: Kind, name: string, extra: AddOptions = {}): Promise<Rep> {
+    if (kind === "node" && !existsSync(NODE_CLI)) {
+      throw new Error(`${NODE_CLI} is missing: run \`npx tsc -p tsconfig.build.json\` first (npm test does)`);
+    }
+    const proxy = await startFaultProxy({
+      target: harness.url,
+      caCert,
+      cert: servingCert,
+      key: servingKey,
+      onExchange: (e) => this.#recordExchange(name, e),
+    });
+    const tcp = extra.tcp ? await startTcpProxy({ target: `127.0.0.1:${harness.port}` }) : undefined;
     const env: Record<string, string> = {
       KUBERNETES_SERVICE_HOST: "127.0.0.1",
-      KUBERNETES_SERVICE_PORT: String(proxy.port),
+      KUBERNETES_SERVICE_PORT: String(tcp ? tcp.port : proxy.port),
       SERVICE_ACCOUNT_DIR: extra.dir ?? this.id.dir,
       LEASE_NAME: this.lease,
       ...extra.env,
     };
     let proc;
     if (kind === "client-go") {
+      const t = extra.flags ? [] : ["--lease-duration", "4s", "--renew-deadline", "3s", "--retry-period", "500ms"];
       proc = startReplica(
         [
           "--service-account-dir",
@@ -201,12 +335,7 @@ class Run {
           this.lease,
           "--identity",
           name,
-          "--lease-duration",
-          "4s",
-          "--renew-deadline",
-          "3s",
-          "--retry-period",
-          "500ms",
+          ...t,
           // With ReleaseOnCancel, client-go cancels its work only after release()
           // returns, which blocks for up to RenewDeadline when partitioned: its work
           // then outlives its lease. Without it, client-go stops in time.
@@ -216,20 +345,119 @@ class Run {
         { name, cmd: runtimeCmd(kind) },
       );
     } else {
-      proc = startReplica([...FLAGS, "--identity", name, "--", "sh", "-c", this.workScript(name)], env, {
-        name,
-        cmd: runtimeCmd(kind),
-      });
+      proc = startReplica(
+        [...(extra.flags ?? FLAGS), "--identity", name, "--", "sh", "-c", this.workScript(name, extra.stopDelay)],
+        env,
+        { name, cmd: runtimeCmd(kind) },
+      );
     }
-    const rep: Rep = { name, kind, proxy, proc };
+    const rep: Rep = { name, kind, proxy, tcp, proc, childGraceMs: extra.flags ? 10000 : 2000 };
     this.reps.push(rep);
+    proc.exited.then((s: { code: number | null; signal?: string | null }) => {
+      rep.exit = { at: Date.now(), code: s.code, signal: s.signal };
+    });
+    if (!extra.mayFail) await this.#started(rep);
     return rep;
   }
 
-  /** The replica whose work runs now (from the work log and client-go events). */
+  /** Resolves once the replica said it started; fails if it exits or stays silent first. */
+  async #started(rep: Rep) {
+    const t0 = Date.now();
+    for (;;) {
+      const up = rep.kind === "client-go"
+        ? rep.proc.stdout.includes('"event":"ready"')
+        : rep.proc.lines.some((l: { msg: string; raw?: boolean }) => !l.raw && l.msg === "starting");
+      if (up) return;
+      if (rep.exit) {
+        throw new Error(
+          `${rep.name} exited at start with ${rep.exit.code ?? rep.exit.signal}: ${
+            rep.proc.lines.map((l: { msg: string; error?: string }) => l.error ?? l.msg).join(" | ").slice(0, 300)
+          }`,
+        );
+      }
+      if (Date.now() - t0 > 30000) throw new Error(`${rep.name} did not start within 30 s`);
+      await sleep(50);
+    }
+  }
+
+  #recordExchange(by: string, e: Exchange) {
+    if (e.watch || e.method === "GET" || e.method === "DELETE" || !e.target.includes("/leases")) return;
+    if (e.answeredAt === undefined) return;
+    let obj: { kind?: string; metadata?: { resourceVersion?: string }; spec?: Record<string, unknown> } | undefined;
+    try {
+      obj = e.bytes && isProtobuf(e.bytes) ? leaseFromProtobuf(e.bytes) : e.body ? JSON.parse(e.body) : undefined;
+    } catch { /* neither */ }
+    if (obj?.kind !== "Lease") return;
+    // An update that changed nothing answers with the version it was sent against.
+    let sentRv: string | undefined;
+    try {
+      const b = e.requestBytes;
+      sentRv = isProtobuf(b)
+        ? leaseFromProtobuf(b).metadata.resourceVersion
+        : JSON.parse(new TextDecoder().decode(b))?.metadata?.resourceVersion;
+    } catch { /* no body */ }
+    this.obs.push({
+      kind: "write",
+      created: !(sentRv && sentRv === obj.metadata?.resourceVersion),
+      by,
+      verb: e.method,
+      sentAt: e.sentAt,
+      answeredAt: e.answeredAt,
+      status: e.status ?? 0,
+      rv: obj.metadata?.resourceVersion,
+      spec: obj.spec,
+    });
+  }
+
+  /** Everything recorded so far, the work lines and replica logs included. */
+  observations(): Observation[] {
+    const out: Observation[] = [...this.obs];
+    for (const line of readFileSync(this.workLog, "utf8").split("\n")) {
+      const m = /^(start|stop) (\d+) (\S+) (\d+)$/.exec(line.trim());
+      if (m) {
+        out.push({ kind: "work", event: m[1] as "start" | "stop", at: Number(m[2]), name: m[3], pid: Number(m[4]) });
+      }
+    }
+    const origin = performance.timeOrigin;
+    for (const r of this.reps) {
+      if (r.kind === "client-go") {
+        for (const l of r.proc.stdout.split("\n")) {
+          if (!l.trim()) continue;
+          try {
+            const e = JSON.parse(l);
+            if (e.event === "started") out.push({ kind: "work", event: "start", at: e.ts, name: r.name });
+            if (e.event === "stopped") out.push({ kind: "work", event: "stop", at: e.ts, name: r.name });
+          } catch { /* partial line */ }
+        }
+        if (r.exit) out.push({ kind: "ended", name: r.name, at: r.exit.at, why: "process exited" });
+        continue;
+      }
+      // A command that exited without its own stop line (SIGKILL after the grace) ended by
+      // the time leasehold's "command exited" line reached the suite.
+      let pid: number | undefined;
+      for (const l of r.proc.lines) {
+        if (l.msg === "started command") pid = l.pid;
+        if (l.msg === "command exited" && pid !== undefined) {
+          out.push({
+            kind: "ended",
+            name: r.name,
+            pid,
+            at: Math.ceil(origin + l.at),
+            why: `command exited (${l.signal ?? l.code})`,
+          });
+        }
+      }
+    }
+    return out;
+  }
+
+  intervals(): WorkInterval[] {
+    return intervalsOf(this.observations()).intervals;
+  }
+
+  /** The replica whose work runs now. */
   leader(): Rep | undefined {
-    const iv = this.intervals();
-    const open = iv.filter((i) => i.end === undefined);
+    const open = this.intervals().filter((i) => !Number.isFinite(i.end));
     return open.length === 1 ? this.reps.find((r) => r.name === open[0].name) : undefined;
   }
 
@@ -243,62 +471,27 @@ class Run {
     }
   }
 
-  /** Work intervals per replica, in wall-clock ms. */
-  intervals(): { name: string; start: number; end?: number }[] {
-    const out: { name: string; start: number; end?: number }[] = [];
-    const open = new Map<string, { name: string; start: number; end?: number }>();
-    const events: { t: number; kind: "start" | "stop"; name: string }[] = [];
-    for (const line of readFileSync(this.workLog, "utf8").split("\n")) {
-      const m = /^(start|stop) (\d+) (\S+)$/.exec(line.trim());
-      if (m) events.push({ t: Number(m[2]), kind: m[1] as "start" | "stop", name: m[3] });
-    }
-    for (const r of this.reps.filter((r) => r.kind === "client-go")) {
-      for (const l of r.proc.stdout.split("\n")) {
-        if (!l.trim()) continue;
-        try {
-          const e = JSON.parse(l);
-          if (e.event === "started") events.push({ t: Math.round(e.ts), kind: "start", name: r.name });
-          if (e.event === "stopped") events.push({ t: Math.round(e.ts), kind: "stop", name: r.name });
-        } catch { /* partial line */ }
-      }
-    }
-    events.sort((a, b) => a.t - b.t);
-    for (const e of events) {
-      if (e.kind === "start") {
-        const iv = { name: e.name, start: e.t };
-        open.set(e.name, iv);
-        out.push(iv);
-      } else {
-        const iv = open.get(e.name);
-        if (iv) {
-          iv.end = e.t;
-          open.delete(e.name);
-        }
-      }
-    }
-    // A replica killed with SIGKILL: its work was killed with it.
-    for (const iv of out) {
-      const r = this.reps.find((x) => x.name === iv.name);
-      if (iv.end === undefined && r?.killedAt !== undefined && r.killedAt >= iv.start) iv.end = r.killedAt;
-    }
-    return out;
+  workPids(r: Rep): number[] {
+    return r.proc.lines.filter((l: { msg: string }) => l.msg === "started command").map((l: { pid: number }) => l.pid);
   }
 
-  /** SIGKILL a replica and its work (as a node would when a pod dies). */
+  /** SIGKILL a replica and its work (as a node would when a pod dies); the work ends by the time both are gone. */
   async crash(r: Rep) {
-    r.killedAt = Date.now();
-    const started = r.proc.lines.filter((l: { msg: string }) => l.msg === "started command");
+    r.stopping = true;
     r.proc.kill("SIGKILL");
-    for (const l of started) {
+    const pids = this.workPids(r);
+    for (const pid of pids) {
       try {
-        process.kill(l.pid, "SIGKILL");
+        process.kill(pid, "SIGKILL");
       } catch { /* gone */ }
     }
-    appendFileSync(this.workLog, "");
     await r.proc.exited;
+    for (const pid of pids) await gone(pid);
+    this.obs.push({ kind: "ended", name: r.name, at: Date.now(), why: "SIGKILL" });
   }
 
   async stopGracefully(r: Rep, ms = 15000) {
+    r.stopping = true;
     r.proc.kill("SIGTERM");
     const t = setTimeout(() => r.proc.kill("SIGKILL"), ms);
     const res = await r.proc.exited;
@@ -306,64 +499,167 @@ class Run {
     return res as { code: number | null };
   }
 
-  setFault(r: Rep, f: Fault) {
+  setFault(r: Rep, f: Fault | { fault: Fault; match?: { method?: string; watch?: boolean }; times?: number }) {
     r.proxy.set(f);
-    if (f.kind !== "none") this.faults.push(f.kind === "status" ? `http ${f.status}` : f.kind);
+    const k = "fault" in f ? f.fault : f;
+    if (k.kind !== "none") this.faults.push(k.kind === "status" ? `http ${k.status}` : k.kind);
   }
 
-  /** The safety checks; returns the number of overlaps found. */
-  check(): number {
-    const iv = this.intervals();
-    let overlaps = 0;
-    const sorted = [...iv].sort((a, b) => a.start - b.start);
-    for (let i = 0; i < sorted.length; i++) {
-      for (let j = i + 1; j < sorted.length; j++) {
-        const a = sorted[i], b = sorted[j];
-        const aEnd = a.end ?? Infinity;
-        if (b.start < aEnd) {
-          overlaps++;
+  /** The checker over everything recorded, plus the replicas' own health. */
+  async check(): Promise<Report> {
+    // The final version of the Lease must reach the checker's watch.
+    const t0 = Date.now();
+    let finalRv = "";
+    try {
+      const cur = await adminRequest(harness, "GET", LEASE_PATH(this.ns, this.lease), undefined, { raw: true });
+      if (cur.status === 200) {
+        const lease = await adminRequest(harness, "GET", LEASE_PATH(this.ns, this.lease));
+        finalRv = String(lease.metadata.resourceVersion);
+      }
+    } catch (e) {
+      this.problems.push(`cannot read the Lease at the end: ${(e as Error).message}`);
+    }
+    while (finalRv && Date.now() - t0 < 3000 && !this.obs.some((o) => o.kind === "watch" && o.rv === finalRv)) {
+      await sleep(50);
+    }
+    this.obs.push({ kind: "final", at: Date.now(), rv: finalRv });
+    const report = check(this.observations(), this.checkOptions);
+    this.report = report;
+    this.problems.push(...report.problems);
+    this.notes.push(...report.exempted.map((e) => `accepted: ${e}`));
+    if (report.redelivered) this.notes.push(`checker: ${report.redelivered} re-delivered version(s) ignored`);
+    // "stopped leading" is judged by when its line reached the suite (the real clock; a
+    // replica's own timestamps may come from a faked clock): the work it ran must end
+    // within the command's grace after that, whether the line comes before or after it.
+    const origin = performance.timeOrigin;
+    for (const r of this.reps.filter((x) => x.kind !== "client-go")) {
+      const mine = report.intervals.filter((i) => i.name === r.name);
+      for (const l of r.proc.lines.filter((x: { msg: string }) => x.msg === "stopped leading")) {
+        const at = origin + l.at;
+        const iv = mine.filter((i) => i.start < at).pop();
+        if (iv && iv.end > at + r.childGraceMs + 1000) {
           this.problems.push(
-            `overlap: ${a.name} worked ${a.start}..${a.end ?? "now"} while ${b.name} started at ${b.start}`,
+            `${r.name}'s work ran ${Number.isFinite(iv.end) ? Math.round(iv.end - at) : "on"} ms after it logged ` +
+              `"stopped leading" (command grace ${r.childGraceMs} ms)`,
           );
         }
       }
     }
-    // The Lease changed hands only when free or when its holder's record had been unchanged for a leaseDuration.
-    const log = this.leaseLog;
-    for (let i = 1; i < log.length; i++) {
-      const prev = log[i - 1], cur = log[i];
-      if (!prev.holder || prev.holder === "<deleted>" || cur.holder === prev.holder || cur.holder === "<deleted>") {
-        continue;
+    for (const r of this.reps) {
+      // client-go's RunOrDie returns once leadership is lost, and the process exits (a pod
+      // would be restarted by its kubelet): expected after a "stopped" event.
+      const oneShot = r.kind === "client-go" && /"event":"stopped"[^\n]*\n(.*\n)*.*"event":"exit"/.test(r.proc.stdout);
+      if (r.exit && !r.stopping && !oneShot) {
+        this.problems.push(`${r.name} exited during the scenario with ${r.exit.code ?? r.exit.signal}`);
       }
-      if (cur.holder === "" || prev.holder.startsWith("hand-") || cur.holder.startsWith("hand-")) continue; // release, or a hand edit
-      const quiet = cur.at - prev.at;
-      if (quiet < prev.duration - 400) {
-        this.problems.push(
-          `lease taken by ${cur.holder} from ${prev.holder} only ${quiet} ms after ${prev.holder}'s last write (leaseDuration ${prev.duration} ms)`,
-        );
+      if (r.kind !== "client-go" && r.proc.lines.some((l: { msg: string }) => l.msg === "fatal")) {
+        this.problems.push(`${r.name} logged "fatal"`);
       }
     }
-    // Work never outlives leadership: a leasehold replica's work stops before it logs "stopped leading".
-    for (const r of this.reps.filter((r) => r.kind !== "client-go")) {
-      const stops = r.proc.lines.filter((l: { msg: string }) => l.msg === "stopped leading");
-      const mine = iv.filter((i) => i.name === r.name);
-      for (const s of stops) {
-        const stoppedAt = Date.parse(s.ts);
-        const running = mine.find((i) => i.start < stoppedAt && (i.end ?? Infinity) > stoppedAt + 5);
-        if (running) this.problems.push(`${r.name} logged "stopped leading" while its work still ran`);
-      }
-    }
-    return overlaps;
+    return report;
   }
 
   async teardown() {
-    for (const r of this.reps) if (r.killedAt === undefined) r.proc.kill("SIGTERM");
+    for (const r of this.reps) {
+      if (!r.exit) {
+        r.stopping = true;
+        r.proc.kill("SIGTERM");
+      }
+    }
     await Promise.race([Promise.all(this.reps.map((r) => r.proc.exited)), sleep(15000)]);
-    for (const r of this.reps) r.proc.kill("SIGKILL");
-    this.#watchStop.abort();
-    await Promise.all(this.reps.map((r) => r.proxy.close()));
+    for (const r of this.reps) if (!r.exit) r.proc.kill("SIGKILL");
+    await Promise.all(this.reps.map((r) => r.proc.exited));
+    // Work that outlived its replica is an orphan: a bug; kill it by the PID it logged.
+    for (const r of this.reps) {
+      for (const pid of this.workPids(r)) {
+        if (alive(pid)) {
+          this.problems.push(`${r.name}'s command (pid ${pid}) outlived leasehold`);
+          try {
+            process.kill(pid, "SIGKILL");
+          } catch { /* gone */ }
+        }
+      }
+    }
+    this.#watchStopped = true;
+    this.#watchReq?.destroy();
+    await this.#watchDone;
+    await Promise.all(this.reps.map((r) => Promise.all([r.proxy.close(), r.tcp?.close()])));
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+// client-go speaks protobuf: just enough of it to read a Lease's resourceVersion and holder.
+const PROTO_MAGIC = [0x6b, 0x38, 0x73, 0x00]; // "k8s\0"
+
+function isProtobuf(b: Uint8Array): boolean {
+  return b.length > 4 && PROTO_MAGIC.every((m, i) => b[i] === m);
+}
+
+/** Fields of one protobuf message: number -> values (varints as numbers, length-delimited as bytes). */
+function protoFields(b: Uint8Array): Map<number, (number | Uint8Array)[]> {
+  const out = new Map<number, (number | Uint8Array)[]>();
+  let i = 0;
+  const varint = () => {
+    let n = 0, mul = 1;
+    for (;;) {
+      const c = b[i++];
+      n += (c & 0x7f) * mul;
+      if (c < 0x80) return n;
+      mul *= 128;
+    }
+  };
+  while (i < b.length) {
+    const key = varint();
+    const field = Math.floor(key / 8), wire = key % 8;
+    let v: number | Uint8Array;
+    if (wire === 0) v = varint();
+    else if (wire === 2) {
+      const len = varint();
+      v = b.subarray(i, i + len);
+      i += len;
+    } else if (wire === 1) (v = 0), (i += 8);
+    else if (wire === 5) (v = 0), (i += 4);
+    else throw new Error(`protobuf wire type ${wire}`);
+    out.set(field, [...(out.get(field) ?? []), v]);
+  }
+  return out;
+}
+
+function leaseFromProtobuf(b: Uint8Array) {
+  const text = new TextDecoder();
+  const unknown = protoFields(b.subarray(4));
+  const raw = unknown.get(2)?.[0] as Uint8Array;
+  const lease = protoFields(raw);
+  const meta = protoFields(lease.get(1)?.[0] as Uint8Array);
+  const spec = protoFields((lease.get(2)?.[0] as Uint8Array) ?? new Uint8Array());
+  const str = (v: unknown) => (v instanceof Uint8Array ? text.decode(v) : undefined);
+  return {
+    kind: "Lease",
+    metadata: { resourceVersion: str(meta.get(6)?.[0]) },
+    spec: {
+      holderIdentity: str(spec.get(1)?.[0]) ?? null,
+      leaseDurationSeconds: spec.get(2)?.[0] as number | undefined,
+      leaseTransitions: spec.get(5)?.[0] as number | undefined,
+    },
+  };
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, "utf8"));
+  } catch {
+    return false;
+  }
+}
+
+async function gone(pid: number, ms = 3000) {
+  const t0 = Date.now();
+  while (alive(pid) && Date.now() - t0 < ms) await sleep(10);
 }
 
 // ---- scenarios --------------------------------------------------------------------
@@ -376,20 +672,40 @@ interface Outcome {
   overlaps: number;
   ok: boolean;
   problems: string[];
+  notes: string[];
 }
 
 type Scenario = { name: string; what: string; run: (r: Run) => Promise<void> };
 
 const MIXED: Kind[] = ["deno", "bun", "node", "client-go"];
+const LEASEHOLD: Kind[] = ["deno", "bun", "node"];
 
-async function mixed(r: Run, lease: string, kinds: Kind[] = MIXED) {
+async function mixed(r: Run, lease: string, kinds: Kind[] = MIXED, extra: AddOptions = {}) {
   await r.setup(lease);
-  for (const [i, k] of kinds.entries()) await r.add(k, `${k}-${i}`);
+  for (const [i, k] of kinds.entries()) await r.add(k, `${k}-${i}`, extra);
   return await r.waitLeader(30000);
 }
 
 function expect(r: Run, cond: boolean, msg: string) {
   if (!cond) r.problems.push(msg);
+}
+
+/** Faulted requests counted by a proxy since `before` (a copy of its byFault). */
+function faultedSince(p: FaultProxy, before: Record<string, number>, key: string): number {
+  return (p.stats.byFault[key] ?? 0) - (before[key] ?? 0);
+}
+
+/** The longest time within [from, to] in which no work ran. */
+function longestGap(iv: WorkInterval[], from: number, to: number): number {
+  let t = from, gap = 0;
+  for (const i of [...iv].sort((a, b) => a.start - b.start)) {
+    if (i.end <= t) continue;
+    if (i.start > t) gap = Math.max(gap, Math.min(i.start, to) - t);
+    t = Math.max(t, i.end);
+    if (t >= to) break;
+  }
+  if (t < to) gap = Math.max(gap, to - t);
+  return gap;
 }
 
 const scenarios: Scenario[] = [
@@ -406,10 +722,11 @@ const scenarios: Scenario[] = [
         return l && l !== leader ? l : undefined;
       }, 20000);
       expect(r, !!next, "no new leader after the partition");
-      expect(r, Date.now() - t0 >= TIMING.leaseDuration - 600, `new leader ${Date.now() - t0} ms after the partition`);
+      expect(r, leader.proxy.stats.faulted > 0, "the partition never reached the leader's requests");
+      r.notes.push(`new leader ${Date.now() - t0} ms after the partition`);
       await sleep(between(500, 2000));
       r.setFault(leader, { kind: "none" });
-      await sleep(3000);
+      await sleep(2000);
     },
   },
   {
@@ -419,9 +736,13 @@ const scenarios: Scenario[] = [
       await mixed(r, "restart");
       await sleep(between(300, 1500));
       r.faults.push("apiserver SIGKILL + restart");
+      r.serverDown = true;
+      if (relistAfterRestart) r.relistOnReconnect = true;
       await harness.kill();
       await sleep(between(500, 5000));
       harness = await startHarness(harnessDir);
+      r.serverDown = false;
+      r.tolerateUntil = Date.now() + 3000;
       await r.waitLeader(30000);
       await sleep(3000);
       expect(r, !!r.leader(), "no leader after the restart");
@@ -434,13 +755,21 @@ const scenarios: Scenario[] = [
       const leader = await mixed(r, "latency");
       // A request crosses the proxy twice; the request timeout is max(1s, renewDeadline/2) = 1.5 s.
       const under = between(400, 550); // 0.8–1.1 s in all: room for a loaded machine
-      for (const x of r.reps) r.setFault(x, { kind: "latency", ms: under });
-      await sleep(6000);
+      // Open watches are ended so that they too come back through the latency.
+      for (const x of r.reps) {
+        r.setFault(x, { kind: "latency", ms: under });
+        x.proxy.dropWatches();
+      }
+      await sleep(4500);
       expect(r, r.leader() === leader, `leader changed under ${2 * under} ms latency (below the timeout)`);
       const over = between(800, 1100);
-      for (const x of r.reps) r.setFault(x, { kind: "latency", ms: over });
-      await sleep(8000);
+      for (const x of r.reps) {
+        r.setFault(x, { kind: "latency", ms: over });
+        x.proxy.dropWatches();
+      }
+      await sleep(6000);
       for (const x of r.reps) r.setFault(x, { kind: "none" });
+      for (const x of r.reps) expect(r, x.proxy.stats.faulted > 0, `the latency never reached ${x.name}`);
       await r.waitLeader(20000);
       await sleep(2000);
     },
@@ -465,11 +794,11 @@ const scenarios: Scenario[] = [
       await r.add("client-go", "client-go-0");
       await r.add("node", "node-0");
       r.faults.push("wall clock -hours", "wall clock +hours");
-      await sleep(8000);
+      await sleep(5000);
       expect(r, r.leader() === leader, "the leader changed although nothing failed");
       await r.stopGracefully(leader);
       await r.waitLeader(10000);
-      await sleep(6000);
+      await sleep(3000);
     },
   },
   {
@@ -498,7 +827,7 @@ const scenarios: Scenario[] = [
         join(dir, "token"),
         await requestToken(harness, r.ns, r.id.serviceAccount, { boundSecret: "bound-2" }),
       );
-      await sleep(5000);
+      await sleep(3500);
       expect(r, r.leader() === leader, `the leader lost leadership although a new token came after ${gap} ms`);
       // Revoke again and never write a new one: it must step down, and never work without a lease.
       await adminRequest(harness, "DELETE", `/api/v1/namespaces/${r.ns}/secrets/bound-2`);
@@ -519,10 +848,10 @@ const scenarios: Scenario[] = [
     name: "rolling-update",
     what: "each replica replaced in turn: a new one starts, the old one gets SIGTERM",
     run: async (r) => {
-      await mixed(r, "rolling", ["deno", "bun", "node"]);
+      await mixed(r, "rolling", LEASEHOLD);
       let n = 0;
       for (const old of [...r.reps]) {
-        const kind = (["deno", "bun", "node"] as Kind[])[n % 3];
+        const kind = LEASEHOLD[n % 3];
         await r.add(kind, `${kind}-new-${n++}`);
         await sleep(between(500, 1500));
         const res = await r.stopGracefully(old);
@@ -534,30 +863,29 @@ const scenarios: Scenario[] = [
   },
   {
     name: "hand-edits",
-    what: "the Lease deleted, then overwritten with another holder, while a replica leads",
+    what: "the Lease deleted, then overwritten with another holder, while a replica leads (leasehold only)",
     run: async (r) => {
-      let leader = await mixed(r, "edits");
+      // client-go re-creates a deleted Lease at once (Get 404 -> Create), without waiting
+      // for the last record to expire: a known client-go behaviour, noted and not failed.
+      // leasehold only: a client-go follower re-creates a deleted Lease at once (Get 404 ->
+      // Create) while the old leader still works until its next renewal (seen: 65-98 ms of
+      // overlap), which is client-go's rule, not leasehold's.
+      let leader = await mixed(r, "edits", LEASEHOLD);
       await sleep(between(1000, 2500)); // every replica has seen the record
-      const path = `/apis/coordination.k8s.io/v1/namespaces/${r.ns}/leases/edits`;
-      // leasehold notices at its next renewal and stops. (client-go instead re-creates
-      // a deleted Lease on its next renewal and goes on leading; the checker still
-      // verifies that nobody else worked meanwhile.)
-      const noticeWithin = (
-        x: Rep,
-      ) => (x.kind === "client-go" ? TIMING.retryPeriod + TIMING.renewDeadline + 1500 : 2000);
-      await adminRequest(harness, "DELETE", path);
+      const path = LEASE_PATH(r.ns, "edits");
+      // leasehold notices at its next renewal and stops.
+      const noticeWithin = (_x: Rep) => 2000;
+      await r.hand("DELETE", path);
       r.faults.push("lease deleted");
       let t0 = Date.now();
-      if (leader.kind !== "client-go") {
-        const stopped1 = await waitFor(() => (r.leader() !== leader ? true : undefined), noticeWithin(leader));
-        expect(r, !!stopped1, `${leader.name} kept working ${Date.now() - t0} ms after its Lease was deleted`);
-      }
+      const stopped1 = await waitFor(() => (r.leader() !== leader ? true : undefined), noticeWithin(leader));
+      expect(r, !!stopped1, `${leader.name} kept working ${Date.now() - t0} ms after its Lease was deleted`);
       leader = await r.waitLeader(15000);
       await sleep(between(1000, 2500));
       const cur = await adminRequest(harness, "GET", path);
       cur.spec.holderIdentity = "hand-edited";
       cur.spec.leaseDurationSeconds = 4;
-      await adminRequest(harness, "PUT", path, cur);
+      await r.hand("PUT", path, cur);
       r.faults.push("lease overwritten");
       t0 = Date.now();
       const stopped2 = await waitFor(() => (r.leader() !== leader ? true : undefined), noticeWithin(leader));
@@ -568,58 +896,86 @@ const scenarios: Scenario[] = [
   },
   {
     name: "malformed",
-    what: "hand-written Leases with missing or broken fields, and broken ones served by the proxy",
+    what: "hand-written Leases with missing or broken fields; broken records served to followers' GETs and watches",
     run: async (r) => {
       await r.setup("malformed");
-      const path = `/apis/coordination.k8s.io/v1/namespaces/${r.ns}/leases`;
+      const path = LEASE_PATH(r.ns);
       // What the API server accepts: no spec fields, a null holder, annotations to keep.
-      await adminRequest(harness, "POST", path, {
+      await r.hand("POST", path, {
         metadata: { name: "malformed", annotations: { "example.com/keep": "me" } },
         spec: { leaseTransitions: 3 },
       });
       r.faults.push("lease with empty spec");
       for (const k of MIXED) await r.add(k, `${k}-m`);
       const first = await r.waitLeader(20000);
+      await sleep(1500); // followers watch (leasehold) or poll (client-go)
       const lease = await adminRequest(harness, "GET", `${path}/malformed`);
       expect(r, lease.metadata.annotations?.["example.com/keep"] === "me", "annotations were lost on takeover");
-      // What only a broken server or proxy would send: served to one follower's GETs.
-      const follower = r.reps.find((x) => x !== first && x.kind !== "client-go")!;
+      // What only a broken server or proxy would send: served to every follower, on GETs
+      // and as events in open watches.
+      const followers = r.reps.filter((x) => x !== first);
       const bad = [
         { holderIdentity: null, leaseDurationSeconds: "15", renewTime: "garbage" },
         { holderIdentity: 42, leaseDurationSeconds: 0 },
         { holderIdentity: "x", leaseDurationSeconds: -3, extra: { nested: true } },
       ];
       for (const spec of bad) {
-        const body = JSON.stringify({
+        const object = {
           kind: "Lease",
           apiVersion: "coordination.k8s.io/v1",
           metadata: { name: "malformed", namespace: r.ns, resourceVersion: "1" },
           spec,
-        });
-        follower.proxy.set({
-          fault: { kind: "status", status: 200, body, contentType: "application/json" },
-          match: { method: "GET", watch: false },
-        });
+        };
+        const body = JSON.stringify(object);
         r.faults.push("malformed lease body");
-        await sleep(1500);
+        for (const f of followers) {
+          const before = { ...f.proxy.stats.byFault };
+          if (f.kind !== "client-go") {
+            // Its open watch is ended; the next one gets the broken record as an event.
+            f.proxy.set({
+              fault: { kind: "watch-events", events: [JSON.stringify({ type: "MODIFIED", object })] },
+              match: { watch: true },
+            });
+            f.proxy.dropWatches();
+            await waitFor(() => faultedSince(f.proxy, before, "watch-events watch") > 0 || undefined, 5000);
+            expect(
+              r,
+              faultedSince(f.proxy, before, "watch-events watch") > 0,
+              `no malformed watch event reached ${f.name}'s watch`,
+            );
+          } else {
+            // client-go polls: its GETs get the broken record.
+            f.proxy.set({
+              fault: { kind: "status", status: 200, body, contentType: "application/json" },
+              match: { method: "GET", watch: false },
+            });
+            await waitFor(() => faultedSince(f.proxy, before, "status 200") > 0 || undefined, 3000);
+            expect(r, faultedSince(f.proxy, before, "status 200") > 0, `no malformed GET body reached ${f.name}`);
+          }
+        }
+        await sleep(1000);
+        for (const f of followers) {
+          f.proxy.clear();
+          f.proxy.dropWatches(); // back to the real server
+        }
       }
-      r.setFault(follower, { kind: "none" });
       await sleep(2000);
       expect(r, r.leader() === first, "a malformed record changed the leader");
-      for (const x of r.reps) {
-        expect(
-          r,
-          x.proc.lines.every((l: { msg: string }) => l.msg !== "fatal"),
-          `${x.name} crashed`,
-        );
-      }
     },
   },
   {
     name: "hostile-responses",
-    what: "HTML 502, truncated JSON, a 10 MB body, a body that never ends, 429 Retry-After, 500s",
+    what: "HTML 502, truncated JSON, a 10 MB body, a body that never ends, 429 Retry-After, 500s; open watches too",
     run: async (r) => {
-      const leader = await mixed(r, "hostile", ["deno", "bun", "node", "client-go"]);
+      // client-go takes any 200 answer to its GET and PUT for the truth: a 200 whose body is a
+      // Lease without a holder (the "huge" body) makes it lead without ever writing the Lease,
+      // or count a renewal that never happened. (Overlaps are still failures.)
+      r.checkOptions.exemptWork = (iv) =>
+        iv.name.startsWith("client-go")
+          ? "client-go believed a 200 answer that no API server sent (a known client-go weakness)"
+          : undefined;
+      const leader = await mixed(r, "hostile", MIXED);
+      await sleep(1000); // followers have their watches open
       const rss0 = rss(leader.proc.child.pid);
       const faults: Fault[] = [
         {
@@ -639,20 +995,64 @@ const scenarios: Scenario[] = [
         },
         { kind: "status", status: 500, body: '{"kind":"Status","code":500,"reason":"InternalError","message":"etcd"}' },
       ];
+      const watchesHit = new Map<Rep, string[]>();
+      const watchesMissed = new Map<Rep, string[]>();
       for (const f of faults) {
-        for (const x of r.reps) r.setFault(x, f);
-        await sleep(between(1200, 2500));
+        const key = f.kind === "status" ? `status ${f.status}` : f.kind;
+        const before = new Map(r.reps.map((x) => [x, { ...x.proxy.stats.byFault }]));
+        const dropped = new Map<Rep, number>();
+        const leading = r.leader();
+        for (const x of r.reps) {
+          r.setFault(x, f);
+          dropped.set(x, x.proxy.dropWatches()); // open watches reconnect into the fault
+        }
+        // Leasehold followers watch: an open watch is ended into the fault, or a new one meets it.
+        // (A follower whose watch is backing off after the previous faults has none open.)
+        const watchHit = (x: Rep) => dropped.get(x)! > 0 || faultedSince(x.proxy, before.get(x)!, `${key} watch`) > 0;
+        const followers = r.reps.filter((x) => x.kind !== "client-go" && x !== leading);
+        // client-go's RunOrDie ends the process once it loses leadership: it cannot be reached after that.
+        const live = () => r.reps.filter((x) => !x.exit);
+        const reached = () =>
+          live().every((x) => faultedSince(x.proxy, before.get(x)!, key) > 0) && followers.every(watchHit);
+        const t0 = Date.now();
+        await sleep(between(800, 1500));
+        await waitFor(() => reached() || undefined, 6000);
+        const held = Date.now() - t0;
         for (const x of r.reps) r.setFault(x, { kind: "none" });
+        for (const x of live()) {
+          expect(r, faultedSince(x.proxy, before.get(x)!, key) > 0, `${key} never reached ${x.name} in ${held} ms`);
+        }
+        for (const x of followers) {
+          if (watchHit(x)) watchesHit.set(x, [...(watchesHit.get(x) ?? []), key]);
+          else watchesMissed.set(x, [...(watchesMissed.get(x) ?? []), key]);
+        }
         await r.waitLeader(15000);
+      }
+      for (const [x, missed] of watchesMissed) {
+        r.notes.push(`${x.name}: no watch open or opened during ${missed.join(", ")}`);
+      }
+      for (const x of new Set([...watchesHit.keys(), ...watchesMissed.keys()])) {
+        expect(r, (watchesHit.get(x) ?? []).length > 0, `no hostile fault ever reached ${x.name}'s watch`);
       }
       const rss1 = rss(leader.proc.child.pid);
       if (rss0 && rss1) expect(r, rss1 - rss0 < 64 * 1024, `RSS grew by ${rss1 - rss0} kB through the hostile bodies`);
-      const errors = r.reps.flatMap((x) => x.proc.lines).map((l: { error?: string }) => l.error ?? "").join("\n");
-      expect(r, /proxy/.test(errors), "the HTML 502 was not reported as coming from a proxy");
-      expect(r, /larger than/.test(errors), "the 10 MB body was not reported as too large");
       for (const x of r.reps) {
-        expect(r, x.proc.lines.every((l: { msg: string }) => l.msg !== "fatal"), `${x.name} crashed`);
+        const text = x.kind === "client-go"
+          ? x.proc.lines.map((l: { msg: string }) => l.msg).join("\n")
+          : x.proc.lines.map((l: { error?: string }) => l.error ?? "").join("\n");
+        if (x.kind === "client-go") {
+          if (x.proxy.stats.byFault["status 502"]) {
+            expect(r, /502|Bad Gateway/.test(text), `${x.name} never reported the 502`);
+          }
+          if (x.proxy.stats.byFault["status 500"]) {
+            expect(r, /InternalError|etcd/.test(text), `${x.name} never reported the 500`);
+          }
+        } else {
+          expect(r, /proxy/.test(text), `${x.name}: the HTML 502 was not reported as coming from a proxy`);
+        }
       }
+      const errors = r.reps.flatMap((x) => x.proc.lines).map((l: { error?: string }) => l.error ?? "").join("\n");
+      expect(r, /larger than/.test(errors), "the 10 MB body was not reported as too large");
       await sleep(2000);
     },
   },
@@ -661,6 +1061,9 @@ const scenarios: Scenario[] = [
     what: "missing token, unreadable CA, wrong CA, wrong namespace, a Role without update",
     run: async (r) => {
       await r.setup("badcfg");
+      // A free Lease that a wrongly configured replica would take: nobody may.
+      await r.hand("POST", LEASE_PATH(r.ns), { metadata: { name: "badcfg" }, spec: { holderIdentity: "" } });
+      r.checkOptions.expectWork = false;
       const mk = async (files: Record<string, string>) => {
         const d = await mkdtemp(join(tmpdir(), "leasehold-bad-"));
         for (const [f, c] of Object.entries(files)) writeFileSync(join(d, f), c);
@@ -690,16 +1093,14 @@ const scenarios: Scenario[] = [
       await adminRequest(
         harness,
         "POST",
-        `/apis/coordination.k8s.io/v1/namespaces/${readFileSync(join(noUpdate.dir, "namespace"), "utf8")}/leases`,
-        {
-          metadata: { name: "badcfg" },
-          spec: { holderIdentity: "", leaseDurationSeconds: 1 },
-        },
+        LEASE_PATH(readFileSync(join(noUpdate.dir, "namespace"), "utf8")),
+        { metadata: { name: "badcfg" }, spec: { holderIdentity: "", leaseDurationSeconds: 1 } },
       );
       cases.push({ label: "Role without update", dir: noUpdate.dir, expect: /verbs \["update"\]/ });
       for (const c of cases) {
         r.faults.push(c.label);
-        const rep = await r.add("deno", `bad-${r.reps.length}`, { dir: c.dir, env: c.env });
+        const rep = await r.add("deno", `bad-${r.reps.length}`, { dir: c.dir, env: c.env, mayFail: true });
+        rep.stopping = true;
         const deadline = Date.now() + 8000;
         let line: { error?: string; msg: string } | undefined;
         while (Date.now() < deadline && !line) {
@@ -730,6 +1131,196 @@ const scenarios: Scenario[] = [
       }
     },
   },
+  {
+    name: "leader-sigkill",
+    what: "the leader and its work SIGKILLed (a node dies); a follower takes over once the Lease expires",
+    run: async (r) => {
+      const leader = await mixed(r, "sigkill");
+      await sleep(between(300, 1500));
+      await r.crash(leader);
+      r.faults.push("leader SIGKILL");
+      const t0 = Date.now();
+      const next = await waitFor(() => r.leader(), 20000);
+      expect(r, !!next, "no new leader after the leader was killed");
+      const bound = TIMING.leaseDuration + 2.2 * TIMING.retryPeriod + TIMING.requestTimeout + 1000;
+      expect(r, Date.now() - t0 <= bound, `new leader only ${Date.now() - t0} ms after the kill (bound ${bound} ms)`);
+      r.notes.push(`new leader ${Date.now() - t0} ms after the kill`);
+      await sleep(1500);
+    },
+  },
+  {
+    name: "watch-ended",
+    what: "the proxy ends every follower's watch at once (200, empty body); followers must not spin",
+    run: async (r) => {
+      const leader = await mixed(r, "watchend", LEASEHOLD);
+      await sleep(1000);
+      const followers = r.reps.filter((x) => x !== leader);
+      for (const f of followers) {
+        r.setFault(f, { fault: { kind: "end-watch" }, match: { watch: true } });
+        f.proxy.dropWatches();
+      }
+      await sleep(500);
+      const before = followers.map((f) => f.proxy.stats.requests);
+      const t0 = Date.now();
+      await sleep(5000);
+      const secs = (Date.now() - t0) / 1000;
+      const bound = 10; // requests per second a follower may make while its watches end at once
+      for (const [i, f] of followers.entries()) {
+        const rate = (f.proxy.stats.requests - before[i]) / secs;
+        r.notes.push(`${f.name}: ${rate.toFixed(1)} requests/s while its watches end at once`);
+        expect(
+          r,
+          rate <= bound,
+          `${f.name} made ${rate.toFixed(1)} requests/s (bound ${bound}) while its watches end at once`,
+        );
+        expect(r, (f.proxy.stats.byFault["end-watch watch"] ?? 0) > 0, `no ended watch reached ${f.name}`);
+      }
+      for (const f of followers) r.setFault(f, { kind: "none" });
+      expect(r, r.leader() === leader, "the leader changed while only followers' watches ended");
+      await sleep(1000);
+    },
+  },
+  {
+    name: "lost-acquire",
+    what: "the acquiring PUT is applied but its answer is lost; the acquirer must adopt what it wrote",
+    run: async (r) => {
+      const leader = await mixed(r, "lostacq", LEASEHOLD);
+      await sleep(1000);
+      const followers = r.reps.filter((x) => x !== leader);
+      for (const f of followers) {
+        r.setFault(f, { fault: { kind: "lose-response" }, match: { method: "PUT" }, times: 1 });
+      }
+      await r.stopGracefully(leader); // releases: the followers race to take the free Lease
+      const lost = await waitFor(() => {
+        const w = r.obs.find((o) =>
+          o.kind === "write" && o.status === 200 && followers.some((f) => f.name === o.by) &&
+          o.spec?.holderIdentity === o.by
+        );
+        return w?.kind === "write" ? w : undefined;
+      }, 10000);
+      expect(r, !!lost, "no follower's acquiring PUT was applied with its answer lost");
+      if (!lost) return;
+      const next = await waitFor(() => r.leader(), 15000);
+      const iv = r.intervals().filter((i) => i.start >= lost.sentAt);
+      const took = iv.length ? iv[0].start - lost.answeredAt : Infinity;
+      r.notes.push(`${lost.by}'s acquiring write was applied, its answer lost; first work ${took} ms later`);
+      const bound = 2.2 * TIMING.retryPeriod + 2400; // < leaseDuration: no waiting for its own record to expire
+      expect(
+        r,
+        !!next && took <= bound,
+        `nobody worked until ${took} ms after an acquire whose answer was lost (bound ${bound} ms)`,
+      );
+      await sleep(1000);
+    },
+  },
+  {
+    name: "deleted-free-lease",
+    what: "the Lease is released, then deleted while free; someone must create it again",
+    run: async (r) => {
+      const leader = await mixed(r, "delfree", LEASEHOLD);
+      await sleep(1000);
+      const followers = r.reps.filter((x) => x !== leader);
+      // Hold the followers' takeover back until the free Lease is gone.
+      for (const f of followers) {
+        r.setFault(f, {
+          fault: { kind: "status", status: 503, body: '{"kind":"Status","code":503,"reason":"ServiceUnavailable"}' },
+          match: { method: "PUT" },
+        });
+      }
+      await r.stopGracefully(leader);
+      const free = await waitFor(
+        () => r.obs.some((o) => o.kind === "watch" && o.spec?.holderIdentity === "") || undefined,
+        10000,
+      );
+      expect(r, !!free, "the leader did not release the Lease");
+      await r.hand("DELETE", LEASE_PATH(r.ns, "delfree"));
+      r.faults.push("free lease deleted");
+      for (const f of followers) {
+        expect(r, (f.proxy.stats.byFault["status 503"] ?? 0) > 0, `${f.name} never tried to take the free Lease`);
+        r.setFault(f, { kind: "none" });
+      }
+      const t0 = Date.now();
+      const bound = TIMING.leaseDuration + 2.2 * TIMING.retryPeriod + TIMING.requestTimeout + 1000;
+      const next = await waitFor(() => r.leader(), bound);
+      expect(r, !!next, `nobody created the deleted free Lease within ${bound} ms`);
+      if (next) r.notes.push(`${next.name} leads ${Date.now() - t0} ms after the free Lease was deleted`);
+      await sleep(1000);
+    },
+  },
+  {
+    name: "slow-child",
+    what: "default flags (15s/10s/2s, child grace 10s); the work takes 8 s to stop; the leader is partitioned",
+    run: async (r) => {
+      const leader = await mixed(r, "slowchild", ["deno", "bun"], { flags: [], stopDelay: 8 });
+      await sleep(between(500, 1500));
+      r.setFault(leader, { kind: "blackhole" });
+      const next = await waitFor(() => {
+        const l = r.intervals().filter((i) => i.name !== leader.name);
+        return l.length ? l : undefined;
+      }, DEFAULTS.leaseDuration + 3 * DEFAULTS.retryPeriod + 5000);
+      expect(r, !!next, "no new leader after the partition");
+      expect(r, leader.proxy.stats.faulted > 0, "the partition never reached the leader's requests");
+      // Let the old work finish stopping (it may overlap), then stop everything hard.
+      await waitFor(
+        () => r.intervals().filter((i) => i.name === leader.name).every((i) => Number.isFinite(i.end)) || undefined,
+        12000,
+      );
+      r.setFault(leader, { kind: "none" });
+      for (const x of r.reps) await r.crash(x);
+    },
+  },
+  {
+    name: "frozen-connection",
+    what: "every established connection frozen (no FIN, no RST) for 2 x leaseDuration, then healed",
+    run: async (r) => {
+      const kinds: Kind[] = ["deno", "bun", "node", "client-go"];
+      await mixed(r, "frozen", kinds, { tcp: true });
+      await sleep(between(500, 1500));
+      const frozenAt = Date.now();
+      // A runtime that opens a connection per request has an established one only while a
+      // request is in flight: keep freezing until each relay caught one (at most 3 s).
+      const caught = new Set<Rep>();
+      while (caught.size < r.reps.length && Date.now() - frozenAt < 3000) {
+        for (const x of r.reps) if (!caught.has(x) && x.tcp!.freeze() > 0) caught.add(x);
+        await sleep(5);
+      }
+      for (const x of r.reps) expect(r, caught.has(x), `${x.name} had no established connection to freeze in 3 s`);
+      r.faults.push("connections frozen");
+      await sleep(2 * TIMING.leaseDuration);
+      const healedAt = Date.now();
+      for (const x of r.reps) x.tcp!.heal();
+      await sleep(3000);
+      // Every runtime: from its first request stuck on a frozen connection to the first
+      // answer on a new connection, at most one request timeout plus one (jittered) retry.
+      const bound = TIMING.requestTimeout + 2.2 * TIMING.retryPeriod + 500;
+      for (const x of r.reps) {
+        const cs = x.tcp!.connections;
+        // Stuck: the first request sent on a frozen connection. (A request already in flight
+        // when its connection froze sends nothing more and is not measured here.)
+        const stalled = cs.map((c) => c.stalledAt)
+          .filter((t): t is number => t !== undefined).sort((a, b) => a - b)[0];
+        const fresh = cs.filter((c) =>
+          c.openedAt >= frozenAt && c.frozenAt === undefined && c.firstReplyAt !== undefined
+        )
+          .map((c) => c.firstReplyAt!).sort((a, b) => a - b)[0];
+        if (stalled === undefined) {
+          r.notes.push(`${x.name}: sent no new request on a frozen connection`);
+          continue;
+        }
+        const took = (fresh ?? Infinity) - stalled;
+        const text = `${x.name}: stuck at +${stalled - frozenAt} ms, ` +
+          (fresh !== undefined && fresh < healedAt
+            ? `answered on a new connection ${took} ms later`
+            : `no answer on a new connection before the heal at +${healedAt - frozenAt} ms`);
+        r.notes.push(text);
+        if (x.kind !== "client-go") expect(r, took <= bound, `${text} (bound ${bound} ms)`);
+      }
+      const gap = longestGap(r.intervals(), frozenAt, healedAt + 2000);
+      const gapBound = TIMING.leaseDuration + 2 * TIMING.retryPeriod;
+      r.notes.push(`longest time without a leader: ${gap} ms`);
+      expect(r, gap <= gapBound, `no leader for ${gap} ms around the frozen connections (bound ${gapBound} ms)`);
+    },
+  },
 ];
 
 function rss(pid: number | undefined): number | undefined {
@@ -752,6 +1343,32 @@ async function waitFor<T>(fn: () => T | undefined, ms: number): Promise<T | unde
   return undefined;
 }
 
+function debugDump(r: Run) {
+  const rep = r.report;
+  if (!rep) return;
+  const t0 = rep.versions.find((v) => Number.isFinite(v.lo))?.lo ?? rep.intervals[0]?.start ?? 0;
+  const rel = (t: number) => (Number.isFinite(t) ? `+${Math.round(t - t0)}` : "?");
+  console.log(`   t0 ${new Date(t0).toISOString()}`);
+  for (const v of rep.versions) {
+    console.log(
+      `   rv ${v.rv} holder=${v.holder ?? "<deleted>"} by=${v.by ?? "?"} accepted ${rel(v.lo)}..${rel(v.hi)}` +
+        `${v.relisted ? " (first seen in a re-list)" : ""} renewTime=${v.renewTime ?? "?"}`,
+    );
+  }
+  for (const i of rep.intervals) console.log(`   work ${i.name} ${rel(i.start)}..${rel(i.end)} ${i.endedBy ?? ""}`);
+  const origin = performance.timeOrigin;
+  for (const x of r.reps) {
+    for (const l of x.proc.lines) {
+      if (
+        ["new leader", "started leading", "stopped leading", "released the lease"].includes(l.msg) ||
+        (l.level && l.level !== "info" && l.level !== "debug")
+      ) {
+        console.log(`   log ${x.name} ${rel(origin + l.at)} ${l.msg} ${l.reason ?? l.leader ?? l.error ?? ""}`);
+      }
+    }
+  }
+}
+
 async function runScenario(s: Scenario): Promise<Outcome> {
   const r = new Run();
   const t0 = Date.now();
@@ -760,58 +1377,56 @@ async function runScenario(s: Scenario): Promise<Outcome> {
   } catch (e) {
     r.problems.push(`error: ${(e as Error).message}`);
   }
-  let overlaps = 0;
+  let report: Report | undefined;
   try {
     await sleep(300);
-    overlaps = r.check();
+    report = await r.check();
   } catch (e) {
     r.problems.push(`checker: ${(e as Error).message}`);
   }
-  if (r.problems.length && process.env.FAULT_DEBUG) {
-    const t0 = r.leaseLog[0]?.at ?? 0;
-    for (const l of r.leaseLog) console.log(`   lease +${l.at - t0} holder=${l.holder} rv=${l.rv}`);
-    for (const i of r.intervals()) {
-      console.log(`   work ${i.name} +${i.start - t0}..${i.end ? `+${i.end - t0}` : "open"}`);
-    }
-    for (const x of r.reps) {
-      for (const l of x.proc.lines) {
-        if (
-          ["new leader", "started leading", "stopped leading", "released the lease"].includes(l.msg) ||
-          l.level !== "info"
-        ) {
-          console.log(`   log ${x.name} +${Date.parse(l.ts) - t0} ${l.msg} ${l.reason ?? l.leader ?? l.error ?? ""}`);
-        }
-      }
-      if (x.kind === "client-go") {
-        for (const l of x.proc.stdout.split("\n").filter(Boolean)) {
-          try {
-            const e = JSON.parse(l);
-            console.log(`   cg  ${x.name} +${Math.round(e.ts - t0)} ${e.event} ${e.leader ?? ""}`);
-          } catch { /* partial */ }
-        }
-      }
-    }
+  try {
+    await r.teardown();
+  } catch (e) {
+    r.problems.push(`teardown: ${(e as Error).message}`);
   }
-  await r.teardown().catch(() => {});
-  let transitions = 0;
-  for (let i = 1; i < r.leaseLog.length; i++) {
-    const h = r.leaseLog[i].holder;
-    if (h && h !== "<deleted>" && h !== r.leaseLog[i - 1].holder) transitions++;
-  }
+  if ((r.problems.length && process.env.FAULT_DEBUG) || process.env.FAULT_DEBUG === "all") debugDump(r);
   return {
     name: s.name,
-    transitions,
+    transitions: report?.transitions ?? 0,
     faults: [...new Set(r.faults)].join(", "),
     ms: Date.now() - t0,
-    overlaps,
+    overlaps: report?.overlaps ?? 0,
     ok: r.problems.length === 0,
     problems: r.problems,
+    notes: r.notes,
   };
 }
 
 // ---- main ---------------------------------------------------------------------------
 
+if (argv.includes("--help") || argv.includes("-h")) {
+  console.log(`usage: deno run -A tests/fault/suite.ts [--seed N] [--only a,b] [--repeat N] [--soak 20m]
+
+  --seed N     replay a run's random timing (every run prints its seed)
+  --only a,b   run only these scenarios
+  --repeat N   run the chosen scenarios N times
+  --soak DUR   pick random scenarios until DUR (90s, 20m, 1h) has passed
+  --relist-after-restart  apiserver-restart: the checker's watch re-lists after the restart (as after a 410)
+  FAULT_DEBUG=1    print the Lease versions, work intervals and replica logs of a failed scenario
+  FAULT_DEBUG=all  the same for every scenario
+
+scenarios:`);
+  for (const s of scenarios) console.log(`  ${s.name.padEnd(20)} ${s.what}`);
+  process.exit(0);
+}
+
 console.log(`fault suite: seed ${seed} (replay with --seed ${seed})`);
+const unknown = (only ?? []).filter((n) => !scenarios.some((s) => s.name === n));
+if (unknown.length) {
+  console.log(`!!! unknown scenario(s): ${unknown.join(", ")} (see --help)`);
+  console.log("0 passed, 1 failed");
+  process.exit(1);
+}
 try {
   await bootHarness();
 } catch (e) {
@@ -819,8 +1434,8 @@ try {
   console.log("0 passed, 1 failed");
   process.exit(1);
 }
-if (!existsSync(join(ROOT, "dist", "lib", "cli.js"))) {
-  console.log("!!! dist/ is missing: run `npx tsc -p tsconfig.build.json` first (npm test does)");
+if (!existsSync(NODE_CLI)) {
+  console.log("!!! dist/ is missing: run `npx tsc -p tsconfig.build.json` first; every scenario with Node fails");
 }
 const chosen = scenarios.filter((s) => !only || only.includes(s.name));
 const results: Outcome[] = [];
@@ -836,10 +1451,11 @@ do {
         (o.ms / 1000).toFixed(1).padStart(5)
       }s  transitions ${o.transitions}  overlaps ${o.overlaps}  faults: ${o.faults}`,
     );
+    for (const n of o.notes) console.log(`       . ${n}`);
     for (const p of o.problems) console.log(`       ${p}`);
   }
   round++;
-} while (soakMs && Date.now() - started < soakMs);
+} while ((soakMs && Date.now() - started < soakMs) || (!soakMs && round < repeat));
 
 await harness.stop().catch(() => {});
 mkdirSync(join(ROOT, ".cache"), { recursive: true });
@@ -852,7 +1468,7 @@ console.log(
     results.reduce((a, r) => a + r.transitions, 0)
   }, overlaps: ${totalOverlaps}, faults injected: ${
     results.reduce((a, r) => a + r.faults.split(", ").filter(Boolean).length, 0)
-  }, seed ${seed}`,
+  }, checker: tests/fault/checker.ts (resourceVersion-keyed, accept-time bounds), seed ${seed}`,
 );
 if (CI && failed) console.log("(CI) a failed scenario fails the run");
 console.log(`${passed} passed, ${failed} failed`);

@@ -11,8 +11,16 @@
  * target, trusting the CA; responses are relayed unbuffered, so watch streams
  * work through it.
  *
- * Only `node:https`, `node:http`, `node:tls` and Web APIs are used, so it runs
- * under Deno, Bun and Node.
+ * Every forwarded request is reported to `onExchange` with the times it was
+ * sent upstream and answered, so a checker can bound when the API server
+ * accepted a write.
+ *
+ * {@linkcode startTcpProxy} is a plain TCP relay (TLS passes through, so a
+ * client negotiates HTTP/2 with the server as it would directly) that can
+ * freeze established connections: no bytes either way, no FIN, no RST.
+ *
+ * Only `node:https`, `node:http`, `node:tls`, `node:net` and Web APIs are used,
+ * so it runs under Deno, Bun and Node.
  *
  * @module
  */
@@ -21,6 +29,7 @@ import * as https from "node:https";
 import { STATUS_CODES } from "node:http";
 import type { ClientRequest, IncomingMessage } from "node:http";
 import * as tls from "node:tls";
+import * as net from "node:net";
 import type { AddressInfo } from "node:net";
 
 /** What the proxy does to a request. */
@@ -42,7 +51,13 @@ export type Fault =
   /** Answer 200 with a JSON-looking body of `bytes` bytes, generated in chunks. */
   | { kind: "huge"; bytes: number }
   /** Answer 200 headers, then a body that trickles forever and never ends. */
-  | { kind: "never-ending" };
+  | { kind: "never-ending" }
+  /** Answer 200 with an empty chunked body that ends at once: a watch the server closes straight away. */
+  | { kind: "end-watch" }
+  /** Forward the request, let the server answer, then reset the connection without passing the answer on. */
+  | { kind: "lose-response" }
+  /** Answer 200 with these watch event lines (JSON, one each), then hold the stream open and silent. */
+  | { kind: "watch-events"; events: string[] };
 
 /** A fault with a filter and an optional count. */
 export interface FaultRule {
@@ -64,6 +79,40 @@ export interface FaultProxyStats {
   faulted: number;
   /** Watch requests received (`?watch=1`, `?watch=true` or a `/watch/` path). */
   watches: number;
+  /** Watch requests a fault other than `none` was applied to. */
+  faultedWatches: number;
+  /** Faulted requests by fault (`kind`, or `status <code>`), and `<fault> watch` for watches. */
+  byFault: Record<string, number>;
+  /** Lines written into open watch streams by `injectWatchEvent`. */
+  injected: number;
+  /** Open watches ended by `dropWatches`. */
+  dropped: number;
+}
+
+/** One request forwarded to the target, with the times that bound the server's handling of it. */
+export interface Exchange {
+  /** Upper-case method. */
+  method: string;
+  /** Path and query. */
+  target: string;
+  /** A watch request. */
+  watch: boolean;
+  /** The fault applied (`none` included). */
+  fault: Fault["kind"];
+  /** `Date.now()` just before the request was handed to the upstream connection. */
+  sentAt: number;
+  /** `Date.now()` when the upstream answer's head arrived (undefined when none came). */
+  answeredAt?: number;
+  /** Upstream status (undefined when none came). */
+  status?: number;
+  /** Upstream body as text, for requests that are not watches (up to 256 KiB). */
+  body?: string;
+  /** The same body as bytes (protobuf answers are not text). */
+  bytes?: Uint8Array;
+  /** The request body as sent. */
+  requestBytes: Uint8Array;
+  /** Why no answer came. */
+  error?: string;
 }
 
 /** A running proxy; see {@linkcode startFaultProxy}. */
@@ -89,6 +138,13 @@ export interface FaultProxy {
   close(): Promise<void>;
   /** Request counters. */
   stats: FaultProxyStats;
+  /** Resets every connection with a watch in flight (the client sees its watch break); returns how many. */
+  dropWatches(): number;
+  /**
+   * Writes `line` (one JSON watch event, newline added) into every open watch
+   * stream that sits between two events; returns into how many.
+   */
+  injectWatchEvent(line: string): number;
 }
 
 /** Options of {@linkcode startFaultProxy}. */
@@ -105,10 +161,13 @@ export interface FaultProxyOptions {
   port?: number;
   /** Address to listen on; default `127.0.0.1`. */
   host?: string;
+  /** Called once per forwarded request, when its upstream answer is complete or failed. */
+  onExchange?: (e: Exchange) => void;
 }
 
 const HEAD_LIMIT = 64 * 1024;
 const BODY_LIMIT = 16 * 1024 * 1024;
+const TEE_LIMIT = 256 * 1024;
 const EMPTY: Uint8Array = new Uint8Array(0);
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -279,6 +338,13 @@ function validate(f: Fault): void {
     case "reset":
     case "truncated":
     case "never-ending":
+    case "end-watch":
+    case "lose-response":
+      return;
+    case "watch-events":
+      if (!Array.isArray(f.events) || f.events.some((e) => typeof e !== "string")) {
+        throw new TypeError("fault watch-events: events must be an array of strings");
+      }
       return;
     case "latency":
       return positive(f.ms, "ms");
@@ -312,6 +378,8 @@ class Conn {
   continued = false;
   current?: ParsedRequest;
   upstream?: ClientRequest;
+  /** The response being relayed is a chunked watch stream that last sent a whole line. */
+  atLine = false;
   readonly whenClosed: Promise<void>;
   #timers = new Set<ReturnType<typeof setTimeout>>();
   #wakers = new Set<() => void>();
@@ -404,7 +472,21 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
   const targetHost = target.host;
   const agent = new https.Agent({ ca: o.caCert, keepAlive: true });
   const conns = new Set<Conn>();
-  const stats: FaultProxyStats = { requests: 0, byMethod: {}, faulted: 0, watches: 0 };
+  const stats: FaultProxyStats = {
+    requests: 0,
+    byMethod: {},
+    faulted: 0,
+    watches: 0,
+    faultedWatches: 0,
+    byFault: {},
+    injected: 0,
+    dropped: 0,
+  };
+  const report = (e: Exchange) => {
+    try {
+      o.onExchange?.(e);
+    } catch { /* a recorder's bug must not break the proxy */ }
+  };
   let rule: ActiveRule | undefined;
   let closing = false;
 
@@ -420,10 +502,16 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
       if (r.remaining <= 0 && rule === r) rule = undefined;
     }
     stats.faulted++;
+    const name = r.fault.kind === "status" ? `status ${r.fault.status}` : r.fault.kind;
+    stats.byFault[name] = (stats.byFault[name] ?? 0) + 1;
+    if (req.watch) {
+      stats.faultedWatches++;
+      stats.byFault[`${name} watch`] = (stats.byFault[`${name} watch`] ?? 0) + 1;
+    }
     return r.fault;
   }
 
-  function forward(conn: Conn, req: ParsedRequest): Promise<IncomingMessage> {
+  function forward(conn: Conn, req: ParsedRequest, ex: Exchange): Promise<IncomingMessage> {
     return new Promise((resolve, reject) => {
       const headers: Record<string, string> = {};
       for (const [k, v] of req.headers) {
@@ -443,12 +531,15 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
         headers,
         agent,
       }, (res) => {
+        ex.answeredAt = Date.now();
+        ex.status = res.statusCode;
         // Errors surface through iteration; this keeps one that comes before it from going unhandled.
         res.on("error", () => {});
         resolve(res);
       });
       conn.upstream = up;
       up.on("error", reject);
+      ex.sentAt = Date.now();
       up.end(req.body.byteLength > 0 ? req.body : undefined);
     });
   }
@@ -491,28 +582,84 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
   }
 
   /** Relays an upstream answer: head, then the body as it arrives. Resolves when done. */
-  async function relay(conn: Conn, req: ParsedRequest, res: IncomingMessage, fault: Fault): Promise<void> {
+  /** Reads the whole upstream body (for the exchange record), up to the tee limit. */
+  function tee(ex: Exchange, parts: Uint8Array[], chunk: Uint8Array, size: number): number {
+    if (ex.watch || size > TEE_LIMIT) return size;
+    parts.push(chunk);
+    return size + chunk.byteLength;
+  }
+
+  function finish(ex: Exchange, parts: Uint8Array[], error?: string) {
+    if (!ex.watch) {
+      const all = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+      let off = 0;
+      for (const p of parts) {
+        all.set(p, off);
+        off += p.byteLength;
+      }
+      ex.bytes = all;
+      ex.body = dec.decode(all);
+    }
+    if (error) ex.error = error;
+    report(ex);
+  }
+
+  async function relay(
+    conn: Conn,
+    req: ParsedRequest,
+    res: IncomingMessage,
+    fault: Fault,
+    ex: Exchange,
+  ): Promise<void> {
+    const parts: Uint8Array[] = [];
+    let size = 0;
     if (fault.kind === "latency") await conn.sleep(fault.ms);
-    if (conn.stopped) return void res.destroy();
+    if (conn.stopped) {
+      finish(ex, parts, "client connection stopped");
+      return void res.destroy();
+    }
     const [head, framing] = responseHead(req, res);
     await conn.write(head);
+    conn.atLine = req.watch && framing === "chunked";
     const bps = fault.kind === "trickle" ? fault.bytesPerSecond : undefined;
     try {
       for await (const chunk of res as AsyncIterable<Uint8Array>) {
+        size = tee(ex, parts, chunk, size);
         if (conn.stopped) break;
+        conn.atLine = false;
         await sendBody(conn, chunk, framing, bps);
+        conn.atLine = req.watch && framing === "chunked" && chunk[chunk.byteLength - 1] === 10;
       }
-    } catch {
+    } catch (e) {
+      conn.atLine = false;
+      finish(ex, parts, `upstream body failed: ${e instanceof Error ? e.message : e}`);
       // The upstream body failed halfway: pass the failure on as a broken connection.
       if (!conn.stopped) conn.reset();
       return;
     }
+    conn.atLine = false;
+    finish(ex, parts);
     if (conn.stopped) return void res.destroy();
     if (framing === "chunked") await conn.write("0\r\n\r\n");
   }
 
+  /** Lets the server answer in full, records it, and resets the client connection without a byte of it. */
+  async function loseResponse(conn: Conn, res: IncomingMessage, ex: Exchange): Promise<void> {
+    const parts: Uint8Array[] = [];
+    let size = 0;
+    try {
+      for await (const chunk of res as AsyncIterable<Uint8Array>) {
+        size = tee(ex, parts, chunk, size);
+        if (ex.watch) break;
+      }
+    } catch { /* recorded as far as it came */ }
+    res.destroy();
+    finish(ex, parts);
+    conn.reset();
+  }
+
   /** Forwards, then sends half of the body and closes the socket. */
-  async function truncate(conn: Conn, req: ParsedRequest, res: IncomingMessage): Promise<void> {
+  async function truncate(conn: Conn, req: ParsedRequest, res: IncomingMessage, ex: Exchange): Promise<void> {
     const parts: Uint8Array[] = [];
     let size = 0;
     try {
@@ -525,6 +672,7 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
       }
     } catch { /* cut what we have */ }
     res.destroy();
+    finish(ex, parts);
     if (conn.stopped) return;
     const all = new Uint8Array(size);
     let off = 0;
@@ -624,25 +772,49 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
       case "never-ending":
         await neverEnding(conn);
         return false;
+      case "watch-events":
+        await conn.write(statusLine(200) + "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
+        for (const e of fault.events) await sendBody(conn, enc.encode(e.endsWith("\n") ? e : `${e}\n`), "chunked");
+        await conn.whenClosed;
+        return false;
+      case "end-watch":
+        await conn.write(
+          statusLine(200) + "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n" +
+            (req.keepAlive ? "\r\n" : "Connection: close\r\n\r\n") + "0\r\n\r\n",
+        );
+        return true;
       default:
         break;
     }
     if (fault.kind === "latency") await conn.sleep(fault.ms);
     if (conn.stopped) return false;
     let res: IncomingMessage;
+    const ex: Exchange = {
+      method: req.method,
+      target: req.target,
+      watch: req.watch,
+      fault: fault.kind,
+      sentAt: 0,
+      requestBytes: req.body,
+    };
     try {
-      res = await forward(conn, req);
+      res = await forward(conn, req, ex);
     } catch (e) {
-      if (conn.stopped) return false;
       const msg = e instanceof Error ? e.message : String(e);
+      finish(ex, [], msg);
+      if (conn.stopped) return false;
       await answer(conn, req, 502, `fault proxy: cannot reach ${o.target}: ${msg}\n`, "text/plain; charset=utf-8");
       return true;
     }
     if (fault.kind === "truncated") {
-      await truncate(conn, req, res);
+      await truncate(conn, req, res, ex);
       return false;
     }
-    await relay(conn, req, res, fault);
+    if (fault.kind === "lose-response") {
+      await loseResponse(conn, res, ex);
+      return false;
+    }
+    await relay(conn, req, res, fault, ex);
     return !conn.stopped;
   }
 
@@ -754,6 +926,28 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
     stats,
     set,
     clear: () => set({ kind: "none" }),
+    dropWatches() {
+      let n = 0;
+      for (const conn of conns) {
+        if (conn.current?.watch && !conn.stopped) {
+          conn.reset();
+          n++;
+        }
+      }
+      stats.dropped += n;
+      return n;
+    },
+    injectWatchEvent(line: string) {
+      let n = 0;
+      const bytes = enc.encode(line.endsWith("\n") ? line : `${line}\n`);
+      for (const conn of conns) {
+        if (!conn.current?.watch || !conn.atLine || conn.stopped) continue;
+        n++;
+        void sendBody(conn, bytes, "chunked");
+      }
+      stats.injected += n;
+      return n;
+    },
     close() {
       closed ??= (async () => {
         closing = true;
@@ -772,6 +966,162 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
         clearTimeout(timer);
       })();
       return closed;
+    },
+  };
+}
+
+/** One connection through a {@linkcode TcpProxy}; times are `Date.now()`. */
+export interface TcpConnection {
+  /** When the client connected. */
+  openedAt: number;
+  /** First byte from the server passed to the client. */
+  firstReplyAt?: number;
+  /** When `freeze()` froze it. */
+  frozenAt?: number;
+  /** First byte the client sent while frozen: a request that got stuck. */
+  stalledAt?: number;
+  /** When either side closed it. */
+  closedAt?: number;
+  /** Bytes passed server -> client after the connection was opened. */
+  bytesToClient: number;
+}
+
+/** A running TCP relay; see {@linkcode startTcpProxy}. */
+export interface TcpProxy {
+  /** Port bound on 127.0.0.1 (or the host asked for). */
+  port: number;
+  /**
+   * Freezes every established connection: nothing is passed either way and
+   * nothing is closed (no FIN, no RST), as when a NAT loses its state or a
+   * node dies without a word. Connections opened later pass. Returns how many.
+   */
+  freeze(): number;
+  /** Lets frozen connections flow again, delivering what was held back. */
+  heal(): void;
+  /** Every connection so far, in order of opening. */
+  connections: TcpConnection[];
+  /** Stops listening and destroys every connection. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a TCP relay to `target` (`host:port`). TLS and HTTP/2 pass through
+ * untouched, so this is the way to fault a runtime's own connection reuse.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const relay = await startTcpProxy({ target: "127.0.0.1:6443" });
+ * relay.freeze(); // established connections go silent
+ * relay.heal();
+ * await relay.close();
+ * ```
+ */
+export async function startTcpProxy(o: { target: string; host?: string; port?: number }): Promise<TcpProxy> {
+  const i = o.target.lastIndexOf(":");
+  const targetHost = o.target.slice(0, i).replace(/^\[|\]$/g, "");
+  const targetPort = Number(o.target.slice(i + 1));
+  type Link = {
+    info: TcpConnection;
+    client: net.Socket;
+    server: net.Socket;
+    frozen: boolean;
+    held: { to: "client" | "server"; data: Uint8Array }[];
+  };
+  const links = new Set<Link>();
+  const connections: TcpConnection[] = [];
+  const server = net.createServer((client) => {
+    const info: TcpConnection = { openedAt: Date.now(), bytesToClient: 0 };
+    connections.push(info);
+    const upstream = net.connect({ host: targetHost, port: targetPort });
+    const link: Link = { info, client, server: upstream, frozen: false, held: [] };
+    links.add(link);
+    const pass = (to: "client" | "server", data: Uint8Array) => {
+      if (link.frozen) {
+        if (to === "server" && info.stalledAt === undefined) info.stalledAt = Date.now();
+        link.held.push({ to, data });
+        return;
+      }
+      if (to === "client") {
+        info.firstReplyAt ??= Date.now();
+        info.bytesToClient += data.byteLength;
+        client.write(data);
+      } else {
+        upstream.write(data);
+      }
+    };
+    client.on("data", (d: Uint8Array) => pass("server", d));
+    upstream.on("data", (d: Uint8Array) => pass("client", d));
+    const end = () => {
+      info.closedAt ??= Date.now();
+      links.delete(link);
+      client.destroy();
+      upstream.destroy();
+    };
+    // A frozen link does not pass a close on either: the other side hears nothing.
+    const onClose = () => {
+      if (link.frozen) {
+        info.closedAt ??= Date.now();
+        return;
+      }
+      end();
+    };
+    client.on("close", onClose);
+    upstream.on("close", onClose);
+    client.on("error", () => {});
+    upstream.on("error", () => {});
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(o.port ?? 0, o.host ?? "127.0.0.1", () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  return {
+    port,
+    connections,
+    freeze() {
+      let n = 0;
+      const now = Date.now();
+      for (const l of links) {
+        if (l.frozen) continue;
+        l.frozen = true;
+        l.info.frozenAt = now;
+        n++;
+      }
+      return n;
+    },
+    heal() {
+      for (const l of [...links]) {
+        if (!l.frozen) continue;
+        l.frozen = false;
+        for (const h of l.held.splice(0)) {
+          if (h.to === "client") {
+            l.info.firstReplyAt ??= Date.now();
+            l.info.bytesToClient += h.data.byteLength;
+            l.client.write(h.data);
+          } else {
+            l.server.write(h.data);
+          }
+        }
+        if (l.client.destroyed || l.server.destroyed) {
+          l.client.destroy();
+          l.server.destroy();
+          links.delete(l);
+        }
+      }
+    },
+    async close() {
+      const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const l of links) {
+        l.client.destroy();
+        l.server.destroy();
+      }
+      links.clear();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([stopped, new Promise<void>((r) => (timer = setTimeout(r, 1000)))]);
+      clearTimeout(timer);
     },
   };
 }
