@@ -283,6 +283,9 @@ if [ -n "$HARNESS_PID" ] && [ -s .cache/testenv/ready.json ]; then
   fi
 fi
 
+# The deterministic simulator: at least 1,000,000 scheduler steps of 3-7 electors
+# under seeded faults, the regression seeds of tests/sim/seeds.json first.
+suite "simulator (tests/sim, --ci)" 600 deno run -A tests/sim/main.ts --ci
 suite "fault suite (scenarios)" 1200 deno run -A tests/fault/suite.ts
 # A real node: kube-apiserver, controller-manager, scheduler and kubelet from one
 # binary, containerd + runc, deploy/ in real pods (as root; under CI=true a node

@@ -1,7 +1,7 @@
 // Tests of the fault suite's checker on recorded event sequences: what it must
 // accept (a re-list after an API server restart) and what it must reject (a real
 // early takeover, an empty log, overlapping work, a failed watch).
-import { test } from "node:test";
+import { test } from "../support/guard.mjs";
 import assert from "node:assert/strict";
 import { check, intervalsOf, type LeaseSpecView, type Observation, versionsOf } from "./checker.ts";
 
