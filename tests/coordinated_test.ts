@@ -3,6 +3,7 @@
 // election controller (it writes the holder in and sets preferredHolder).
 import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
+import { until } from "./support/manual_clock_wait.ts";
 import {
   type LeaderContext,
   LeaderElector,
@@ -108,16 +109,6 @@ function replica(
     ...extra,
   });
   return { elector, stop, done: elector.run(stop.signal), events, terms };
-}
-
-async function until(clock: ManualClock, pred: () => boolean, maxMs = 60000, step = 50): Promise<number> {
-  const start = clock.now();
-  await settle();
-  while (!pred()) {
-    if (clock.now() - start > maxMs) throw new Error(`condition not met within ${maxMs} ms of clock time`);
-    await clock.advance(step);
-  }
-  return clock.now() - start;
 }
 
 /** What the election controller writes: the holder, a short duration, now, and the strategy. */

@@ -2,6 +2,7 @@
 // timing rule is checked deterministically.
 import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
+import { shutdown, until } from "./support/manual_clock_wait.ts";
 import {
   ConfigError,
   KubeApiError,
@@ -56,24 +57,6 @@ function replica(
   });
   const done = elector.run(stop.signal);
   return { elector, api, stop, done, events, terms };
-}
-
-/** Advances the clock in steps until `pred` holds; fails after `maxMs`. */
-async function until(clock: ManualClock, pred: () => boolean, maxMs = 60000, step = 50): Promise<number> {
-  const start = clock.now();
-  await settle();
-  while (!pred()) {
-    if (clock.now() - start > maxMs) throw new Error(`condition not met within ${maxMs} ms of clock time`);
-    await clock.advance(step);
-  }
-  return clock.now() - start;
-}
-
-async function shutdown(clock: ManualClock, ...rs: Replica[]) {
-  for (const r of rs) r.stop.abort();
-  let finished = false;
-  Promise.all(rs.map((r) => r.done)).then(() => (finished = true));
-  await until(clock, () => finished, 60000);
 }
 
 /** No two terms overlap in time. */
