@@ -200,3 +200,24 @@ test("coordinated: without a watch the leader notices preferredHolder at its nex
   await until(clock, () => false, 2000).catch(() => {});
   await a.done;
 });
+
+test("outside coordinated mode, strategy and preferredHolder are kept on every write and otherwise ignored", async () => {
+  const clock = new ManualClock();
+  const store = new MemoryLeaseStore();
+  store.put(NS, NAME, {
+    spec: { holderIdentity: "", leaseDurationSeconds: 1, strategy: "OldestEmulationVersion", preferredHolder: "z" },
+  });
+  const a = replica(store, clock, "a", { coordinated: false });
+  await until(clock, () => a.elector.isLeader);
+  await clock.advance(5000); // renewals
+  assert.equal(a.elector.isLeader, true, "preferredHolder does not end a term outside coordinated mode");
+  let l = store.peek(NS, NAME)!;
+  assert.equal(l.spec?.strategy, "OldestEmulationVersion");
+  assert.equal(l.spec?.preferredHolder, "z");
+  a.stop.abort();
+  await until(clock, () => store.peek(NS, NAME)?.spec?.holderIdentity === "");
+  l = store.peek(NS, NAME)!;
+  assert.equal(l.spec?.strategy, "OldestEmulationVersion", "kept by the release");
+  assert.equal(l.spec?.preferredHolder, "z");
+  await a.done;
+});
