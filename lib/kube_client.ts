@@ -6,6 +6,7 @@
  * @module
  */
 
+import { StreamResponse } from "./node_response.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import { linkSignals } from "./signal.ts";
 import {
@@ -532,6 +533,10 @@ function releasingBody(res: Response, release: () => void): Response {
       await reader.cancel(reason).catch(() => {});
     },
   }, { highWaterMark: 0 });
+  // The Node adapter's small response stays one: the global Response loads undici on Node 20.
+  if (res instanceof StreamResponse) {
+    return new StreamResponse(body, res.status, res.statusText, res.headers) as unknown as Response;
+  }
   return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
 }
 
