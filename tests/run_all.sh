@@ -19,7 +19,7 @@
 #     under CI=true and gets a banner elsewhere;
 #   - every suite runs under a wall-clock bound (timeout(1)); a suite over its
 #     bound is killed and fails. All bounds are cut to what is left of the run's
-#     budget, LEASEHOLD_RUN_BUDGET_SECS (default 4500 s = 75 min; CI allows 90).
+#     budget, LEASEHOLD_RUN_BUDGET_SECS (default 4200 s = 70 min; CI allows 90).
 #
 # Extra suites: `suite NAME TIMEOUT_SECS CMD...` runs CMD (bounded) and reads its
 # last line `N passed, N failed` (optionally `, N skipped`).
@@ -36,7 +36,7 @@ SERVER_SKIPPED=0
 SUMMARY=()
 LAST_SECS=0 # how long the last bounded suite took
 RUN_START=$(date +%s)
-BUDGET=${LEASEHOLD_RUN_BUDGET_SECS:-4500}
+BUDGET=${LEASEHOLD_RUN_BUDGET_SECS:-4200}
 IN_CI=false
 [ "${CI:-}" = "true" ] && IN_CI=true
 
