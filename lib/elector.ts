@@ -262,6 +262,14 @@ interface Observed extends Observation {
   lease: Lease;
   /** Key of the record for change detection. */
   key: string;
+  /** For an absence: the version seen before it (see #observeAbsent). */
+  beforeAbsence?: Observed;
+}
+
+/** The same stored version of the Lease: same uid and resourceVersion (both known). */
+function sameVersion(a: Lease, b: Lease): boolean {
+  const x = a.metadata, y = b.metadata;
+  return !!x?.uid && !!x.resourceVersion && x.uid === y?.uid && x.resourceVersion === y?.resourceVersion;
 }
 
 /**
@@ -552,6 +560,14 @@ export class LeaderElector extends EventTarget {
       this.#observed.deleted = false;
       return this.#observed;
     }
+    // The version seen before an absence, unchanged (same uid and resourceVersion): the
+    // absence was a stale answer (a 404 read before the Lease was created, answered after
+    // the watch showed it), not a deletion. Nothing changed since that version was seen.
+    const before = this.#observed?.beforeAbsence;
+    if (before && sameVersion(lease, before.lease) && before.key === key) {
+      this.#observed = { ...before, lease };
+      return this.#observed;
+    }
     if (!r.ok) {
       this.#log.warn(
         "lease record is malformed; not trusted, treated as held until it stays unchanged for leaseDuration",
@@ -601,6 +617,7 @@ export class LeaderElector extends EventTarget {
     this.#observed = {
       ...prev,
       key: `${prev.key}#deleted`,
+      beforeAbsence: prev,
       durationMs: Math.max(prev.durationMs, this.leaseDuration),
       at: now,
       deleted: true,

@@ -35,6 +35,7 @@ function apiError(
 export class MemoryLeaseStore {
   #leases = new Map<string, Lease>();
   #rv = 0;
+  #uids = 0;
   #watchers = new Set<{ key: string; push: (e: LeaseWatchEvent) => void }>();
   /** Return an error to make that operation fail (fault injection); called before each operation. */
   fault?: (op: MemoryOp, key: string) => Error | undefined | Promise<Error | undefined>;
@@ -55,10 +56,13 @@ export class MemoryLeaseStore {
   /** Writes a Lease directly, as `kubectl apply` would (a new resourceVersion; watchers notified). */
   put(namespace: string, name: string, lease: Omit<Lease, "metadata"> & { metadata?: Lease["metadata"] }): Lease {
     const key = `${namespace}/${name}`;
-    const existed = this.#leases.has(key);
+    const cur = this.#leases.get(key);
+    const existed = cur !== undefined;
+    // The uid stays for the object's life; a Lease created again gets a new one.
+    const uid = cur?.metadata.uid ?? `memory-uid-${++this.#uids}`;
     const stored: Lease = {
       ...structuredClone(lease),
-      metadata: { ...(lease.metadata ?? {}), name, namespace, resourceVersion: String(++this.#rv) },
+      metadata: { ...(lease.metadata ?? {}), name, namespace, uid, resourceVersion: String(++this.#rv) },
     };
     this.#leases.set(key, stored);
     this.#notify(key, existed ? "MODIFIED" : "ADDED", stored);

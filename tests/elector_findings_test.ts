@@ -766,3 +766,38 @@ test("a release that meets 409s pauses between attempts instead of a burst (sim 
   await until(clock, () => false, 12000, 500).catch(() => {});
   await a.done;
 });
+
+test("a 404 read before the Lease was created, answered after the watch showed it, does not double the wait for its expiry", async () => {
+  const clock = new ManualClock();
+  const store = new MemoryLeaseStore();
+  const hooked = new HookedApi(store.api(NS, NAME));
+  // b's first read is served before the Lease exists, its answer arrives late.
+  let answerFirstRead: (() => void) | undefined;
+  hooked.onGet = () => {
+    hooked.onGet = undefined;
+    return new Promise((resolve) => (answerFirstRead = () => resolve(undefined)));
+  };
+  const b = replica(store, clock, "b", {}, hooked);
+  await until(clock, () => answerFirstRead !== undefined, 1000, 10);
+  // a creates the Lease and never renews it (a partitioned or dead holder).
+  store.put(NS, NAME, {
+    spec: {
+      holderIdentity: "a",
+      leaseDurationSeconds: 15,
+      acquireTime: "2026-11-26T22:00:00.000000Z",
+      renewTime: "2026-11-26T22:00:00.000000Z",
+      leaseTransitions: 0,
+    },
+  });
+  const created = clock.now();
+  await until(clock, () => b.events.includes("leader:a"), 1000, 10); // the watch showed it
+  answerFirstRead!(); // now the stale 404 arrives
+  await until(clock, () => b.elector.isLeader, 40000);
+  const took = clock.now() - created;
+  assert.ok(took >= 15000, `b took a live claim ${took} ms after it was created`);
+  assert.ok(
+    took <= 15000 + 2 * 2000 * 2.2,
+    `b took the unrenewed Lease ${took} ms after it was created; its expiry was 15000 ms (the stale 404 restarted the wait)`,
+  );
+  await shutdown(clock, b);
+});

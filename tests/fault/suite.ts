@@ -322,6 +322,7 @@ class Run {
       KUBERNETES_SERVICE_PORT: String(tcp ? tcp.port : proxy.port),
       SERVICE_ACCOUNT_DIR: extra.dir ?? this.id.dir,
       LEASE_NAME: this.lease,
+      ...(process.env.FAULT_LOG_LEVEL ? { LOG_LEVEL: process.env.FAULT_LOG_LEVEL } : {}),
       ...extra.env,
     };
     let proc;
@@ -1370,12 +1371,28 @@ function debugDump(r: Run) {
   for (const i of rep.intervals) console.log(`   work ${i.name} ${rel(i.start)}..${rel(i.end)} ${i.endedBy ?? ""}`);
   const origin = performance.timeOrigin;
   for (const x of r.reps) {
+    const reqs = x.proxy.stats.recent.map((q) =>
+      `${rel(q.at)} ${q.method}${q.watch ? " watch" : ""}${q.fault === "none" ? "" : ` (${q.fault})`}${
+        q.ex
+          ? ` [${q.ex.status ?? q.ex.error ?? "-"} head ${q.ex.answeredAt ? rel(q.ex.answeredAt) : "-"} done ${
+            q.doneAt ? rel(q.doneAt) : "-"
+          }]`
+          : ""
+      }`
+    );
+    console.log(`   requests ${x.name}: ${reqs.join(", ")}`);
+  }
+  for (const x of r.reps) {
     for (const l of x.proc.lines) {
       if (
+        process.env.FAULT_LOG_LEVEL === "debug" ||
         ["new leader", "started leading", "stopped leading", "released the lease"].includes(l.msg) ||
         (l.level && l.level !== "info" && l.level !== "debug")
       ) {
-        console.log(`   log ${x.name} ${rel(origin + l.at)} ${l.msg} ${l.reason ?? l.leader ?? l.error ?? ""}`);
+        const extra = process.env.FAULT_LOG_LEVEL === "debug"
+          ? JSON.stringify({ ...l, at: undefined, msg: undefined })
+          : `${l.reason ?? l.leader ?? l.error ?? ""}`;
+        console.log(`   log ${x.name} ${rel(origin + l.at)} ${l.msg} ${extra}`);
       }
     }
   }

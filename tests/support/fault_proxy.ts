@@ -87,6 +87,8 @@ export interface FaultProxyStats {
   injected: number;
   /** Open watches ended by `dropWatches`. */
   dropped: number;
+  /** The last 200 requests received: wall-clock ms, method, watch, the fault applied. */
+  recent: { at: number; method: string; watch: boolean; fault: string; ex?: Exchange; doneAt?: number }[];
 }
 
 /** One request forwarded to the target, with the times that bound the server's handling of it. */
@@ -481,6 +483,7 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
     byFault: {},
     injected: 0,
     dropped: 0,
+    recent: [],
   };
   const report = (e: Exchange) => {
     try {
@@ -495,6 +498,9 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
     stats.requests++;
     stats.byMethod[req.method] = (stats.byMethod[req.method] ?? 0) + 1;
     if (req.watch) stats.watches++;
+    const entry = { at: Date.now(), method: req.method, watch: req.watch, fault: "none" };
+    stats.recent.push(entry);
+    if (stats.recent.length > 200) stats.recent.shift();
     const r = rule;
     if (!r || !matches(r.match, req.method, req.watch)) return { kind: "none" };
     if (r.remaining !== undefined) {
@@ -503,6 +509,7 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
     }
     stats.faulted++;
     const name = r.fault.kind === "status" ? `status ${r.fault.status}` : r.fault.kind;
+    entry.fault = name;
     stats.byFault[name] = (stats.byFault[name] ?? 0) + 1;
     if (req.watch) {
       stats.faultedWatches++;
@@ -601,6 +608,8 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
       ex.body = dec.decode(all);
     }
     if (error) ex.error = error;
+    const entry = stats.recent.find((q) => q.ex === ex);
+    if (entry) entry.doneAt = Date.now();
     report(ex);
   }
 
@@ -797,6 +806,8 @@ export async function startFaultProxy(o: FaultProxyOptions): Promise<FaultProxy>
       sentAt: 0,
       requestBytes: req.body,
     };
+    const last = stats.recent[stats.recent.length - 1];
+    if (last && !last.ex) last.ex = ex;
     try {
       res = await forward(conn, req, ex);
     } catch (e) {
