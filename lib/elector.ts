@@ -792,6 +792,12 @@ export class LeaderElector extends EventTarget {
       ownWrites: this.#pendingAcquires,
       coordinated: this.#opts.coordinated,
     });
+    this.#log.debug("read the lease", {
+      found: !!lease,
+      resourceVersion: lease?.metadata?.resourceVersion,
+      holder: seen?.holder,
+      decision: d.action,
+    });
     if (d.action === "wait") return HELD;
     if (d.action === "stop") {
       return {

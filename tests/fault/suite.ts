@@ -472,8 +472,16 @@ class Run {
     }
   }
 
+  /** The work's PIDs: from the replica's "started command" lines and the work's own start lines. */
   workPids(r: Rep): number[] {
-    return r.proc.lines.filter((l: { msg: string }) => l.msg === "started command").map((l: { pid: number }) => l.pid);
+    const logged = r.proc.lines.filter((l: { msg: string }) => l.msg === "started command")
+      .map((l: { pid: number }) => l.pid);
+    // The replica's line may not be read yet when its work just started: the work log has it too.
+    // (Only work that did not log its stop: a PID that ended may be reused.)
+    const lines = readFileSync(this.workLog, "utf8").split("\n").map((l) => l.trim().split(" "));
+    const stopped = new Set(lines.filter((f) => f[0] === "stop" && f[2] === r.name).map((f) => f[3]));
+    const own = lines.filter((f) => f[0] === "start" && f[2] === r.name && !stopped.has(f[3])).map((f) => Number(f[3]));
+    return [...new Set([...logged, ...own])].filter((p) => Number.isInteger(p) && p > 0);
   }
 
   /** SIGKILL a replica and its work (as a node would when a pod dies); the work ends by the time both are gone. */

@@ -60,6 +60,7 @@ export type ViolationKind =
   | "fencing"
   | "leads-past-claim"
   | "no-leader-after-heal"
+  | "no-takeover"
   | "request-rate"
   | "timer-spin"
   | "timer-growth"
@@ -153,6 +154,8 @@ interface Incarnation extends Owner {
   done: boolean;
   watches: number;
   watchSignals: Set<AbortSignal>;
+  /** True time this incarnation started. */
+  startedAt: number;
   /** Highest resourceVersion this process received per holder (responses and watch events). */
   seen: Map<string, number>;
 }
@@ -351,6 +354,9 @@ export class World {
       this.#storeHolder = e.type === "DELETED" ? undefined : e.object.spec?.holderIdentity;
       this.#storeRv = e.rv;
       if (by === "operator") {
+        // An operator's edit is a new claim (or, deleted, an absence that counts as held):
+        // the liveness window starts again from it.
+        if (key === this.#storeKey && this.#storeChangedAt === this.sched.now) this.#healStart = undefined;
         if (e.type === "DELETED") {
           this.#lastDeleteRv = e.rv;
           for (const w of this.#running) w.deletedWhileRunning = true;
@@ -451,6 +457,7 @@ export class World {
       done: false,
       watches: 0,
       watchSignals: new Set(),
+      startedAt: this.sched.now,
       seen: new Map(),
     });
     r.inc = owner;
@@ -544,7 +551,8 @@ export class World {
       // A Lease deleted by hand under a live holder: a replica that never saw that
       // holder's term cannot know it exists (documented); one that saw it must wait.
       const knew = this.#claims.get(r.identity)?.seen.get(this.replicas[x.replica].identity) ?? -1;
-      const unseen = x.deletedWhileRunning && knew < x.acquireRv;
+      // (The deletion may also come between the claim's write and the work's start.)
+      const unseen = (x.deletedWhileRunning || this.#lastDeleteRv > x.acquireRv) && knew < x.acquireRv;
       const excused = x.clearedWhileRunning || unseen ||
         (x.abortAt !== undefined && x.claimEndAtAbort !== undefined &&
           x.abortAt + x.lateMs > x.claimEndAtAbort && now >= x.claimEndAtAbort && x.replica !== r.index);
@@ -874,6 +882,25 @@ export class World {
       if (n > LISTENER_BOUND) this.violate("listener-growth", `r${w.replica}'s work signal has ${n} abort listeners`);
     }
     if (this.sched.size > QUEUE_BOUND) this.violate("queue-growth", `${this.sched.size} scheduled events`);
+    // Takeover: the Lease unchanged for longer than any claim lasts while some replica
+    // ran healthy all along (no fault of its own, no global fault, no Retry-After in
+    // force): that replica should have taken it (a partitioned or dead holder's claim
+    // expires for everyone else, whatever the other replicas suffer).
+    if (now - this.#storeChangedAt > this.healBound && now - this.#holdUntil > this.healBound) {
+      for (const r of this.replicas) {
+        const inc = r.inc;
+        if (!inc?.alive || r.down !== 0 || inc.elector.isLeader) continue;
+        const since = Math.max(this.#storeChangedAt, this.#holdUntil, r.quietSince, inc.startedAt);
+        if (now - since > this.healBound) {
+          this.violate(
+            "no-takeover",
+            `the Lease has not changed since ${(this.#storeChangedAt / 1000).toFixed(3)}s although r${r.index} ran ` +
+              `without faults since ${(since / 1000).toFixed(3)}s (${(this.healBound / 1000).toFixed(1)}s allowed)`,
+          );
+          break;
+        }
+      }
+    }
     // Liveness: after faults heal, a leader within the bound.
     const healthy = this.#active.size === 0 && now >= this.#holdUntil &&
       this.replicas.every((r) => r.inc?.alive && r.down === 0) &&
