@@ -2,8 +2,9 @@
 // baseline and as a peer in leasehold's interoperation, fault and benchmark runs.
 //
 // It prints one JSON object per line on stdout: {"event": "...", "ts": <unix ms>, ...}
-// with events "ready", "new-leader", "started", "stopped" and "exit". "started" and
-// "stopped" bracket the time this replica believes it leads.
+// with events "ready", "new-leader", "started", "work-stopped", "stopped" and "exit".
+// "started" and "stopped" bracket the time this replica believes it leads; "work-stopped"
+// is when the leader's context (its work) ends.
 //
 // -coordinated runs client-go's coordinated leader election (LeaderElectionConfig.Coordinated)
 // with a LeaseCandidate (leaderelection.NewCandidate, strategy OldestEmulationVersion) of
@@ -142,6 +143,8 @@ func main() {
 			OnStartedLeading: func(lctx context.Context) {
 				emit("started", map[string]any{"identity": *id})
 				<-lctx.Done()
+				// The leader's work ends here, before client-go releases the Lease.
+				emit("work-stopped", map[string]any{"identity": *id})
 			},
 			OnStoppedLeading: func() {
 				emit("stopped", map[string]any{"identity": *id})
