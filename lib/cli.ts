@@ -276,11 +276,19 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
     server?.close();
     return 2;
   }
-  // The candidate goes first on shutdown (its run ends with the same signal and
-  // deletes it), so the controller does not name this replica again after the release.
-  const candidateDone = candidate?.run(stop.signal);
+  // The candidate goes first on shutdown: the elector stops (and releases the
+  // Lease) only once the LeaseCandidate is deleted (a DELETE bounded at 2 s), or
+  // the controller could name this stopping replica again in between and wait out
+  // a Lease that nobody renews.
+  let electorStop = stop.signal;
+  let candidateDone: Promise<void> | undefined;
+  if (candidate) {
+    const afterCandidate = new AbortController();
+    electorStop = afterCandidate.signal;
+    candidateDone = candidate.run(stop.signal).finally(() => afterCandidate.abort(stop.signal.reason));
+  }
   try {
-    await elector.run(stop.signal);
+    await elector.run(electorStop);
     await candidateDone;
     const code = exitCode ?? signalCode ?? 0;
     log.info("exiting", { code });

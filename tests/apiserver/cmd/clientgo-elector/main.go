@@ -62,7 +62,7 @@ func main() {
 	coordinated := flag.Bool("coordinated", false, "coordinated leader election with a LeaseCandidate")
 	binaryVersion := flag.String("binary-version", "1.0.0", "LeaseCandidate binaryVersion (with -coordinated)")
 	emulationVersion := flag.String("emulation-version", "", "LeaseCandidate emulationVersion (default: binary version)")
-	deleteCandidate := flag.Bool("delete-candidate-on-exit", false, "delete the LeaseCandidate on exit (client-go leaves it to the garbage collector)")
+	deleteCandidate := flag.Bool("delete-candidate-on-exit", false, "on SIGTERM/SIGINT, delete the LeaseCandidate before the elector stops (client-go itself leaves it to the garbage collector)")
 	rerun := flag.Bool("rerun", false, "contend again after a term ends, until signalled")
 	events := flag.Bool("events", false, "record leader-election Events on the Lease")
 	flag.Parse()
@@ -107,27 +107,43 @@ func main() {
 		LockConfig: lockConfig,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	// The LeaseCandidate has its own context: with -delete-candidate-on-exit it is
+	// deleted before the elector stops (and releases), so that the election controller
+	// does not name this replica again in between.
+	candCtx, candCancel := context.WithCancel(context.Background())
+	candidateDone := make(chan struct{})
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		s := <-sigs
 		emit("signal", map[string]any{"signal": s.String()})
+		if *coordinated && *deleteCandidate {
+			candCancel()
+			<-candidateDone
+			dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Second)
+			err := client.CoordinationV1beta1().LeaseCandidates(*ns).Delete(dctx, *id, metav1.DeleteOptions{})
+			dcancel()
+			if err != nil {
+				emit("error", map[string]any{"error": "delete LeaseCandidate: " + err.Error()})
+			}
+		}
 		cancel()
+		candCancel()
 	}()
-	var candidateDone chan struct{}
-	if *coordinated {
+	if !*coordinated {
+		close(candidateDone)
+	} else {
 		candidate, waiter, err := leaderelection.NewCandidate(client, *ns, *id, *name, *binaryVersion, *emulationVersion,
 			coordinationv1.OldestEmulationVersion)
 		if err != nil {
 			emit("error", map[string]any{"error": err.Error()})
 			os.Exit(2)
 		}
-		candidateDone = make(chan struct{})
 		go func() {
 			defer close(candidateDone)
-			candidate.Run(ctx)
+			candidate.Run(candCtx)
 		}()
-		waiter.WaitForCacheSync(ctx.Done())
+		waiter.WaitForCacheSync(candCtx.Done())
 		emit("candidate", map[string]any{"identity": *id, "binaryVersion": *binaryVersion, "emulationVersion": *emulationVersion})
 	}
 	emit("ready", map[string]any{"identity": *id})
@@ -161,17 +177,8 @@ func main() {
 		}
 		emit("rerun", nil)
 	}
-	if candidateDone != nil {
-		<-candidateDone
-		if *deleteCandidate {
-			dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Second)
-			err := client.CoordinationV1beta1().LeaseCandidates(*ns).Delete(dctx, *id, metav1.DeleteOptions{})
-			dcancel()
-			if err != nil {
-				emit("error", map[string]any{"error": "delete LeaseCandidate: " + err.Error()})
-			}
-		}
-	}
+	candCancel()
+	<-candidateDone
 	if broadcaster != nil {
 		// Events are written asynchronously by the broadcaster; give the last one time to land.
 		time.Sleep(time.Second)
