@@ -189,6 +189,7 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
   let elector: LeaderElector;
   let supervisor: CommandSupervisor | undefined;
   let candidate: LeaseCandidateKeeper | undefined;
+  let recorder: LeaderEventRecorder | undefined;
   // Everything up to the start of the election is configuration: a failure exits 2.
   try {
     const config: ClusterConfig = settings.kubeconfig
@@ -241,13 +242,15 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
         : undefined,
     });
     if (settings.events) {
-      new LeaderEventRecorder({
+      recorder = new LeaderEventRecorder({
         client: lease.client,
         namespace: lease.namespace,
         leaseName: lease.name,
         identity: settings.identity,
         logger: log,
-      }).attach(elector);
+        timeoutMs: eventFlushMs,
+      });
+      recorder.attach(elector);
     }
     if (settings.coordinated) {
       candidate = new LeaseCandidateKeeper({
@@ -290,6 +293,12 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
   try {
     await elector.run(electorStop);
     await candidateDone;
+    // The last "stopped leading" Event is written before the process exits, within eventFlushMs.
+    if (recorder) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([recorder.flush(), new Promise((r) => (timer = setTimeout(r, eventFlushMs)))]);
+      clearTimeout(timer);
+    }
     const code = exitCode ?? signalCode ?? 0;
     log.info("exiting", { code });
     return code;
@@ -301,6 +310,9 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
     server?.close();
   }
 }
+
+/** How long an Event write may take, and how long the exit waits for the last ones. */
+const eventFlushMs = 2000;
 
 function isMainModule(): boolean {
   const meta = import.meta as ImportMeta & { main?: boolean };

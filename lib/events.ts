@@ -145,6 +145,15 @@ export class LeaderEventRecorder {
   }
 
   /**
+   * Resolves once every Event queued so far was written, failed or dropped
+   * (each write is bounded by `timeoutMs`), e.g. before a process exits so that
+   * its last `stopped leading` is not lost. Never rejects.
+   */
+  flush(): Promise<void> {
+    return this.#chain.catch(() => {});
+  }
+
+  /**
    * Records `became leader` on every `started` event of an elector and
    * `stopped leading` on every `stopped` event, with the uid of the Lease the
    * elector last observed (no extra read). Returns a function that detaches.
