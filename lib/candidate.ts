@@ -89,6 +89,11 @@ const SEMVER = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$/;
  * pings within one poll interval (at once while its watch works), renews it
  * periodically, and deletes it when stopped.
  *
+ * On shutdown stop the keeper first and await its `run()` (which deletes the
+ * candidate) before stopping the elector: if the elector released the Lease
+ * while the candidate still existed, the controller could name this stopping
+ * replica again and then wait out a Lease that nobody renews.
+ *
  * @example Usage
  * ```ts
  * import { KubeClient, LeaseCandidateKeeper } from "@leasehold/leasehold";
