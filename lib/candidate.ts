@@ -14,11 +14,12 @@
  * @module
  */
 
-import { ConfigError, isAlreadyExists, isConflict, isNotFound } from "./errors.ts";
+import { ConfigError, isAlreadyExists, isConflict, isNotFound, TimeoutError } from "./errors.ts";
 import type { KubeClient } from "./kube_client.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { formatMicroTime, parseMicroTime } from "./lease.ts";
+import { DEFAULT_WATCH_IDLE_TIMEOUT_MS, WatchExpiredError, watchStream } from "./lease_api.ts";
 
 /** The strategy built into the API server's election controller. */
 export const OLDEST_EMULATION_VERSION = "OldestEmulationVersion";
@@ -67,6 +68,14 @@ export interface LeaseCandidateOptions {
   renewIntervalMs?: number;
   /** Check for a ping this often when the candidate cannot be watched. @default 2000 */
   pollMs?: number;
+  /**
+   * Watch the candidate (field selector `metadata.name`) to answer pings at
+   * once; when the watch fails the keeper polls every `pollMs` and tries the
+   * watch again later. @default true
+   */
+  watch?: boolean;
+  /** A watch silent (not even a bookmark) for this long is reopened. @default 90000 */
+  watchIdleTimeoutMs?: number;
   /** Structured logger. @default silentLogger */
   logger?: Logger;
   /** Time source. @default systemClock */
@@ -79,6 +88,11 @@ const SEMVER = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$/;
  * Keeps this replica's LeaseCandidate: creates it, answers the controller's
  * pings within one poll interval (at once while its watch works), renews it
  * periodically, and deletes it when stopped.
+ *
+ * On shutdown stop the keeper first and await its `run()` (which deletes the
+ * candidate) before stopping the elector: if the elector released the Lease
+ * while the candidate still existed, the controller could name this stopping
+ * replica again and then wait out a Lease that nobody renews.
  *
  * @example Usage
  * ```ts
@@ -102,6 +116,7 @@ export class LeaseCandidateKeeper {
   readonly #clock: Clock;
   #renewedAt = -Infinity;
   #answered = 0;
+  #watching = false;
 
   /** Creates a keeper and checks its options; no request is made. */
   constructor(options: LeaseCandidateOptions) {
@@ -133,12 +148,19 @@ export class LeaseCandidateKeeper {
       strategy: options.strategy ?? OLDEST_EMULATION_VERSION,
       renewIntervalMs: options.renewIntervalMs ?? 300000,
       pollMs: options.pollMs ?? 2000,
+      watch: options.watch ?? true,
+      watchIdleTimeoutMs: options.watchIdleTimeoutMs ?? DEFAULT_WATCH_IDLE_TIMEOUT_MS,
     };
   }
 
   /** Pings answered so far. */
   get pingsAnswered(): number {
     return this.#answered;
+  }
+
+  /** Whether the candidate's watch is open (pings are answered at once, without polling). */
+  get watching(): boolean {
+    return this.#watching;
   }
 
   /** The object this keeper writes (without `resourceVersion`). */
@@ -191,8 +213,16 @@ export class LeaseCandidateKeeper {
    * updates it guarded by its `resourceVersion` (re-read on a conflict).
    */
   async renew(signal?: AbortSignal): Promise<LeaseCandidate> {
+    return await this.#renewFrom(undefined, signal);
+  }
+
+  /**
+   * {@linkcode renew} starting from what was just read (`read.current`, e.g. a
+   * watch event; `undefined` when the read found nothing) instead of a fresh read.
+   */
+  async #renewFrom(read: { current?: LeaseCandidate } | undefined, signal?: AbortSignal): Promise<LeaseCandidate> {
     for (let attempt = 0;; attempt++) {
-      const current = await this.get(signal);
+      const current = attempt === 0 && read ? read.current : await this.get(signal);
       const body = this.body();
       try {
         let out: LeaseCandidate;
@@ -230,23 +260,34 @@ export class LeaseCandidateKeeper {
 
   /**
    * Keeps the candidate until `signal` aborts, then deletes it (best effort).
+   * While its watch works, a ping is answered as soon as the watch delivers it
+   * and the candidate is otherwise only renewed every `renewIntervalMs`; when the
+   * watch cannot be opened (e.g. no `watch` verb) it polls every `pollMs` and
+   * tries the watch again with a growing pause (up to 5 minutes).
    * Errors are logged and retried; they never end the loop.
    */
   async run(signal: AbortSignal): Promise<void> {
     let failures = 0;
+    let watchAt = -Infinity;
+    let watchPause = this.#o.pollMs;
     while (!signal.aborted) {
       try {
         const c = await this.get(signal);
         const due = this.#clock.now() - this.#renewedAt >= this.#o.renewIntervalMs;
-        if (!c || due || LeaseCandidateKeeper.pinged(c)) {
-          const pinged = LeaseCandidateKeeper.pinged(c);
-          await this.renew(signal);
-          if (pinged) {
-            this.#answered++;
-            this.#log.debug("answered the election controller's ping", { candidate: this.#o.identity });
-          }
-        }
+        const pinged = LeaseCandidateKeeper.pinged(c);
+        const current = !c || due || pinged ? await this.#renewFrom({ current: c }, signal) : c;
+        if (pinged) this.#pingAnswered();
         failures = 0;
+        if (this.#o.watch && this.#clock.now() >= watchAt) {
+          const outcome = await this.#watchPings(current, signal);
+          if (outcome === "reopen") {
+            watchPause = this.#o.pollMs;
+            continue;
+          }
+          if (signal.aborted) break;
+          watchAt = this.#clock.now() + watchPause;
+          watchPause = Math.min(300000, watchPause * 2);
+        }
         await this.#clock.sleep(this.#o.pollMs, signal);
       } catch (e) {
         if (signal.aborted) break;
@@ -258,8 +299,96 @@ export class LeaseCandidateKeeper {
         await this.#clock.sleep(Math.min(30000, this.#o.pollMs * 2 ** Math.min(failures, 4)), signal).catch(() => {});
       }
     }
+    this.#watching = false;
     await this.#client.request("DELETE", this.#path(true), { intent: this.#intent("delete"), timeoutMs: 2000 })
       .catch(() => {});
+  }
+
+  #pingAnswered(): void {
+    this.#answered++;
+    this.#log.debug("answered the election controller's ping", { candidate: this.#o.identity });
+  }
+
+  #watchWarned = false;
+
+  /**
+   * Watches the candidate from `from`'s resourceVersion, answering pings and
+   * renewing when due. Resolves `"reopen"` when the watch ended in a way that
+   * calls for a fresh read and a new watch at once (the server closed it after a
+   * healthy while, 410 Gone, the candidate was deleted), `"failed"` when it could
+   * not be kept (the caller polls for a while). Errors of the renewals propagate.
+   */
+  async #watchPings(from: LeaseCandidate, signal: AbortSignal): Promise<"reopen" | "failed"> {
+    const q = new URLSearchParams({
+      watch: "1",
+      fieldSelector: `metadata.name=${this.#o.identity}`,
+      allowWatchBookmarks: "true",
+      timeoutSeconds: "300",
+    });
+    if (from.metadata.resourceVersion) q.set("resourceVersion", from.metadata.resourceVersion);
+    const stop = new AbortController();
+    const onAbort = () => stop.abort(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    const it = watchStream(this.#client, `${this.#path(false)}?${q}`, {
+      signal: stop.signal,
+      intent: this.#intent("watch"),
+      idleMs: this.#o.watchIdleTimeoutMs,
+      where: `watch leasecandidate ${this.#o.namespace}/${this.#o.identity}`,
+    })[Symbol.asyncIterator]();
+    type Next = IteratorResult<{ type: string; object: unknown }> | { error: unknown };
+    const pull = (): Promise<Next> => it.next().then((r) => r, (error) => ({ error }));
+    const opened = this.#clock.now();
+    let events = 0;
+    let next = pull();
+    try {
+      for (;;) {
+        const timer = new AbortController();
+        const wait = Math.max(0, this.#o.renewIntervalMs - (this.#clock.now() - this.#renewedAt));
+        const tick = this.#clock.sleep(wait, timer.signal).then(() => "due" as const, () => "cancelled" as const);
+        const r = await Promise.race([next, tick]);
+        timer.abort();
+        if (signal.aborted) return "failed";
+        if (r === "due") {
+          await this.#renewFrom(undefined, signal);
+          continue;
+        }
+        if (r === "cancelled") continue;
+        if ("error" in r) {
+          // 410 Gone, or silent for watchIdleTimeoutMs (a dead connection): read and watch again.
+          if (r.error instanceof WatchExpiredError || r.error instanceof TimeoutError) return "reopen";
+          if (!this.#watchWarned) {
+            this.#watchWarned = true;
+            this.#log.warn("cannot watch the LeaseCandidate; checking for pings every pollMs instead", {
+              pollMs: this.#o.pollMs,
+              error: r.error instanceof Error ? r.error.message : String(r.error),
+            });
+          }
+          return "failed";
+        }
+        if (r.done) {
+          // A watch the server closed after a while is reopened at once; one that
+          // ends as soon as it opens (no watch support) counts as failed.
+          return events > 0 || this.#clock.now() - opened >= this.#o.pollMs ? "reopen" : "failed";
+        }
+        next = pull();
+        this.#watching = true;
+        events++;
+        const ev = r.value;
+        if (ev.type === "DELETED") return "reopen";
+        if (ev.type !== "ADDED" && ev.type !== "MODIFIED") continue;
+        const c = ev.object as LeaseCandidate;
+        if (LeaseCandidateKeeper.pinged(c)) {
+          await this.#renewFrom({ current: c }, signal);
+          this.#pingAnswered();
+        }
+      }
+    } finally {
+      this.#watching = false;
+      signal.removeEventListener("abort", onAbort);
+      stop.abort();
+      next.catch(() => {});
+      it.return?.(undefined).catch(() => {});
+    }
   }
 }
 

@@ -189,6 +189,7 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
   let elector: LeaderElector;
   let supervisor: CommandSupervisor | undefined;
   let candidate: LeaseCandidateKeeper | undefined;
+  let recorder: LeaderEventRecorder | undefined;
   // Everything up to the start of the election is configuration: a failure exits 2.
   try {
     const config: ClusterConfig = settings.kubeconfig
@@ -241,13 +242,15 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
         : undefined,
     });
     if (settings.events) {
-      new LeaderEventRecorder({
+      recorder = new LeaderEventRecorder({
         client: lease.client,
         namespace: lease.namespace,
         leaseName: lease.name,
         identity: settings.identity,
         logger: log,
-      }).attach(elector);
+        timeoutMs: eventFlushMs,
+      });
+      recorder.attach(elector);
     }
     if (settings.coordinated) {
       candidate = new LeaseCandidateKeeper({
@@ -276,12 +279,26 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
     server?.close();
     return 2;
   }
-  // The candidate goes first on shutdown (its run ends with the same signal and
-  // deletes it), so the controller does not name this replica again after the release.
-  const candidateDone = candidate?.run(stop.signal);
+  // The candidate goes first on shutdown: the elector stops (and releases the
+  // Lease) only once the LeaseCandidate is deleted (a DELETE bounded at 2 s), or
+  // the controller could name this stopping replica again in between and wait out
+  // a Lease that nobody renews.
+  let electorStop = stop.signal;
+  let candidateDone: Promise<void> | undefined;
+  if (candidate) {
+    const afterCandidate = new AbortController();
+    electorStop = afterCandidate.signal;
+    candidateDone = candidate.run(stop.signal).finally(() => afterCandidate.abort(stop.signal.reason));
+  }
   try {
-    await elector.run(stop.signal);
+    await elector.run(electorStop);
     await candidateDone;
+    // The last "stopped leading" Event is written before the process exits, within eventFlushMs.
+    if (recorder) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([recorder.flush(), new Promise((r) => (timer = setTimeout(r, eventFlushMs)))]);
+      clearTimeout(timer);
+    }
     const code = exitCode ?? signalCode ?? 0;
     log.info("exiting", { code });
     return code;
@@ -293,6 +310,9 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
     server?.close();
   }
 }
+
+/** How long an Event write may take, and how long the exit waits for the last ones. */
+const eventFlushMs = 2000;
 
 function isMainModule(): boolean {
   const meta = import.meta as ImportMeta & { main?: boolean };

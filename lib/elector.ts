@@ -462,6 +462,11 @@ export class LeaderElector extends EventTarget {
     return this.#workSettling;
   }
 
+  /** `metadata.uid` of the Lease last observed (the involvedObject of leadership Events). */
+  get leaseUid(): string | undefined {
+    return this.#observed?.lease.metadata.uid;
+  }
+
   /** Whether the follower's watch is connected. */
   get watching(): boolean {
     return this.#watchHealthy;

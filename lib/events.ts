@@ -120,9 +120,11 @@ export class LeaderEventRecorder {
 
   /**
    * Queues one Event and resolves once it was written, failed or dropped.
-   * Never rejects; callers that must not wait simply do not await it.
+   * Never rejects; callers that must not wait simply do not await it. `uid` is
+   * the Lease's `metadata.uid` when the caller knows it (the elector does);
+   * without it the recorder reads the Lease first.
    */
-  record(action: LeaderEventAction): Promise<void> {
+  record(action: LeaderEventAction, uid?: string): Promise<void> {
     if (!this.#take()) {
       this.#stats.dropped++;
       this.#once("rate", "leadership event dropped by the rate limit", { action });
@@ -135,7 +137,7 @@ export class LeaderEventRecorder {
     }
     this.#queued++;
     const at = this.#clock.wallTime().getTime();
-    const next = this.#chain.then(() => this.#write(action, at)).finally(() => {
+    const next = this.#chain.then(() => this.#write(action, at, uid)).finally(() => {
       this.#queued--;
     });
     this.#chain = next;
@@ -143,12 +145,22 @@ export class LeaderEventRecorder {
   }
 
   /**
-   * Records `became leader` on every `started` event of an elector and
-   * `stopped leading` on every `stopped` event. Returns a function that detaches.
+   * Resolves once every Event queued so far was written, failed or dropped
+   * (each write is bounded by `timeoutMs`), e.g. before a process exits so that
+   * its last `stopped leading` is not lost. Never rejects.
    */
-  attach(elector: EventTarget): () => void {
-    const started = () => void this.record("became leader");
-    const stopped = () => void this.record("stopped leading");
+  flush(): Promise<void> {
+    return this.#chain.catch(() => {});
+  }
+
+  /**
+   * Records `became leader` on every `started` event of an elector and
+   * `stopped leading` on every `stopped` event, with the uid of the Lease the
+   * elector last observed (no extra read). Returns a function that detaches.
+   */
+  attach(elector: EventTarget & { readonly leaseUid?: string }): () => void {
+    const started = () => void this.record("became leader", elector.leaseUid);
+    const stopped = () => void this.record("stopped leading", elector.leaseUid);
     elector.addEventListener("started", started);
     elector.addEventListener("stopped", stopped);
     return () => {
@@ -169,16 +181,19 @@ export class LeaderEventRecorder {
     return true;
   }
 
-  async #write(action: LeaderEventAction, wallMs: number): Promise<void> {
+  async #write(action: LeaderEventAction, wallMs: number, knownUid?: string): Promise<void> {
     const { namespace, leaseName, identity, component, timeoutMs } = this.#o;
     const base = `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/leases/`;
     try {
       // The Lease's uid ties the Event to this incarnation of the object.
-      const lease = await this.#client.request("GET", base + encodeURIComponent(leaseName), {
-        timeoutMs,
-        intent: { verb: "get", resource: "leases.coordination.k8s.io", namespace, name: leaseName },
-      }) as { metadata?: { uid?: unknown } };
-      const uid = typeof lease?.metadata?.uid === "string" ? lease.metadata.uid : undefined;
+      let uid = knownUid;
+      if (!uid) {
+        const lease = await this.#client.request("GET", base + encodeURIComponent(leaseName), {
+          timeoutMs,
+          intent: { verb: "get", resource: "leases.coordination.k8s.io", namespace, name: leaseName },
+        }) as { metadata?: { uid?: unknown } };
+        uid = typeof lease?.metadata?.uid === "string" ? lease.metadata.uid : undefined;
+      }
       const stamp = rfc3339Seconds(wallMs);
       const suffix = (BigInt(Math.floor(wallMs)) * 1000000n + BigInt(this.#seq++ % 1000000)).toString(16);
       const body = {

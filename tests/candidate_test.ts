@@ -4,19 +4,50 @@ import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
 import { ConfigError, KubeClient, type LeaseCandidate, LeaseCandidateKeeper, ManualClock, settle } from "../mod.ts";
 
-function fakeCandidates() {
+/**
+ * A fake of the candidate endpoint. `watch`: "none" answers a watch with the
+ * plain object (a server without watch support), "stream" streams events of
+ * every change, "forbidden" answers 403.
+ */
+function fakeCandidates(watch: "none" | "stream" | "forbidden" = "none") {
   let obj: (LeaseCandidate & { metadata: { resourceVersion: string } }) | undefined;
   let rv = 1;
   const calls: string[] = [];
-  const fetch = (_input: string | URL | Request, init?: RequestInit) => {
+  const watchers = new Set<ReadableStreamDefaultController<Uint8Array>>();
+  const enc = new TextEncoder();
+  const emit = (type: string, object: unknown) => {
+    for (const w of watchers) w.enqueue(enc.encode(JSON.stringify({ type, object }) + "\n"));
+  };
+  const fetch = (input: string | URL | Request, init?: RequestInit) => {
     const method = init?.method ?? "GET";
-    calls.push(method);
+    const isWatch = String(input).includes("watch=1");
+    calls.push(isWatch ? "WATCH" : method);
     const body = init?.body ? JSON.parse(String(init.body)) : undefined;
     const notFound = () =>
       Response.json({ kind: "Status", code: 404, reason: "NotFound", message: "not found" }, { status: 404 });
+    if (isWatch && watch === "forbidden") {
+      return Promise.resolve(
+        Response.json({ kind: "Status", code: 403, reason: "Forbidden", message: "forbidden" }, { status: 403 }),
+      );
+    }
+    if (isWatch && watch === "stream") {
+      let self: ReadableStreamDefaultController<Uint8Array>;
+      const stream = new ReadableStream<Uint8Array>({
+        start(c) {
+          self = c;
+          watchers.add(c);
+        },
+        cancel() {
+          watchers.delete(self);
+        },
+      });
+      init?.signal?.addEventListener("abort", () => watchers.delete(self));
+      return Promise.resolve(new Response(stream));
+    }
     if (method === "GET") return Promise.resolve(obj ? Response.json(obj) : notFound());
     if (method === "POST") {
       obj = { ...body, metadata: { ...body.metadata, resourceVersion: String(++rv) } };
+      emit("ADDED", obj);
       return Promise.resolve(Response.json(obj, { status: 201 }));
     }
     if (method === "PUT") {
@@ -27,9 +58,11 @@ function fakeCandidates() {
         );
       }
       obj = { ...body, metadata: { ...body.metadata, resourceVersion: String(++rv) } };
+      emit("MODIFIED", obj);
       return Promise.resolve(Response.json(obj));
     }
     if (method === "DELETE") {
+      if (obj) emit("DELETED", obj);
       obj = undefined;
       return Promise.resolve(Response.json({}));
     }
@@ -39,12 +72,14 @@ function fakeCandidates() {
     fetch,
     calls,
     get: () => obj,
+    watchers: () => watchers.size,
     ping(at: string) {
       obj = {
         ...obj!,
         spec: { ...obj!.spec!, pingTime: at },
         metadata: { ...obj!.metadata, resourceVersion: String(++rv) },
       };
+      emit("MODIFIED", obj);
     },
   };
 }
@@ -123,4 +158,111 @@ test("candidate: pinged() compares pingTime with renewTime", () => {
     }),
     false,
   );
+});
+
+const count = (calls: string[], m: string) => calls.filter((c) => c === m).length;
+
+test("candidate: with a watch, a ping is answered as it arrives, nothing is polled, and renewals keep their period", async () => {
+  const clock = new ManualClock(new Date("2026-11-26T10:00:00Z"));
+  const api = fakeCandidates("stream");
+  const client = new KubeClient({ server: "https://k", fetch: api.fetch, clock });
+  const keeper = new LeaseCandidateKeeper({
+    client,
+    clock,
+    namespace: "ns1",
+    leaseName: "app",
+    identity: "pod-a",
+    binaryVersion: "1.5.0",
+    renewIntervalMs: 60000,
+  });
+  const stop = new AbortController();
+  const done = keeper.run(stop.signal);
+  await settle();
+  assert.deepEqual(api.calls, ["GET", "POST", "WATCH"], "read, create, then watch");
+  assert.equal(api.watchers(), 1);
+  await clock.advance(5000);
+  api.ping("2026-11-26T10:00:04.900000Z");
+  await settle();
+  assert.equal(keeper.pingsAnswered, 1, "answered without the clock moving");
+  assert.ok(api.get()!.spec!.renewTime! > "2026-11-26T10:00:04.900000Z");
+  assert.deepEqual(api.calls.slice(3), ["PUT"], "the watch event is the read: one request per ping");
+  assert.ok(keeper.watching);
+  // No pings for almost a renewal period: no requests at all.
+  await clock.advance(50000);
+  await settle();
+  assert.equal(api.calls.length, 4, `no polling: ${api.calls.join(" ")}`);
+  // The renewal period still holds: due 60 s after the last renewal (at 5 s).
+  await clock.advance(10500);
+  await settle();
+  assert.deepEqual(api.calls.slice(4), ["GET", "PUT"], "renewed when due");
+  assert.equal(api.watchers(), 1, "on the same watch");
+  stop.abort();
+  await done;
+  assert.equal(api.get(), undefined, "deleted on stop");
+  assert.equal(api.watchers(), 0, "the watch is closed");
+});
+
+test("candidate: a refused watch (403) falls back to polling, warns once, and is tried again later", async () => {
+  const clock = new ManualClock(new Date("2026-11-26T10:00:00Z"));
+  const api = fakeCandidates("forbidden");
+  const warnings: string[] = [];
+  const logger = {
+    debug() {},
+    info() {},
+    warn(msg: string, f?: Record<string, unknown>) {
+      warnings.push(`${msg} ${JSON.stringify(f)}`);
+    },
+    error() {},
+  };
+  const client = new KubeClient({ server: "https://k", fetch: api.fetch, clock });
+  const keeper = new LeaseCandidateKeeper({
+    client,
+    clock,
+    logger,
+    namespace: "ns1",
+    leaseName: "app",
+    identity: "pod-a",
+    binaryVersion: "1.5.0",
+    pollMs: 1000,
+  });
+  const stop = new AbortController();
+  const done = keeper.run(stop.signal);
+  await settle();
+  await clock.advance(500);
+  api.ping("2026-11-26T10:00:00.500000Z");
+  await clock.advance(1000);
+  await settle();
+  assert.equal(keeper.pingsAnswered, 1, "answered by polling");
+  assert.equal(keeper.watching, false);
+  await clock.advance(30000);
+  await settle();
+  const watches = count(api.calls, "WATCH");
+  assert.ok(watches >= 3 && watches <= 6, `the watch is retried with a growing pause (${watches} tries in 31 s)`);
+  assert.equal(warnings.filter((w) => w.includes("cannot watch the LeaseCandidate")).length, 1);
+  assert.match(warnings.join("\n"), /watch/);
+  stop.abort();
+  await done;
+});
+
+test("candidate: a server that answers a watch with a plain object is polled, not re-watched in a tight loop", async () => {
+  const clock = new ManualClock(new Date("2026-11-26T10:00:00Z"));
+  const api = fakeCandidates("none");
+  const client = new KubeClient({ server: "https://k", fetch: api.fetch, clock });
+  const keeper = new LeaseCandidateKeeper({
+    client,
+    clock,
+    namespace: "ns1",
+    leaseName: "app",
+    identity: "pod-a",
+    binaryVersion: "1.5.0",
+    pollMs: 1000,
+  });
+  const stop = new AbortController();
+  const done = keeper.run(stop.signal);
+  await clock.advance(10000);
+  await settle();
+  assert.ok(count(api.calls, "WATCH") <= 4, `watch tries in 10 s: ${count(api.calls, "WATCH")}`);
+  assert.ok(count(api.calls, "GET") <= 12, `polls in 10 s: ${count(api.calls, "GET")}`);
+  stop.abort();
+  await done;
 });

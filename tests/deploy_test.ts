@@ -170,7 +170,7 @@ test("the Role grants only the Lease verbs the elector uses, Events, and LeaseCa
   assert.deepEqual([...candidates], [{
     apiGroups: [LEASE_GROUP],
     resources: ["leasecandidates"],
-    verbs: ["get", "create", "update", "delete"],
+    verbs: ["get", "create", "update", "watch", "delete"],
   }]);
 
   const granted = new Set<string>();

@@ -11,6 +11,7 @@ import {
   LeaseCandidateKeeper,
 } from "../mod.ts";
 import { adminRequest, freshNamespace, podIdentity } from "./env/testenv.mjs";
+import { startReplica } from "./env/replica.mjs";
 import { serverTest } from "./support/needs_server.mjs";
 
 type Info = { url: string; host: string; port: number; caFile: string; adminToken: string };
@@ -73,6 +74,32 @@ serverTest(
     });
     const described: EventList = await adminRequest(info, "GET", `/api/v1/namespaces/${ns}/events?${q}`);
     assert.equal(described.items.length, 2);
+  },
+);
+
+serverTest(
+  "events: the entrypoint writes its last 'stopped leading' before it exits on SIGTERM",
+  { timeout: 60000 },
+  async (_t, info: Info) => {
+    const ns = await freshNamespace(info, "evexit");
+    const id = await podIdentity(info, ns, "ev-exit");
+    const args = ["--service-account-dir", id.dir, "--lease-name", "ev-exit", "--identity", "ev-x"];
+    const r = startReplica(
+      [...args, "--lease-duration", "4s", "--renew-deadline", "3s", "--retry-period", "500ms"],
+      id.env,
+      {
+        name: "ev-x",
+      },
+    );
+    try {
+      await r.waitFor((l: { msg?: string }) => l.msg === "started leading");
+    } finally {
+      r.kill("SIGTERM");
+    }
+    assert.deepEqual(await r.exited, { code: 0, signal: null });
+    // Written before the exit: read once, no waiting.
+    const list: EventList = await adminRequest(info, "GET", `/api/v1/namespaces/${ns}/events`);
+    assert.deepEqual(list.items.map((e) => e.message).sort(), ["ev-x became leader", "ev-x stopped leading"]);
   },
 );
 

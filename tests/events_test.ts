@@ -156,3 +156,22 @@ test("events: attach() follows an elector's started and stopped events and detac
   const messages = api.sent.filter((s) => s.method === "POST").map((s) => s.body!.message);
   assert.deepEqual(messages, ["pod-a became leader", "pod-a stopped leading", "pod-a became leader"]);
 });
+
+test("events: attach() takes the Lease's uid from the elector: one POST per event, no read of the Lease", async () => {
+  const api = fakeApi((r) => r.method === "GET" ? lease() : Response.json({}, { status: 201 }));
+  const client = new KubeClient({ server: "https://k", fetch: api.fetch });
+  const rec = new LeaderEventRecorder({ client, namespace: "ns1", leaseName: "app", identity: "pod-a" });
+  const elector = Object.assign(new EventTarget(), { leaseUid: "uid-from-elector" });
+  rec.attach(elector);
+  elector.dispatchEvent(new CustomEvent("started"));
+  elector.dispatchEvent(new CustomEvent("stopped"));
+  await rec.record("became leader", "uid-from-elector"); // waits for the queue ahead of it
+  assert.deepEqual(api.sent.map((s) => s.method), ["POST", "POST", "POST"], "no GET of the Lease");
+  for (const s of api.sent) {
+    assert.equal((s.body!.involvedObject as { uid: string }).uid, "uid-from-elector");
+  }
+  // Without a known uid (recorded by hand, or an elector that has seen no Lease yet) it is read.
+  await rec.record("stopped leading");
+  assert.deepEqual(api.sent.slice(3).map((s) => s.method), ["GET", "POST"]);
+  assert.equal((api.sent[4].body!.involvedObject as { uid: string }).uid, "uid-7");
+});

@@ -8,7 +8,7 @@
 //   --render        only re-render results.md and handover.svg from results.json
 //   --out DIR       where results.json, results.md and handover.svg go (default: tests/bench
 //                   for a complete full run, else a new temporary directory, printed at the end)
-//   --only a,b      run only some of: footprint, phases, handover, failover, load, scale
+//   --only a,b      run only some of: footprint, phases, handover, failover, load, scale, coordinated
 //   --compare REF   also measure the entrypoint of the tree at git REF in the memory and
 //                   cold-start benchmarks (before/after in the same run)
 //   --merge         keep the other benchmarks of the results.json in --out (default tests/bench)
@@ -45,11 +45,12 @@ import { type BenchResults, evaluateTargets, handoverSvg, markdownReport } from 
 import { scale } from "./scale.ts";
 import { LeaseEvents } from "./server_counts.ts";
 import { takeoverSeries } from "./takeover.ts";
+import { coordinatedBench } from "./coordinated.ts";
 import { buildNode, bundleEntrypoint, compileEntrypoint, exportTree } from "./builds.ts";
 import type { Impl } from "./replicas.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, "");
-const ALL = ["footprint", "phases", "handover", "failover", "load", "scale"] as const;
+const ALL = ["footprint", "phases", "handover", "failover", "load", "scale", "coordinated"] as const;
 
 function parseCli(args: string[]) {
   let smoke = false, render = false, merge = false, out: string | undefined, only: string[] = [...ALL];
@@ -94,6 +95,8 @@ function plan(smoke: boolean) {
       replicaCounts: [10],
       clientGoReplicas: 10,
       scaleWindowMs: 5000,
+      coordinatedRounds: 2,
+      eventTerms: 2,
     }
     : {
       handoverRuns: 10,
@@ -108,6 +111,8 @@ function plan(smoke: boolean) {
       replicaCounts: [10, 50],
       clientGoReplicas: 10,
       scaleWindowMs: 20000,
+      coordinatedRounds: 7,
+      eventTerms: 5,
     };
 }
 
@@ -334,6 +339,11 @@ async function main() {
           clientGoReplicas: p.clientGoReplicas,
           windowMs: p.scaleWindowMs,
         }),
+    );
+    (results.benchmarks as Record<string, unknown>).coordinated = await run(
+      "coordinated",
+      "7. coordinated election: preferredHolder hand-over, and the cost of Events",
+      () => coordinatedBench(ctx, { rounds: p.coordinatedRounds, terms: p.eventTerms }),
     );
   } finally {
     log("stopping the lease event watch and every child process");
