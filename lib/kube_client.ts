@@ -268,6 +268,15 @@ export class KubeClient {
       sent = await this.#send("GET", path, options);
     }
     if (sent.res.status < 200 || sent.res.status >= 300) return await this.#fail(sent, "GET", path, options);
+    // A watch is chunked; one that declares a length over the cap is no watch, and is not read.
+    if (Number(sent.res.headers.get("content-length") ?? NaN) > this.#maxBody) {
+      await this.#discard(sent);
+      throw new InvalidResponseError(
+        `GET ${sent.url}: a watch answered with a ${
+          sent.res.headers.get("content-length")
+        }-byte body, larger than ${this.#maxBody} bytes; something between us and the API server is answering`,
+      );
+    }
     sent.stopTimer();
     return releasingBody(sent.res, sent.done);
   }
@@ -399,6 +408,18 @@ export class KubeClient {
     const url = this.#url(path);
     try {
       if (!res.body) return "";
+      const tooLarge = () =>
+        new InvalidResponseError(
+          `${method} ${url}: response body is larger than ${this.#maxBody} bytes; a Lease is a few hundred bytes, so something between us and the API server is answering`,
+        );
+      // A declared length over the cap is refused unread: a transport may read a
+      // connection ahead of its reader (Deno's node:tls does), so every byte
+      // pulled can cost more than its size in buffers.
+      const declared = Number(res.headers.get("content-length") ?? NaN);
+      if (declared > this.#maxBody) {
+        await res.body.cancel().catch(() => {});
+        throw tooLarge();
+      }
       const reader = res.body.getReader();
       const chunks: Uint8Array[] = [];
       let size = 0;
@@ -419,9 +440,7 @@ export class KubeClient {
           size += chunk.value.byteLength;
           if (size > this.#maxBody) {
             await reader.cancel().catch(() => {});
-            throw new InvalidResponseError(
-              `${method} ${url}: response body is larger than ${this.#maxBody} bytes; a Lease is a few hundred bytes, so something between us and the API server is answering`,
-            );
+            throw tooLarge();
           }
           chunks.push(chunk.value);
         }
