@@ -391,7 +391,13 @@ export class KubeClient {
     // A connection closed mid-TLS ("close_notify", "unexpected eof") is not a trust problem.
     const tls = /certificate|self.signed|UNABLE_TO|issuer|unknown ca|handshake failure/i.test(text) &&
       !/close_notify|unexpected eof/i.test(text);
-    const hint = tls
+    // Deno without network permission for the API server (a scoped --allow-net that names another address).
+    const denied = (e as Error)?.name === "NotCapable" || /Requires net access/.test(text);
+    const hint = denied
+      ? `Deno's --allow-net does not include the API server: grant ${
+        new URL(url).host
+      } (the Deno image's Deployment passes --allow-net=$(KUBERNETES_SERVICE_HOST):$(KUBERNETES_SERVICE_PORT))`
+      : tls
       ? "the server's certificate is not trusted: check the CA file (ca.crt, certificate-authority) matches the API server"
       : "check the server URL (KUBERNETES_SERVICE_HOST/PORT or the kubeconfig) and that the API server is reachable";
     // The runtime's error may quote a header value; keep it as the cause only when it does not.

@@ -80,12 +80,15 @@ umount "$R/dev/null" "$R/dev/urandom"; trap - EXIT
 rm -rf "$R/dev"
 chmod -R a+rX "$R/deno-dir"
 entry=()
-# ENTRYPOINT and ENV exactly as deploy/Dockerfile.deno says.
+# ENTRYPOINT, CMD and ENV exactly as deploy/Dockerfile.deno says.
 while IFS= read -r a; do entry+=(--config.entrypoint "$a"); done < <(
   sed -nE 's/^ENTRYPOINT \[(.*)\]$/\1/p' "$ROOT/deploy/Dockerfile.deno" | tr ',' '\n' | sed -E 's/^ *"//; s/" *$//')
 envs=()
 while IFS= read -r a; do envs+=(--config.env "$a"); done < <(sed -nE 's/^ENV ([A-Z_]+)=(.*)$/\1=\2/p' "$ROOT/deploy/Dockerfile.deno")
-image leasehold-deno "$R" -- --config.user 65532 --config.workingdir /app --config.env PATH=/bin "${envs[@]}" "${entry[@]}"
+cmd=()
+while IFS= read -r a; do cmd+=(--config.cmd "$a"); done < <(
+  sed -nE 's/^CMD \[(.*)\]$/\1/p' "$ROOT/deploy/Dockerfile.deno" | tr ',' '\n' | sed -E 's/^ *"//; s/" *$//')
+image leasehold-deno "$R" -- --config.user 65532 --config.workingdir /app --config.env PATH=/bin "${envs[@]}" "${entry[@]}" "${cmd[@]}"
 
 # leasehold compiled by Bun (deploy/Dockerfile).
 R=$OUT/work/bun-root; mkdir -p "$R"
