@@ -1,7 +1,8 @@
 /**
  * The Deno image's permissions, run for real: deploy/Dockerfile.deno's
  * ENTRYPOINT with deploy/deployment.deno.yaml's args, `$(VAR)` expanded as the
- * kubelet does, against the real test API server. With the API server's address
+ * kubelet does, on the bundle built as the Dockerfile builds it, against the
+ * real test API server. With the API server's address
  * in `--allow-net` it leads and serves /healthz; pointed at another address, Deno
  * refuses the connection.
  *
@@ -14,8 +15,11 @@
  * (either way the entrypoint runs on Deno).
  */
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import process from "node:process";
 import { parseAllDocuments } from "yaml";
 import { freshNamespace, podIdentity, ROOT } from "./env/testenv.mjs";
 import { freePort, startReplica } from "./env/replica.mjs";
@@ -34,21 +38,40 @@ interface Container {
   env?: EnvVar[];
 }
 
-function shipped(): { entrypoint: string[]; args: string[]; env: EnvVar[] } {
+function shipped(): { entrypoint: string[]; bundle: string[]; args: string[]; env: EnvVar[] } {
   const dockerfile = readFileSync(join(ROOT, "deploy", "Dockerfile.deno"), "utf8");
   const m = /^ENTRYPOINT (\[.*\])$/m.exec(dockerfile);
   assert.ok(m, "deploy/Dockerfile.deno has no ENTRYPOINT in exec form");
+  const b = /^RUN (\["deno", "bundle",.*\])$/m.exec(dockerfile);
+  assert.ok(b, "deploy/Dockerfile.deno has no RUN deno bundle");
   const docs = parseAllDocuments(readFileSync(join(ROOT, "deploy", "deployment.deno.yaml"), "utf8"))
     .map((d) => d.toJS() as { kind?: string; spec?: { template?: { spec?: { containers?: Container[] } } } });
   const container = docs.find((d) => d.kind === "Deployment")?.spec?.template?.spec?.containers
     ?.find((c) => c.name === "leasehold");
   assert.ok(container, "deploy/deployment.deno.yaml has no leasehold container");
-  return { entrypoint: JSON.parse(m[1]), args: container.args ?? [], env: container.env ?? [] };
+  return {
+    entrypoint: JSON.parse(m[1]),
+    bundle: JSON.parse(b[1]),
+    args: container.args ?? [],
+    env: container.env ?? [],
+  };
 }
 
 /** `$(NAME)` references replaced from `env`, as the kubelet does in container args (unknown ones stay). */
 function expand(arg: string, env: Record<string, string>): string {
   return arg.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (whole, name: string) => env[name] ?? whole);
+}
+
+/** The image's /app: the bundle built by the Dockerfile's own `deno bundle` command, in a temporary directory. */
+let app: string | undefined;
+function appDir(): string {
+  if (app) return app;
+  const dir = mkdtempSync(join(tmpdir(), "leasehold-deno-image-"));
+  const [cmd, ...rest] = shipped().bundle;
+  assert.equal(cmd, "deno");
+  execFileSync(DENO, rest.map((a) => a.startsWith("/app/") ? join(dir, a.slice(5)) : a), { cwd: ROOT, stdio: "pipe" });
+  process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+  return (app = dir);
 }
 
 /** The shipped command line for a pod whose API server is `apiEnv`, with the two test-only changes above. */
@@ -63,10 +86,10 @@ function commandLine(apiEnv: Record<string, string>, saDir: string, port: number
   );
   assert.equal(argv[0], "deno");
   argv[0] = DENO;
-  // The image's WORKDIR is /app; here the script is the checkout's.
-  const script = argv.findIndex((a) => a === "lib/cli.ts");
-  assert.ok(script > 0, `no lib/cli.ts in ${argv.join(" ")}`);
-  argv[script] = join(ROOT, "lib", "cli.ts");
+  // The image's WORKDIR is /app, where the bundle is; the last arg names it.
+  const script = argv.length - 1;
+  assert.match(argv[script], /\.js$/, `the args do not end with the bundle: ${argv.join(" ")}`);
+  argv[script] = join(appDir(), argv[script]);
   return argv;
 }
 

@@ -303,7 +303,7 @@ test("the Deno image bakes its module cache and reads only the service-account d
   const env = new Map([...text.matchAll(/^ENV ([A-Z_]+)=(\S+)$/gm)].map((m) => [m[1], m[2]]));
   const dir = env.get("DENO_DIR");
   assert.ok(dir, "DENO_DIR is not set: on a read-only root file system Deno has no cache to use");
-  assert.match(text, /^RUN \["deno", "cache", "lib\/cli\.ts"\]$/m, "the module cache is not built into the image");
+  assert.match(text, /^RUN \["deno", "cache", "[^"]+"\]$/m, "the module cache is not built into the image");
   const argv = dockerfileArgv(text, "ENTRYPOINT");
   assert.ok(argv.includes("--allow-read=/var/run/secrets/kubernetes.io/serviceaccount"), `--allow-read: ${argv}`);
   assert.ok(!argv.includes("--allow-read"), "--allow-read is unscoped");
@@ -329,7 +329,9 @@ test("the Deno image grants no network access itself; its Deployment scopes it t
   assert.equal(allowNet(entry), undefined, `the image's ENTRYPOINT grants network access: ${entry.join(" ")}`);
   assert.deepEqual(entry.slice(0, 2), ["deno", "run"]);
   // Without args the image prints the help, which needs no network.
-  assert.deepEqual(dockerfileArgv(text, "CMD"), ["lib/cli.ts", "--help"]);
+  const script = /^RUN \["deno", "cache", "([^"]+)"\]$/m.exec(text)?.[1];
+  assert.ok(script, "the module cache is not built into the image");
+  assert.deepEqual(dockerfileArgv(text, "CMD"), [script, "--help"]);
 
   const { container } = await leaseholdContainer("deployment.deno.yaml");
   const args = container.args ?? [];
@@ -345,8 +347,18 @@ test("the Deno image grants no network access itself; its Deployment scopes it t
     `0.0.0.0:${port}`,
     `[::]:${port}`,
   ]);
-  assert.equal(args.at(-1), "lib/cli.ts", "the args do not end with the script the image caches");
-  assert.match(text, /^RUN \["deno", "cache", "lib\/cli\.ts"\]$/m);
+  assert.equal(args.at(-1), script, "the args do not end with the script the image caches");
+});
+
+test("both images run the entrypoint as a one-file bundle", async () => {
+  const deno = await readFile(deployPath("Dockerfile.deno"), "utf8");
+  const bundled = /^RUN \["deno", "bundle", "--minify", "lib\/cli\.ts", "-o", "\/app\/([^"]+)"\]$/m.exec(deno)?.[1];
+  assert.ok(bundled, "Dockerfile.deno does not bundle lib/cli.ts into /app");
+  assert.match(deno, new RegExp(`^RUN \\["deno", "cache", "${bundled.replace(".", "\\.")}"\\]$`, "m"));
+  const bun = await readFile(deployPath("Dockerfile"), "utf8");
+  const out = /^RUN bun build lib\/cli\.ts --target=bun --minify --outfile (\S+)$/m.exec(bun)?.[1];
+  assert.ok(out, "Dockerfile does not bundle lib/cli.ts");
+  assert.deepEqual(dockerfileArgv(bun, "ENTRYPOINT"), ["/usr/local/bin/bun", out]);
 });
 
 test("deployment.deno.yaml is deployment.yaml but for the image and its args", async () => {

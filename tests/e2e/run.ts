@@ -577,7 +577,7 @@ function denoEntrypoint(): string[] {
     return JSON.parse(line.slice(instruction.length + 1)) as string[];
   };
   return [...argv("ENTRYPOINT"), ...argv("CMD")].map((a, i) =>
-    i === 0 ? "/bin/deno" : a === "lib/cli.ts" ? "/app/lib/cli.ts" : a
+    i === 0 ? "/bin/deno" : a === "leasehold.js" ? "/app/leasehold.js" : a
   );
 }
 
