@@ -19,7 +19,6 @@
  * @module
  */
 
-import { X509Certificate } from "node:crypto";
 import { realpathSync } from "node:fs";
 import { hostname } from "node:os";
 import process from "node:process";
@@ -33,6 +32,7 @@ import { LeaseCandidateKeeper } from "./candidate.ts";
 import { childGraceMargin, type CliSettings, helpText, parseArgs, resolveSettings } from "./cli_flags.ts";
 import { serveHttp } from "./cli_http.ts";
 import { CommandSupervisor, exitStatus, killAllGroupsSync } from "./supervisor.ts";
+import { certificateBlocks, certificateProblem } from "./pem.ts";
 
 export {
   childGraceMargin,
@@ -78,16 +78,15 @@ export interface MainOptions {
   onServer?: (server: Server) => void;
 }
 
-/** Parses every certificate of a PEM bundle now, so a broken CA is a configuration error at start. */
+/** Checks every certificate of a PEM bundle now, so a broken CA is a configuration error at start. */
 function checkCaBundle(pem: string, source: string): void {
-  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+  const blocks = certificateBlocks(pem);
   if (!blocks.length) throw new ConfigError(`the cluster CA of ${source} holds no PEM certificate`);
   for (const [i, block] of blocks.entries()) {
-    try {
-      new X509Certificate(block);
-    } catch (e) {
+    const problem = certificateProblem(block);
+    if (problem) {
       throw new ConfigError(
-        `certificate ${i + 1} of the cluster CA of ${source} cannot be read (${(e as Error).message}); ` +
+        `certificate ${i + 1} of the cluster CA of ${source} cannot be read (${problem}); ` +
           "fix ca.crt or certificate-authority(-data)",
       );
     }

@@ -268,6 +268,15 @@ export class KubeClient {
       sent = await this.#send("GET", path, options);
     }
     if (sent.res.status < 200 || sent.res.status >= 300) return await this.#fail(sent, "GET", path, options);
+    // A watch is chunked; one that declares a length over the cap is no watch, and is not read.
+    if (Number(sent.res.headers.get("content-length") ?? NaN) > this.#maxBody) {
+      await this.#discard(sent);
+      throw new InvalidResponseError(
+        `GET ${sent.url}: a watch answered with a ${
+          sent.res.headers.get("content-length")
+        }-byte body, larger than ${this.#maxBody} bytes; something between us and the API server is answering`,
+      );
+    }
     sent.stopTimer();
     return releasingBody(sent.res, sent.done);
   }
@@ -382,7 +391,13 @@ export class KubeClient {
     // A connection closed mid-TLS ("close_notify", "unexpected eof") is not a trust problem.
     const tls = /certificate|self.signed|UNABLE_TO|issuer|unknown ca|handshake failure/i.test(text) &&
       !/close_notify|unexpected eof/i.test(text);
-    const hint = tls
+    // Deno without network permission for the API server (a scoped --allow-net that names another address).
+    const denied = (e as Error)?.name === "NotCapable" || /Requires net access/.test(text);
+    const hint = denied
+      ? `Deno's --allow-net does not include the API server: grant ${
+        new URL(url).host
+      } (the Deno image's Deployment passes --allow-net=$(KUBERNETES_SERVICE_HOST):$(KUBERNETES_SERVICE_PORT))`
+      : tls
       ? "the server's certificate is not trusted: check the CA file (ca.crt, certificate-authority) matches the API server"
       : "check the server URL (KUBERNETES_SERVICE_HOST/PORT or the kubeconfig) and that the API server is reachable";
     // The runtime's error may quote a header value; keep it as the cause only when it does not.
@@ -399,6 +414,18 @@ export class KubeClient {
     const url = this.#url(path);
     try {
       if (!res.body) return "";
+      const tooLarge = () =>
+        new InvalidResponseError(
+          `${method} ${url}: response body is larger than ${this.#maxBody} bytes; a Lease is a few hundred bytes, so something between us and the API server is answering`,
+        );
+      // A declared length over the cap is refused unread: a transport may read a
+      // connection ahead of its reader (Deno's node:tls does), so every byte
+      // pulled can cost more than its size in buffers.
+      const declared = Number(res.headers.get("content-length") ?? NaN);
+      if (declared > this.#maxBody) {
+        await res.body.cancel().catch(() => {});
+        throw tooLarge();
+      }
       const reader = res.body.getReader();
       const chunks: Uint8Array[] = [];
       let size = 0;
@@ -419,9 +446,7 @@ export class KubeClient {
           size += chunk.value.byteLength;
           if (size > this.#maxBody) {
             await reader.cancel().catch(() => {});
-            throw new InvalidResponseError(
-              `${method} ${url}: response body is larger than ${this.#maxBody} bytes; a Lease is a few hundred bytes, so something between us and the API server is answering`,
-            );
+            throw tooLarge();
           }
           chunks.push(chunk.value);
         }

@@ -55,6 +55,8 @@ interface SecurityContext {
 }
 interface Container {
   name: string;
+  image?: string;
+  args?: string[];
   env?: EnvVar[];
   ports?: { name?: string; containerPort?: number }[];
   livenessProbe?: Probe;
@@ -111,8 +113,10 @@ async function loadOne<T extends KubeObject>(name: string, kind: string): Promis
   return found[0] as T;
 }
 
-async function leaseholdContainer(): Promise<{ deployment: Deployment; container: Container }> {
-  const deployment = await loadOne<Deployment>("deployment.yaml", "Deployment");
+async function leaseholdContainer(
+  file = "deployment.yaml",
+): Promise<{ deployment: Deployment; container: Container }> {
+  const deployment = await loadOne<Deployment>(file, "Deployment");
   const containers = deployment.spec?.template?.spec?.containers ?? [];
   const container = containers.find((c) => c.name === "leasehold");
   assert.ok(container, `no container named "leasehold" (found: ${containers.map((c) => c.name).join(", ")})`);
@@ -133,7 +137,7 @@ function finalBaseImage(dockerfile: string): string | undefined {
 
 test("every deploy/*.yaml parses and each document has apiVersion and kind", async () => {
   const files = (await readdir(fileURLToPath(DEPLOY_DIR))).filter((f) => f.endsWith(".yaml")).sort();
-  for (const expected of ["deployment.yaml", "kind.yaml", "rbac.yaml", "skaffold.yaml"]) {
+  for (const expected of ["deployment.yaml", "deployment.deno.yaml", "kind.yaml", "rbac.yaml", "skaffold.yaml"]) {
     assert.ok(files.includes(expected), `deploy/${expected} is missing`);
   }
   for (const file of files) {
@@ -299,11 +303,76 @@ test("the Deno image bakes its module cache and reads only the service-account d
   const env = new Map([...text.matchAll(/^ENV ([A-Z_]+)=(\S+)$/gm)].map((m) => [m[1], m[2]]));
   const dir = env.get("DENO_DIR");
   assert.ok(dir, "DENO_DIR is not set: on a read-only root file system Deno has no cache to use");
-  assert.match(text, /^RUN \["deno", "cache", "lib\/cli\.ts"\]$/m, "the module cache is not built into the image");
-  const entry = /^ENTRYPOINT (\[.*\])$/m.exec(text);
-  assert.ok(entry, "no ENTRYPOINT");
-  const argv = JSON.parse(entry[1]) as string[];
+  assert.match(text, /^RUN \["deno", "cache", "[^"]+"\]$/m, "the module cache is not built into the image");
+  const argv = dockerfileArgv(text, "ENTRYPOINT");
   assert.ok(argv.includes("--allow-read=/var/run/secrets/kubernetes.io/serviceaccount"), `--allow-read: ${argv}`);
   assert.ok(!argv.includes("--allow-read"), "--allow-read is unscoped");
   assert.ok(!argv.includes("-A") && !argv.includes("--allow-all"), "all permissions granted");
+});
+
+/** The JSON (exec) form of a Dockerfile's ENTRYPOINT or CMD. */
+function dockerfileArgv(text: string, instruction: "ENTRYPOINT" | "CMD"): string[] {
+  const m = new RegExp(`^${instruction} (\\[.*\\])$`, "m").exec(text);
+  assert.ok(m, `no ${instruction} in exec form`);
+  return JSON.parse(m[1]) as string[];
+}
+
+/** The entries of an `--allow-net=` flag, or undefined when `argv` has none (`--allow-net` alone gives []). */
+function allowNet(argv: string[]): string[] | undefined {
+  const flag = argv.find((a) => a === "--allow-net" || a.startsWith("--allow-net="));
+  return flag === undefined ? undefined : flag.split("=", 2)[1]?.split(",") ?? [];
+}
+
+test("the Deno image grants no network access itself; its Deployment scopes it to the API server and HTTP_ADDR", async () => {
+  const text = await readFile(deployPath("Dockerfile.deno"), "utf8");
+  const entry = dockerfileArgv(text, "ENTRYPOINT");
+  assert.equal(allowNet(entry), undefined, `the image's ENTRYPOINT grants network access: ${entry.join(" ")}`);
+  assert.deepEqual(entry.slice(0, 2), ["deno", "run"]);
+  // Without args the image prints the help, which needs no network.
+  const script = /^RUN \["deno", "cache", "([^"]+)"\]$/m.exec(text)?.[1];
+  assert.ok(script, "the module cache is not built into the image");
+  assert.deepEqual(dockerfileArgv(text, "CMD"), [script, "--help"]);
+
+  const { container } = await leaseholdContainer("deployment.deno.yaml");
+  const args = container.args ?? [];
+  const net = allowNet(args);
+  assert.ok(net, `the Deno Deployment's args grant no network access: ${args.join(" ")}`);
+  assert.ok(net.length > 0, "--allow-net is unscoped");
+  const httpAddr = container.env?.find((e) => e.name === "HTTP_ADDR")?.value;
+  assert.match(httpAddr ?? "", /^:\d+$/, "HTTP_ADDR is not :PORT");
+  const port = httpAddr!.slice(1);
+  // The API server as the kubelet fills it in, and the health/metrics listener: nothing else.
+  assert.deepEqual(net.sort(), [
+    "$(KUBERNETES_SERVICE_HOST):$(KUBERNETES_SERVICE_PORT)",
+    `0.0.0.0:${port}`,
+    `[::]:${port}`,
+  ]);
+  assert.equal(args.at(-1), script, "the args do not end with the script the image caches");
+});
+
+test("both images run the entrypoint as a one-file bundle", async () => {
+  const deno = await readFile(deployPath("Dockerfile.deno"), "utf8");
+  const bundled = /^RUN \["deno", "bundle", "--minify", "lib\/cli\.ts", "-o", "\/app\/([^"]+)"\]$/m.exec(deno)?.[1];
+  assert.ok(bundled, "Dockerfile.deno does not bundle lib/cli.ts into /app");
+  assert.match(deno, new RegExp(`^RUN \\["deno", "cache", "${bundled.replace(".", "\\.")}"\\]$`, "m"));
+  const bun = await readFile(deployPath("Dockerfile"), "utf8");
+  const out = /^RUN bun build lib\/cli\.ts --target=bun --minify --outfile (\S+)$/m.exec(bun)?.[1];
+  assert.ok(out, "Dockerfile does not bundle lib/cli.ts");
+  assert.deepEqual(dockerfileArgv(bun, "ENTRYPOINT"), ["/usr/local/bin/bun", out]);
+});
+
+test("deployment.deno.yaml is deployment.yaml but for the image and its args", async () => {
+  const bun = await loadOne<Deployment>("deployment.yaml", "Deployment");
+  const deno = await loadOne<Deployment>("deployment.deno.yaml", "Deployment");
+  const strip = (d: Deployment) => {
+    const copy = structuredClone(d);
+    for (const c of copy.spec?.template?.spec?.containers ?? []) {
+      delete c.image;
+      delete c.args;
+    }
+    return copy;
+  };
+  assert.deepEqual(strip(deno), strip(bun));
+  const image = deno.spec?.template?.spec?.containers?.[0]?.image ?? "";
+  assert.notEqual(image, bun.spec?.template?.spec?.containers?.[0]?.image, "both Deployments run the same image");
 });

@@ -508,3 +508,76 @@ test("50 watch reconnects leave the caller's abort listeners flat (this runtime'
   const counts = await reconnect50(api, signal, count);
   assert.equal(counts[49], 0, `listeners after each watch: ${counts.join(",")}`);
 });
+
+// ---- issue 15: hostile bodies are read no further than the size cap --------------
+
+/** A body of 64 KiB chunks made on demand, counting the bytes its reader pulled. */
+function countingBody(): { stream: ReadableStream<Uint8Array>; pulled(): number; cancelled(): boolean } {
+  const chunk = new Uint8Array(64 * 1024).fill(0x78);
+  let pulled = 0;
+  let cancelled = false;
+  const stream = new ReadableStream<Uint8Array>({
+    pull(ctl) {
+      pulled += chunk.byteLength;
+      ctl.enqueue(chunk.slice());
+    },
+    cancel() {
+      cancelled = true;
+    },
+  }, { highWaterMark: 0 });
+  return { stream, pulled: () => pulled, cancelled: () => cancelled };
+}
+
+test("a body whose Content-Length is over the cap is refused before any of it is read", async () => {
+  const body = countingBody();
+  const client = new KubeClient({
+    server: "https://k8s",
+    fetch: () =>
+      Promise.resolve(
+        new Response(body.stream, {
+          headers: { "content-type": "application/json", "content-length": String(64 * 1024 * 1024) },
+        }),
+      ),
+  });
+  await assert.rejects(
+    client.request("GET", PATH),
+    (e) => e instanceof InvalidResponseError && /larger than 1048576 bytes/.test(e.message),
+  );
+  assert.equal(body.pulled(), 0, "bytes were read from a body already known to be too large");
+  assert.ok(body.cancelled(), "the body was not cancelled (its connection stays open)");
+});
+
+test("a body without a length that never ends is read up to the cap and one chunk, then cancelled", async () => {
+  const body = countingBody();
+  const client = new KubeClient({
+    server: "https://k8s",
+    maxBodyBytes: 256 * 1024,
+    fetch: () => Promise.resolve(new Response(body.stream, { headers: { "content-type": "application/json" } })),
+  });
+  await assert.rejects(
+    client.request("GET", PATH),
+    (e) => e instanceof InvalidResponseError && /larger than 262144 bytes/.test(e.message),
+  );
+  assert.ok(body.pulled() <= 256 * 1024 + 64 * 1024, `pulled ${body.pulled()} bytes past a cap of 256 KiB`);
+  assert.ok(body.cancelled(), "the body was not cancelled (its connection stays open)");
+});
+
+test("a watch answered with a Content-Length over the cap is refused before any of it is read", async () => {
+  const body = countingBody();
+  const api = new KubeLeaseApi(
+    new KubeClient({
+      server: "https://k8s",
+      fetch: () => Promise.resolve(new Response(body.stream, { headers: { "content-length": String(10 << 20) } })),
+    }),
+    "default",
+    "l",
+  );
+  await assert.rejects(
+    (async () => {
+      for await (const _ of api.watch(undefined, new AbortController().signal)) { /* none */ }
+    })(),
+    (e) => e instanceof InvalidResponseError && /larger than 1048576 bytes/.test(e.message),
+  );
+  assert.equal(body.pulled(), 0, "bytes were read from a watch body already known to be too large");
+  assert.ok(body.cancelled(), "the body was not cancelled (its connection stays open)");
+});

@@ -8,10 +8,10 @@
 # Images (all tagged :e2e):
 #   leasehold.test/pause         busybox-static; the pod sandbox
 #   leasehold.test/leasehold-deno  what deploy/Dockerfile.deno produces: the deno
-#                                binary, the app in /app, its module cache baked
-#                                into /deno-dir, user 65532
-#   leasehold.test/leasehold-bun what deploy/Dockerfile produces: the
-#                                `bun build --compile` binary, user 65532
+#                                binary, the bundled app in /app, its module cache
+#                                baked into /deno-dir, user 65532
+#   leasehold.test/leasehold-bun what deploy/Dockerfile produces: the bun binary
+#                                and the bundled app in /app, user 65532
 #   leasehold.test/blog-leader   the client-go baseline program, user 65532
 # The Deno and Bun binaries link glibc; their images carry the libraries ldd
 # names (distroless/cc and distroless/base carry the same ones) and nothing else.
@@ -67,32 +67,35 @@ cp /bin/busybox "$R/bin/busybox"; ln -s busybox "$R/bin/sh"; ln -s busybox "$R/b
 image pause "$R" -- --config.entrypoint /bin/sh --config.entrypoint -c \
   --config.entrypoint 'trap "exit 0" TERM INT; while :; do sleep 3600 & wait $!; done'
 
-# leasehold on Deno (deploy/Dockerfile.deno).
+# leasehold on Deno (deploy/Dockerfile.deno): the `deno bundle` of the entrypoint.
 R=$OUT/work/deno-root; mkdir -p "$R/bin" "$R/app"
 base_files "$R"; copy_libs "$R" "$DENO"; cp "$DENO" "$R/bin/deno"
-cp "$ROOT/deno.json" "$ROOT/mod.ts" "$R/app/"; cp -r "$ROOT/lib" "$R/app/lib"
+(cd "$ROOT" && "$DENO" bundle --quiet --minify lib/cli.ts -o "$R/app/leasehold.js")
 # The module cache, built at the paths the container sees (like RUN deno cache).
 mkdir -p "$R/dev" && touch "$R/dev/null" "$R/dev/urandom"
 mount --bind /dev/null "$R/dev/null"; mount --bind /dev/urandom "$R/dev/urandom"
 trap 'umount "$R/dev/null" "$R/dev/urandom" 2>/dev/null || true' EXIT
-env -i DENO_DIR=/deno-dir DENO_NO_UPDATE_CHECK=1 /usr/sbin/chroot "$R" /bin/deno cache /app/lib/cli.ts
+env -i DENO_DIR=/deno-dir DENO_NO_UPDATE_CHECK=1 /usr/sbin/chroot "$R" /bin/deno cache /app/leasehold.js
 umount "$R/dev/null" "$R/dev/urandom"; trap - EXIT
 rm -rf "$R/dev"
 chmod -R a+rX "$R/deno-dir"
 entry=()
-# ENTRYPOINT and ENV exactly as deploy/Dockerfile.deno says.
+# ENTRYPOINT, CMD and ENV exactly as deploy/Dockerfile.deno says.
 while IFS= read -r a; do entry+=(--config.entrypoint "$a"); done < <(
   sed -nE 's/^ENTRYPOINT \[(.*)\]$/\1/p' "$ROOT/deploy/Dockerfile.deno" | tr ',' '\n' | sed -E 's/^ *"//; s/" *$//')
 envs=()
 while IFS= read -r a; do envs+=(--config.env "$a"); done < <(sed -nE 's/^ENV ([A-Z_]+)=(.*)$/\1=\2/p' "$ROOT/deploy/Dockerfile.deno")
-image leasehold-deno "$R" -- --config.user 65532 --config.workingdir /app --config.env PATH=/bin "${envs[@]}" "${entry[@]}"
+cmd=()
+while IFS= read -r a; do cmd+=(--config.cmd "$a"); done < <(
+  sed -nE 's/^CMD \[(.*)\]$/\1/p' "$ROOT/deploy/Dockerfile.deno" | tr ',' '\n' | sed -E 's/^ *"//; s/" *$//')
+image leasehold-deno "$R" -- --config.user 65532 --config.workingdir /app --config.env PATH=/bin "${envs[@]}" "${entry[@]}" "${cmd[@]}"
 
-# leasehold compiled by Bun (deploy/Dockerfile).
-R=$OUT/work/bun-root; mkdir -p "$R"
-base_files "$R"
-(cd "$ROOT" && "$BUN" build --compile --minify lib/cli.ts --outfile "$R/leasehold" >/dev/null)
-copy_libs "$R" "$R/leasehold"
-image leasehold-bun "$R" -- --config.user 65532 --config.entrypoint /leasehold
+# leasehold on Bun (deploy/Dockerfile): the bun binary and the `bun build` bundle of the entrypoint.
+R=$OUT/work/bun-root; mkdir -p "$R/usr/local/bin" "$R/app"
+base_files "$R"; copy_libs "$R" "$BUN"; cp "$BUN" "$R/usr/local/bin/bun"
+(cd "$ROOT" && "$BUN" build lib/cli.ts --target=bun --minify --outfile "$R/app/leasehold.js" >/dev/null)
+image leasehold-bun "$R" -- --config.user 65532 --config.env BUN_RUNTIME_TRANSPILER_CACHE_PATH=0 \
+  --config.entrypoint /usr/local/bin/bun --config.entrypoint /app/leasehold.js
 
 # The blog program (distroless/static: the static binary alone).
 R=$OUT/work/blog-root; mkdir -p "$R"

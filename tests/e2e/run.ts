@@ -5,8 +5,9 @@
  *    the kubenode and blog-leader binaries (tests/cluster) and the images
  *    (tests/e2e/build_images.sh), and starts the node (tests/e2e/node.ts);
  * 2. applies deploy/rbac.yaml and deploy/deployment.yaml as shipped (only the
- *    image and imagePullPolicy: Never patched) once with the Deno image and
- *    once with the Bun image, and the blog post's program with its own
+ *    image and imagePullPolicy: Never patched) with the Bun image, and
+ *    deploy/deployment.deno.yaml (the same, with the Deno image's --allow-net
+ *    args) with the Deno image, and the blog post's program with its own
  *    manifests, each in its own namespace;
  * 3. runs the scenarios on all three at once, timing them from the containers'
  *    logs (containerd stamps every line) and checking from the leading
@@ -38,6 +39,8 @@ interface Program {
   ns: string;
   image: string;
   deployment: string;
+  /** The Deployment manifest under deploy/ (the Deno image takes its network permission from it). */
+  manifest?: string;
   lease: string;
   kind: "leasehold" | "blog";
   /** Does the pod have a liveness probe? */
@@ -50,6 +53,7 @@ const PROGRAMS: Program[] = [
     ns: "e2e-deno",
     image: "leasehold.test/leasehold-deno:e2e",
     deployment: "leasehold-demo",
+    manifest: "deployment.deno.yaml",
     lease: "leasehold-demo",
     kind: "leasehold",
     liveness: true,
@@ -78,7 +82,7 @@ type Obj = Record<string, unknown> & { kind: string; metadata: { name: string } 
 
 function deployObjects(p: Program): Obj[] {
   const docs: Obj[] = [];
-  for (const f of ["rbac.yaml", "deployment.yaml"]) {
+  for (const f of ["rbac.yaml", p.manifest ?? "deployment.yaml"]) {
     for (const d of parseAllDocuments(readFileSync(join(ROOT, "deploy", f), "utf8"))) docs.push(d.toJS() as Obj);
   }
   for (const d of docs) {
@@ -547,7 +551,6 @@ function measureDenoStart(rootfs: string): string {
       "--userspec=65532:65532",
       rootfs,
       ...denoEntrypoint(),
-      "--help",
     ], { env: { DENO_DIR: denoDir, DENO_NO_UPDATE_CHECK: "1", PATH: "/bin" }, cwd: rootfs });
     if (r.status !== 0) throw new Error(`the Deno entrypoint failed: ${String(r.stderr).slice(0, 300)}`);
     return performance.now() - t;
@@ -565,14 +568,17 @@ function measureDenoStart(rootfs: string): string {
   }
 }
 
-/** deploy/Dockerfile.deno's ENTRYPOINT, with the app path made absolute. */
+/** deploy/Dockerfile.deno's ENTRYPOINT and CMD (the help), with the app path made absolute. */
 function denoEntrypoint(): string[] {
-  const line = readFileSync(join(ROOT, "deploy/Dockerfile.deno"), "utf8").split("\n").find((l) =>
-    l.startsWith("ENTRYPOINT [")
+  const text = readFileSync(join(ROOT, "deploy/Dockerfile.deno"), "utf8");
+  const argv = (instruction: string) => {
+    const line = text.split("\n").find((l) => l.startsWith(`${instruction} [`));
+    if (!line) throw new Error(`deploy/Dockerfile.deno has no ${instruction}`);
+    return JSON.parse(line.slice(instruction.length + 1)) as string[];
+  };
+  return [...argv("ENTRYPOINT"), ...argv("CMD")].map((a, i) =>
+    i === 0 ? "/bin/deno" : a === "leasehold.js" ? "/app/leasehold.js" : a
   );
-  if (!line) throw new Error("deploy/Dockerfile.deno has no ENTRYPOINT");
-  const argv = JSON.parse(line.slice("ENTRYPOINT ".length)) as string[];
-  return argv.map((a, i) => i === 0 ? "/bin/deno" : a === "lib/cli.ts" ? "/app/lib/cli.ts" : a);
 }
 
 // ---------------------------------------------------------------- main

@@ -983,9 +983,11 @@ const scenarios: Scenario[] = [
         iv.name.startsWith("client-go")
           ? "client-go believed a 200 answer that no API server sent (a known client-go weakness)"
           : undefined;
-      const leader = await mixed(r, "hostile", MIXED);
+      await mixed(r, "hostile", MIXED);
       await sleep(1000); // followers have their watches open
-      const rss0 = rss(leader.proc.child.pid);
+      // Every leasehold replica, leader and followers (whose watches meet the bodies too).
+      const measured = r.reps.filter((x) => x.kind !== "client-go");
+      const rss0 = new Map(measured.map((x) => [x, rss(x.proc.child.pid)]));
       const faults: Fault[] = [
         {
           kind: "status",
@@ -1052,11 +1054,16 @@ const scenarios: Scenario[] = [
       for (const x of new Set([...watchesHit.keys(), ...watchesMissed.keys()])) {
         expect(r, (watchesHit.get(x) ?? []).length > 0, `no hostile fault ever reached ${x.name}'s watch`);
       }
-      const rss1 = rss(leader.proc.child.pid);
-      // Bodies are read up to 1 MiB, but a Deno leader on the node:https adapter grows by 65-80 MB
-      // through a 10 MB and a never-ending body (the stream reads ahead of the reader): bounded, not
-      // kept. The bound catches a body kept whole or a leak across scenarios.
-      if (rss0 && rss1) expect(r, rss1 - rss0 < 128 * 1024, `RSS grew by ${rss1 - rss0} kB through the hostile bodies`);
+      // Bodies are read up to 1 MiB, and one whose Content-Length is larger is refused unread.
+      // A Deno replica still grows by 13-31 MB (measured): Deno's node:tls keeps reading a
+      // connection whose reader has stopped, so most of the 10 MB arrives before the connection
+      // is closed; its buffers wait for a collection. Bounded, not kept.
+      for (const x of measured) {
+        const before = rss0.get(x), after = rss(x.proc.child.pid);
+        if (!before || !after) continue;
+        r.notes.push(`${x.name}: RSS ${before} kB -> ${after} kB through the hostile bodies`);
+        expect(r, after - before < 64 * 1024, `${x.name}: RSS grew by ${after - before} kB through the hostile bodies`);
+      }
       for (const x of r.reps) {
         const text = x.kind === "client-go"
           ? x.proc.lines.map((l: { msg: string }) => l.msg).join("\n")
