@@ -298,6 +298,11 @@ export class LeaseWatchHub {
   }
 }
 
+/** Leases per LIST page of {@linkcode kubeLeaseListSource}. */
+const LIST_PAGE_SIZE = 250;
+/** Pages one LIST may take before it gives up (a label selector that matches far too much). */
+const MAX_LIST_PAGES = 400;
+
 /**
  * The LIST + WATCH of the Leases that carry `label` in `namespace`, through one
  * client: the source of a {@linkcode LeaseWatchHub} against a real API server.
@@ -323,16 +328,34 @@ export function kubeLeaseListSource(
   const intent = (verb: string) => ({ verb, resource: "leases.coordination.k8s.io", namespace });
   return {
     async list(signal) {
-      const q = new URLSearchParams({ labelSelector });
-      const v = await client.request("GET", `${base}?${q}`, { signal, intent: intent("list") }) as {
-        items?: unknown;
-        metadata?: { resourceVersion?: unknown };
-      };
-      const rv = v?.metadata?.resourceVersion;
-      if (!Array.isArray(v?.items) || typeof rv !== "string") {
-        throw new LeaseholdError(`list leases in ${namespace}: the answer is not a LeaseList`);
+      // In pages, so that each answer stays small (the client refuses bodies over its
+      // size cap) whatever the number of Leases; every page is of one snapshot.
+      const items: Lease[] = [];
+      let cont = "";
+      let rv = "";
+      for (let page = 0;; page++) {
+        const q = new URLSearchParams({ labelSelector, limit: String(LIST_PAGE_SIZE) });
+        if (cont) q.set("continue", cont);
+        const v = await client.request("GET", `${base}?${q}`, { signal, intent: intent("list") }) as {
+          items?: unknown;
+          metadata?: { resourceVersion?: unknown; continue?: unknown };
+        };
+        const pageRv = v?.metadata?.resourceVersion;
+        if (!Array.isArray(v?.items) || typeof pageRv !== "string") {
+          throw new LeaseholdError(`list leases in ${namespace}: the answer is not a LeaseList`);
+        }
+        items.push(...(v.items as Lease[]));
+        rv = pageRv;
+        const next = v.metadata?.continue;
+        if (typeof next !== "string" || next === "") break;
+        if (page >= MAX_LIST_PAGES) {
+          throw new LeaseholdError(
+            `list leases in ${namespace}: more than ${MAX_LIST_PAGES * LIST_PAGE_SIZE} Leases carry ${labelSelector}`,
+          );
+        }
+        cont = next;
       }
-      return { items: v.items as Lease[], resourceVersion: rv };
+      return { items, resourceVersion: rv };
     },
     watch(resourceVersion, signal) {
       const q = new URLSearchParams({

@@ -84,3 +84,42 @@ serverTest(`hub: ${N} Leases, one watch per process; followers take all of them 
     await a.done;
   }
 });
+
+serverTest("hub: the LIST of many labelled Leases comes in pages, each under the client's body cap", {
+  timeout: 120000,
+}, async (_t, info: Info) => {
+  const ns = await freshNamespace(info, "hubpages");
+  const admin = new KubeClient({
+    server: info.url,
+    fetch: await createFetch({ caCert: readFileSync(info.caFile, "utf8") }),
+    tokenSource: staticToken(info.adminToken),
+    timeoutMs: 10000,
+  });
+  const total = 700;
+  for (let i = 0; i < total; i += 50) {
+    await Promise.all(
+      Array.from({ length: Math.min(50, total - i) }, (_, j) =>
+        new KubeLeaseApi(admin, ns, `paged-${i + j}`).create({
+          metadata: { name: `paged-${i + j}`, labels: { [LABEL.key]: LABEL.value } },
+          spec: { holderIdentity: "someone-with-a-long-identity-0123456789", leaseDurationSeconds: 15 },
+        })),
+    );
+  }
+  // 700 Leases are well over 256 KiB in one answer; a page of them is not.
+  const small = new KubeClient({
+    server: info.url,
+    fetch: await createFetch({ caCert: readFileSync(info.caFile, "utf8") }),
+    tokenSource: staticToken(info.adminToken),
+    timeoutMs: 10000,
+    maxBodyBytes: 256 * 1024,
+  });
+  const whole = await admin.request("GET", `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases`) as {
+    items: unknown[];
+  };
+  assert.equal(whole.items.length, total);
+  assert.ok(JSON.stringify(whole).length > 256 * 1024, "the test needs a LIST larger than the small client's cap");
+  const got = await kubeLeaseListSource(small, ns, LABEL).list(new AbortController().signal);
+  assert.equal(got.items.length, total);
+  assert.equal(new Set(got.items.map((l) => l.metadata.name)).size, total);
+  assert.match(got.resourceVersion, /^\d+$/);
+});
