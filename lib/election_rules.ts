@@ -311,6 +311,25 @@ export function mayRelease(
   return releaseOnCancel && settled && reason !== "lease-taken" && reason !== "lease-deleted";
 }
 
+/**
+ * The wait before a new leader's first renewal: a phase in (0, retryPeriod]
+ * drawn from `u` in [0, 1). Electors that acquired at the same moment (many
+ * Leases in one process, all free at start) then renew spread over the period
+ * instead of in lock-step; later renewals keep that phase, one retryPeriod
+ * apart. Never longer than retryPeriod, so a term renews no later than it
+ * would without it.
+ *
+ * @example Usage
+ * ```ts
+ * import { firstRenewWait } from "./election_rules.ts";
+ * console.log(firstRenewWait(2000, 0)); // 2000
+ * console.log(firstRenewWait(2000, 0.75)); // 500
+ * ```
+ */
+export function firstRenewWait(retryPeriod: number, u: number): number {
+  return retryPeriod * (1 - u);
+}
+
 /** Shortest wait before a watch is opened again after one that ended early, in ms. */
 export const WATCH_BACKOFF_MIN_MS = 1000;
 /** Longest such wait, in ms. */

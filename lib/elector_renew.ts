@@ -6,6 +6,7 @@
  */
 
 import { clampDelay } from "./clock.ts";
+import { firstRenewWait } from "./election_rules.ts";
 import { linkSignals } from "./signal.ts";
 import type { ElectorCore } from "./elector_core.ts";
 import { retryAfterMs } from "./elector_options.ts";
@@ -13,14 +14,15 @@ import type { AttemptCtx, StopReason } from "./elector_types.ts";
 import { attempt } from "./elector_attempt.ts";
 
 /**
- * Renews every retryPeriod; after a failure retries every retryPeriod / 2 (or
+ * Renews every retryPeriod, the first time after a random phase within it
+ * (see firstRenewWait); after a failure retries every retryPeriod / 2 (or
  * the server's Retry-After) until renewDeadline has passed since the start of
  * the last successful renewal. Every wait and every attempt is cut at that
  * deadline on the injected clock, so a call that never returns cannot keep
  * this replica leading past it.
  */
 export async function renewLoop(c: ElectorCore, stop: AbortSignal): Promise<StopReason> {
-  let wait = c.retryPeriod;
+  let wait = firstRenewWait(c.retryPeriod, c.unitRandom());
   for (;;) {
     let left = c.lastRenew + c.renewDeadline - c.clock.now();
     if (left <= 0) return "renew-deadline";
