@@ -13,7 +13,7 @@ import { errorKind, TimeoutError } from "./errors.ts";
 import { type LeaderElectionRecord, type Lease, readRecord, writeRecord } from "./lease.ts";
 import type { LeaseApi } from "./lease_api.ts";
 import { type Logger, silentLogger } from "./log.ts";
-import { linkSignals } from "./signal.ts";
+import { ENDED, linkSignals } from "./signal.ts";
 import { JITTER_FACTOR, type LeaderElectorOptions } from "./elector_options.ts";
 import type { ElectorStats, FencingToken, Observed } from "./elector_types.ts";
 
@@ -186,7 +186,7 @@ export class ElectorCore {
     return {
       signal: linked.signal,
       done: () => {
-        cancel.abort();
+        cancel.abort(ENDED);
         linked.dispose();
       },
     };
@@ -210,7 +210,7 @@ export class ElectorCore {
         this.clock.sleep(clampDelay(ms), linked.signal).then(() => undefined, () => undefined),
       ]);
     } finally {
-      cancel.abort();
+      cancel.abort(ENDED);
       linked.dispose();
     }
   }

@@ -8,7 +8,7 @@
 
 import { raceSignal, releasingBody } from "./response_body.ts";
 import { type Clock, systemClock } from "./clock.ts";
-import { linkSignals } from "./signal.ts";
+import { ENDED, linkSignals } from "./signal.ts";
 import {
   ConfigError,
   InvalidResponseError,
@@ -175,16 +175,17 @@ export class KubeClient {
     const timeoutMs = options.timeoutMs ?? this.timeoutMs;
     const timer = new AbortController();
     const stopTimer = new AbortController();
-    const timedOut = new TimeoutError(
-      `${method} ${url}: no complete answer within ${timeoutMs} ms; the API server or the network to it is slow or down`,
-    );
     this.clock.sleep(timeoutMs, stopTimer.signal).then(() => {
-      timer.abort(timedOut);
+      timer.abort(
+        new TimeoutError(
+          `${method} ${url}: no complete answer within ${timeoutMs} ms; the API server or the network to it is slow or down`,
+        ),
+      );
       this.resetConnections();
     }, () => {});
     const linked = linkSignals([options.signal, timer.signal]);
     const done = () => {
-      stopTimer.abort();
+      stopTimer.abort(ENDED);
       linked.dispose();
     };
     const headers: Record<string, string> = { accept: "application/json" };
@@ -225,7 +226,7 @@ export class KubeClient {
       gen,
       caller: options.signal,
       timer: timer.signal,
-      stopTimer: () => stopTimer.abort(),
+      stopTimer: () => stopTimer.abort(ENDED),
       done,
     };
   }
