@@ -330,6 +330,64 @@ export function firstRenewWait(retryPeriod: number, u: number): number {
   return retryPeriod * (1 - u);
 }
 
+/** What one renewal attempt came to: written, nothing written (e.g. a conflict), or an error. */
+export type RenewOutcome = "renewed" | "not-written" | "failed";
+
+/**
+ * The leader's wait before its next renewal attempt: retryPeriod after a
+ * successful renewal; retryPeriod / 2 after an attempt that wrote nothing or
+ * failed, or the server's retry hint after a failure when that is longer. The
+ * renew loop cuts every wait at the renew deadline ({@linkcode renewTimeLeft}).
+ *
+ * @example Usage
+ * ```ts
+ * import { renewWait } from "./election_rules.ts";
+ * console.log(renewWait("renewed", 2000)); // 2000
+ * console.log(renewWait("failed", 2000, 5000)); // 5000
+ * ```
+ */
+export function renewWait(outcome: RenewOutcome, retryPeriod: number, retryAfterMs = 0): number {
+  if (outcome === "renewed") return retryPeriod;
+  return outcome === "failed" ? Math.max(retryPeriod / 2, retryAfterMs) : retryPeriod / 2;
+}
+
+/**
+ * Time the leader has left to renew: renewDeadline after the start of its last
+ * successful renewal, minus the time since, on the monotonic clock. At 0 or
+ * below it stops leading.
+ *
+ * @example Usage
+ * ```ts
+ * import { renewTimeLeft } from "./election_rules.ts";
+ * console.log(renewTimeLeft(1000, 10000, 4000)); // 7000
+ * ```
+ */
+export function renewTimeLeft(lastRenew: number, renewDeadline: number, now: number): number {
+  return lastRenew + renewDeadline - now;
+}
+
+/**
+ * The record to continue from when a malformed one is taken over: nobody
+ * holds it, and its `leaseTransitions` is kept when it is a whole number ≥ 0.
+ *
+ * @example Usage
+ * ```ts
+ * import { salvageRecord } from "./election_rules.ts";
+ * console.log(salvageRecord({ leaseTransitions: 4 }).leaseTransitions); // 4
+ * console.log(salvageRecord({ leaseTransitions: -1 }).leaseTransitions); // 0
+ * ```
+ */
+export function salvageRecord(spec: { leaseTransitions?: unknown } | null | undefined): LeaderElectionRecord {
+  const t = spec?.leaseTransitions;
+  return {
+    holderIdentity: "",
+    leaseDurationSeconds: 1,
+    acquireTime: "",
+    renewTime: "",
+    leaseTransitions: typeof t === "number" && Number.isInteger(t) && t >= 0 ? t : 0,
+  };
+}
+
 /** Shortest wait before a watch is opened again after one that ended early, in ms. */
 export const WATCH_BACKOFF_MIN_MS = 1000;
 /** Longest such wait, in ms. */

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { decideOnRead, desiredRecord, fastPath } from "./election_rules.ts";
+import { decideOnRead, desiredRecord, fastPath, salvageRecord } from "./election_rules.ts";
 import { isAlreadyExists, isConflict, isNotFound } from "./errors.ts";
 import { formatMicroTime, type LeaderElectionRecord, type Lease, readRecord, writeRecord } from "./lease.ts";
 import type { ElectorCore } from "./elector_core.ts";
@@ -153,7 +153,7 @@ export async function attempt(c: ElectorCore, stop: AbortSignal, budget: number,
   }
   // 4. Write: renew or adopt (keep the term) or take over (a new term).
   const keep = d.action === "renew" || d.action === "adopt";
-  const prev = seen.record ?? salvage(lease);
+  const prev = seen.record ?? salvageRecord(lease.spec);
   const sent = desired(c, prev, keep, wall);
   req = c.requestSignal(stop, remaining());
   try {
@@ -167,16 +167,4 @@ export async function attempt(c: ElectorCore, stop: AbortSignal, budget: number,
   } finally {
     req.done();
   }
-}
-
-/** Transition count to continue from when a malformed record is taken over. */
-export function salvage(lease: Lease): LeaderElectionRecord {
-  const t = lease.spec?.leaseTransitions;
-  return {
-    holderIdentity: "",
-    leaseDurationSeconds: 1,
-    acquireTime: "",
-    renewTime: "",
-    leaseTransitions: typeof t === "number" && Number.isInteger(t) && t >= 0 ? t : 0,
-  };
 }

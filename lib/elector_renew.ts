@@ -6,7 +6,7 @@
  */
 
 import { clampDelay } from "./clock.ts";
-import { firstRenewWait } from "./election_rules.ts";
+import { firstRenewWait, renewTimeLeft, renewWait } from "./election_rules.ts";
 import { linkSignals } from "./signal.ts";
 import type { ElectorCore } from "./elector_core.ts";
 import { retryAfterMs } from "./elector_options.ts";
@@ -24,7 +24,7 @@ import { attempt } from "./elector_attempt.ts";
 export async function renewLoop(c: ElectorCore, stop: AbortSignal): Promise<StopReason> {
   let wait = firstRenewWait(c.retryPeriod, c.unitRandom());
   for (;;) {
-    let left = c.lastRenew + c.renewDeadline - c.clock.now();
+    let left = renewTimeLeft(c.lastRenew, c.renewDeadline, c.clock.now());
     if (left <= 0) return "renew-deadline";
     if (c.preferredOther(c.observed)) return "preferred-holder";
     const wake = c.leaderWake = new AbortController();
@@ -38,7 +38,7 @@ export async function renewLoop(c: ElectorCore, stop: AbortSignal): Promise<Stop
       linked.dispose();
       c.leaderWake = undefined;
     }
-    left = c.lastRenew + c.renewDeadline - c.clock.now();
+    left = renewTimeLeft(c.lastRenew, c.renewDeadline, c.clock.now());
     if (left <= 0) return "renew-deadline";
     const ctx: AttemptCtx = { abandoned: false };
     try {
@@ -51,7 +51,7 @@ export async function renewLoop(c: ElectorCore, stop: AbortSignal): Promise<Stop
       switch (r.value.kind) {
         case "acquired":
           c.lastError = "";
-          wait = c.retryPeriod;
+          wait = renewWait("renewed", c.retryPeriod);
           continue;
         case "lost-taken":
           return "lease-taken";
@@ -62,11 +62,11 @@ export async function renewLoop(c: ElectorCore, stop: AbortSignal): Promise<Stop
         case "lost-preferred":
           return "preferred-holder";
       }
-      wait = c.retryPeriod / 2;
+      wait = renewWait("not-written", c.retryPeriod);
     } catch (e) {
       if (stop.aborted) return "shutdown";
       c.noteError(e, "failed to renew the lease");
-      wait = Math.max(c.retryPeriod / 2, retryAfterMs(e));
+      wait = renewWait("failed", c.retryPeriod, retryAfterMs(e));
     }
   }
 }
