@@ -119,11 +119,10 @@ async function main(p: WorkerParams): Promise<void> {
     : await createLeaseApi(config, { name: "warm-up", namespace: p.namespace, timeoutMs })).get();
   emit({ event: "base", rssKb: rssKb() });
 
-  // Every elector gets its own client (createLeaseApi), as the library's API gives
-  // it. Sharing one client is not an option on Deno: its fetch multiplexes all
-  // requests over one HTTP/2 connection, kube-apiserver allows 100 concurrent
-  // streams per connection by default, and each candidate's watch holds a stream,
-  // so from about 100 candidates on, renewals queue behind watches and time out.
+  // "leases" and "replicas": every elector gets its own client (createLeaseApi),
+  // and each follower its own watch. Over one HTTP/2 connection those watches
+  // would each hold a stream (kube-apiserver allows 100 per connection), so the
+  // shared way also shares the watch: one LeaseWatchHub serves every elector.
   const stop = new AbortController();
   const apis: LeaseApi[] = [];
   const port = Number(new URL(p.server).port || 443);
