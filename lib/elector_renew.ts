@@ -6,7 +6,7 @@
  */
 
 import { clampDelay } from "./clock.ts";
-import { firstRenewWait, renewTimeLeft, renewWait } from "./election_rules.ts";
+import { firstRenewWait, renewTimeLeft, renewWait } from "./renew_rules.ts";
 import { linkSignals } from "./signal.ts";
 import type { ElectorCore } from "./elector_core.ts";
 import { retryAfterMs } from "./elector_options.ts";

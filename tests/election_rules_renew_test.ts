@@ -1,9 +1,10 @@
-// Table tests of the leader's renewal rules in lib/election_rules.ts: the wait
-// before the next attempt, the time left before the renew deadline, and the
-// record a malformed Lease is taken over from.
+// Table tests of the leader's renewal rules (lib/renew_rules.ts: the wait
+// before the next attempt, the time left before the renew deadline) and of the
+// record a malformed Lease is taken over from (lib/election_rules.ts).
 import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
-import { type RenewOutcome, renewTimeLeft, renewWait, salvageRecord } from "../lib/election_rules.ts";
+import { salvageRecord } from "../lib/election_rules.ts";
+import { type RenewOutcome, renewTimeLeft, renewWait } from "../lib/renew_rules.ts";
 
 test("renewWait: retryPeriod after a renewal, half of it otherwise, the server's hint after a failure when longer", () => {
   const table: [RenewOutcome, number, number | undefined, number][] = [

@@ -6,7 +6,7 @@ import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
 import { shutdown, until } from "./support/manual_clock_wait.ts";
 import { LeaderElector, type LeaseApi, ManualClock, MemoryLeaseStore } from "../mod.ts";
-import { firstRenewWait } from "../lib/election_rules.ts";
+import { firstRenewWait } from "../lib/renew_rules.ts";
 
 /** A seeded generator of numbers in [0, 1) (mulberry32), so every run draws the same jitter. */
 function seeded(seed: number): () => number {
