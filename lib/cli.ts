@@ -29,22 +29,14 @@ import { ConfigError } from "./errors.ts";
 import { jsonLogger } from "./log.ts";
 import { LeaderEventRecorder } from "./events.ts";
 import { LeaseCandidateKeeper } from "./candidate.ts";
-import { childGraceMargin, type CliSettings, helpText, parseArgs, resolveSettings } from "./cli_flags.ts";
+import { helpText, parseArgs } from "./cli_flags.ts";
+import { childGraceMargin, type CliSettings, resolveSettings } from "./cli_settings.ts";
 import { serveHttp } from "./cli_http.ts";
 import { CommandSupervisor, exitStatus, killAllGroupsSync } from "./supervisor.ts";
 import { certificateBlocks, certificateProblem } from "./pem.ts";
 
-export {
-  childGraceMargin,
-  type CliOptions,
-  type CliSettings,
-  FLAGS,
-  type FlagSpec,
-  helpText,
-  maxChildGrace,
-  parseArgs,
-  resolveSettings,
-} from "./cli_flags.ts";
+export { type CliOptions, FLAGS, type FlagSpec, helpText, parseArgs } from "./cli_flags.ts";
+export { childGraceMargin, type CliSettings, maxChildGrace, resolveSettings } from "./cli_settings.ts";
 export { formatDuration, MAX_TIMER_MS, parseDuration } from "./duration.ts";
 export { invalidIdentity, MAX_IDENTITY_LENGTH } from "./identity.ts";
 export {

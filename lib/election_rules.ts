@@ -311,6 +311,28 @@ export function mayRelease(
   return releaseOnCancel && settled && reason !== "lease-taken" && reason !== "lease-deleted";
 }
 
+/**
+ * The record to continue from when a malformed one is taken over: nobody
+ * holds it, and its `leaseTransitions` is kept when it is a whole number ≥ 0.
+ *
+ * @example Usage
+ * ```ts
+ * import { salvageRecord } from "./election_rules.ts";
+ * console.log(salvageRecord({ leaseTransitions: 4 }).leaseTransitions); // 4
+ * console.log(salvageRecord({ leaseTransitions: -1 }).leaseTransitions); // 0
+ * ```
+ */
+export function salvageRecord(spec: { leaseTransitions?: unknown } | null | undefined): LeaderElectionRecord {
+  const t = spec?.leaseTransitions;
+  return {
+    holderIdentity: "",
+    leaseDurationSeconds: 1,
+    acquireTime: "",
+    renewTime: "",
+    leaseTransitions: typeof t === "number" && Number.isInteger(t) && t >= 0 ? t : 0,
+  };
+}
+
 /** Shortest wait before a watch is opened again after one that ended early, in ms. */
 export const WATCH_BACKOFF_MIN_MS = 1000;
 /** Longest such wait, in ms. */

@@ -6,9 +6,9 @@
  * @module
  */
 
-import { StreamResponse } from "./node_response.ts";
+import { raceSignal, releasingBody } from "./response_body.ts";
 import { type Clock, systemClock } from "./clock.ts";
-import { linkSignals } from "./signal.ts";
+import { ENDED, linkSignals } from "./signal.ts";
 import {
   ConfigError,
   InvalidResponseError,
@@ -17,159 +17,25 @@ import {
   type StatusReason,
   TimeoutError,
 } from "./errors.ts";
+import {
+  invalidToken,
+  type KubeClientOptions,
+  type RequestOptions,
+  type ResettableFetch,
+  type TokenSource,
+} from "./kube_request.ts";
+import { describeBody, explain, parseRetryAfter, REASON_SET, REASONS } from "./kube_status.ts";
 
-/** A `fetch`-compatible function. */
-export type FetchLike = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
-
-/**
- * A `fetch` whose pooled connections can be dropped. {@linkcode KubeClient}
- * calls `reset` after a request timed out or a watch went silent, so the next
- * request opens a fresh connection instead of queueing on a dead one.
- *
- * @example Usage
- * ```ts
- * import type { ResettableFetch } from "@leasehold/leasehold";
- * const f: ResettableFetch = Object.assign((i: string | URL | Request, init?: RequestInit) => fetch(i, init), {
- *   reset() {},
- * });
- * console.log(typeof f.reset); // "function"
- * ```
- */
-export interface ResettableFetch extends FetchLike {
-  /** Drops pooled connections; requests made afterwards use new ones. */
-  reset?(): void;
-}
-
-/** Supplies the bearer token; `invalidate` is called after a 401 so the next call re-reads it. */
-export interface TokenSource {
-  /** The current token, or `undefined` for no `Authorization` header. */
-  token(): Promise<string | undefined>;
-  /** Forget any cached token. Returns true if a re-read may give a different one. */
-  invalidate?(): Promise<boolean> | boolean;
-}
-
-/**
- * Why `token` cannot be sent as a bearer token, or `undefined` when it can. The
- * answer never contains the token itself, so it is safe to log.
- *
- * @example Usage
- * ```ts
- * import { invalidToken } from "@leasehold/leasehold";
- * console.log(invalidToken("abc.def")); // undefined
- * console.log(invalidToken("abc\ndef")); // "has a line break at character 4"
- * ```
- */
-export function invalidToken(token: string): string | undefined {
-  if (token === "") return "is empty";
-  for (let i = 0; i < token.length; i++) {
-    const c = token.charCodeAt(i);
-    if (c >= 0x21 && c <= 0x7e) continue;
-    const what = c === 0x0a || c === 0x0d
-      ? "a line break"
-      : c === 0x20 || c === 0x09
-      ? "white space"
-      : c < 0x20 || c === 0x7f
-      ? "a control character"
-      : "a non-ASCII character";
-    return `has ${what} at character ${i + 1}`;
-  }
-  return undefined;
-}
-
-/** Options of {@linkcode KubeClient}. */
-export interface KubeClientOptions {
-  /** API server base URL, e.g. `https://10.96.0.1:443`. */
-  server: string;
-  /** `fetch` to use, e.g. one with the cluster CA from `createFetch`. @default globalThis.fetch */
-  fetch?: ResettableFetch;
-  /** Bearer token source. */
-  tokenSource?: TokenSource;
-  /** Per-request timeout in ms, covering headers and body. @default 5000 */
-  timeoutMs?: number;
-  /** Largest response body accepted, in bytes. @default 1048576 */
-  maxBodyBytes?: number;
-  /** Clock for timeouts. @default systemClock */
-  clock?: Clock;
-}
-
-/** What a request is for, used to explain a 403 or a 404. */
-export interface RequestIntent {
-  /** RBAC verb: get, create, update, watch, list. */
-  verb: string;
-  /** Resource with group, e.g. `leases.coordination.k8s.io`. */
-  resource: string;
-  /** Namespace of the object. */
-  namespace?: string;
-  /** Object name. */
-  name?: string;
-}
-
-/** Options of one request. */
-export interface RequestOptions {
-  /** JSON body. */
-  body?: unknown;
-  /** Cancels the request; its reason is rethrown as is. */
-  signal?: AbortSignal;
-  /** Overrides the client's timeout (ms). */
-  timeoutMs?: number;
-  /** For error messages. */
-  intent?: RequestIntent;
-}
-
-const REASONS: Record<number, StatusReason> = {
-  400: "BadRequest",
-  401: "Unauthorized",
-  403: "Forbidden",
-  404: "NotFound",
-  409: "Conflict",
-  410: "Gone",
-  422: "Invalid",
-  429: "TooManyRequests",
-  500: "InternalError",
-  503: "ServiceUnavailable",
-  504: "Timeout",
-};
-
-/** Longest wait honoured from `Retry-After` or `details.retryAfterSeconds`, in seconds. */
-export const MAX_RETRY_AFTER_SECONDS = 60;
-
-/**
- * The server's requested wait in whole seconds, from a `Retry-After` header
- * (delay-seconds or HTTP-date; a date is measured against the response's `Date`
- * header when there is one, else against `nowMs`) or a Status body's
- * `details.retryAfterSeconds`. Anything that is not a finite, non-negative
- * number is ignored (`undefined`); large values are clamped to
- * {@linkcode MAX_RETRY_AFTER_SECONDS}.
- *
- * @example Usage
- * ```ts
- * import { parseRetryAfter } from "@leasehold/leasehold";
- * console.log(parseRetryAfter(undefined, "3")); // 3
- * console.log(parseRetryAfter(undefined, "soon")); // undefined
- * console.log(parseRetryAfter(1e9, null)); // 60
- * ```
- */
-export function parseRetryAfter(
-  statusSeconds: unknown,
-  header: string | null | undefined,
-  dateHeader?: string | null,
-  nowMs: number = Date.now(),
-): number | undefined {
-  const clamp = (n: number) => Math.min(Math.ceil(n), MAX_RETRY_AFTER_SECONDS);
-  if (typeof statusSeconds === "number" && Number.isFinite(statusSeconds) && statusSeconds >= 0) {
-    return clamp(statusSeconds);
-  }
-  const h = header?.trim();
-  if (!h) return undefined;
-  if (/^\d+$/.test(h)) return clamp(Number(h));
-  // HTTP-date: IMF-fixdate or the obsolete forms Date.parse understands; must name a weekday or month.
-  if (!/[a-z]{3}/i.test(h) || h.length > 64) return undefined;
-  const at = Date.parse(h);
-  if (!Number.isFinite(at)) return undefined;
-  const server = dateHeader ? Date.parse(dateHeader) : NaN;
-  const base = Number.isFinite(server) ? server : nowMs;
-  return clamp(Math.max(0, (at - base) / 1000));
-}
+export {
+  type FetchLike,
+  invalidToken,
+  type KubeClientOptions,
+  type RequestIntent,
+  type RequestOptions,
+  type ResettableFetch,
+  type TokenSource,
+} from "./kube_request.ts";
+export { MAX_RETRY_AFTER_SECONDS, parseRetryAfter } from "./kube_status.ts";
 
 /** One request on the wire, with what is needed to finish or abandon it. */
 interface Sent {
@@ -318,16 +184,17 @@ export class KubeClient {
     const timeoutMs = options.timeoutMs ?? this.timeoutMs;
     const timer = new AbortController();
     const stopTimer = new AbortController();
-    const timedOut = new TimeoutError(
-      `${method} ${url}: no complete answer within ${timeoutMs} ms; the API server or the network to it is slow or down`,
-    );
     this.clock.sleep(timeoutMs, stopTimer.signal).then(() => {
-      timer.abort(timedOut);
+      timer.abort(
+        new TimeoutError(
+          `${method} ${url}: no complete answer within ${timeoutMs} ms; the API server or the network to it is slow or down`,
+        ),
+      );
       this.resetConnections();
     }, () => {});
     const linked = linkSignals([options.signal, timer.signal]);
     const done = () => {
-      stopTimer.abort();
+      stopTimer.abort(ENDED);
       linked.dispose();
     };
     const headers: Record<string, string> = { accept: "application/json" };
@@ -368,7 +235,7 @@ export class KubeClient {
       gen,
       caller: options.signal,
       timer: timer.signal,
-      stopTimer: () => stopTimer.abort(),
+      stopTimer: () => stopTimer.abort(ENDED),
       done,
     };
   }
@@ -510,138 +377,4 @@ export class KubeClient {
     const message = explain(code, reason, method, url, options.intent, serverMessage, retryAfterSeconds, !status);
     throw new KubeApiError(message, { code, reason, method, url, retryAfterSeconds, serverMessage });
   }
-}
-
-/** Resolves like `p`, or rejects with the signal's reason when it aborts first. */
-function raceSignal<T>(p: Promise<T> | undefined, signal: AbortSignal): Promise<T | undefined> {
-  if (p === undefined) return Promise.resolve(undefined);
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T | undefined>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-  });
-}
-
-/**
- * The same response with a body that calls `release` once it ended, failed or
- * was cancelled, so nothing stays attached to the caller's signal afterwards.
- */
-function releasingBody(res: Response, release: () => void): Response {
-  if (!res.body) {
-    release();
-    return res;
-  }
-  const reader = res.body.getReader();
-  let released = false;
-  const once = () => {
-    if (!released) {
-      released = true;
-      release();
-    }
-  };
-  const body = new ReadableStream<Uint8Array>({
-    async pull(ctl) {
-      try {
-        const { done, value } = await reader.read();
-        if (done) {
-          once();
-          ctl.close();
-        } else ctl.enqueue(value);
-      } catch (e) {
-        once();
-        ctl.error(e);
-      }
-    },
-    async cancel(reason) {
-      once();
-      await reader.cancel(reason).catch(() => {});
-    },
-  }, { highWaterMark: 0 });
-  // The Node adapter's small response stays one: the global Response loads undici on Node 20.
-  if (res instanceof StreamResponse) {
-    return new StreamResponse(body, res.status, res.statusText, res.headers) as unknown as Response;
-  }
-  return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
-}
-
-const REASON_SET: Record<string, true> = Object.fromEntries(
-  [
-    "BadRequest",
-    "Unauthorized",
-    "Forbidden",
-    "NotFound",
-    "AlreadyExists",
-    "Conflict",
-    "Gone",
-    "Invalid",
-    "TooManyRequests",
-    "InternalError",
-    "ServiceUnavailable",
-    "Timeout",
-  ]
-    .map((r) => [r, true]),
-);
-
-function describeBody(text: string): string {
-  const flat = text.replace(/\s+/g, " ").trim();
-  if (!flat) return "empty body";
-  return JSON.stringify(flat.length > 120 ? flat.slice(0, 120) + "…" : flat);
-}
-
-function explain(
-  code: number,
-  reason: StatusReason,
-  method: string,
-  url: string,
-  intent: RequestIntent | undefined,
-  serverMessage: string | undefined,
-  retryAfter: number | undefined,
-  notStatus: boolean,
-): string {
-  const what = intent
-    ? `${intent.verb} ${intent.resource}${intent.name ? ` "${intent.name}"` : ""}${
-      intent.namespace ? ` in namespace "${intent.namespace}"` : ""
-    }`
-    : `${method} ${url}`;
-  const server = serverMessage ? ` (server said: ${serverMessage})` : "";
-  const [resource, group] = intent ? splitResource(intent.resource) : ["", ""];
-  if ((code >= 300 && code < 400) || code === 0) {
-    return `${
-      code || "opaque"
-    } redirect: the server answered ${what} with a redirect, which leasehold never follows (a write could be replayed as a read, or sent to another host): set the server URL (KUBERNETES_SERVICE_HOST/PORT or the kubeconfig cluster's server) to the API server itself, not to a proxy or load balancer that redirects`;
-  }
-  switch (reason) {
-    case "Forbidden":
-      return intent
-        ? `Forbidden: not allowed to ${what}. Grant it with a Role in namespace "${
-          intent.namespace ?? "?"
-        }" with apiGroups ["${group}"], resources ["${resource}"], verbs ["${intent.verb}"]${
-          intent.name && intent.verb !== "create" ? `, resourceNames ["${intent.name}"]` : ""
-        }, and a RoleBinding to this service account (see deploy/rbac.yaml)${server}`
-        : `Forbidden: ${what}${server}; the Role bound to this service account must grant it`;
-    case "Unauthorized":
-      return `Unauthorized: the API server rejected our credentials for ${what}; check the service-account token file (it is re-read after each 401) or the kubeconfig user${server}`;
-    case "NotFound":
-      return `NotFound: ${what}${intent?.namespace ? `; does namespace "${intent.namespace}" exist?` : ""}${server}`;
-    case "Conflict":
-    case "AlreadyExists":
-      return `${reason}: ${what} lost a race with another writer; re-read and try again${server}`;
-    case "TooManyRequests":
-      return `TooManyRequests: the API server is throttling ${what}${
-        retryAfter !== undefined ? `; retry after ${retryAfter}s` : ""
-      }${server}`;
-    default:
-      if (code >= 500) {
-        return `${code} ${reason}: the API server${
-          notStatus ? " (or a proxy in front of it)" : ""
-        } failed ${what}; will retry${server}`;
-      }
-      return `${code} ${reason}: ${what}${server}`;
-  }
-}
-
-function splitResource(r: string): [string, string] {
-  const i = r.indexOf(".");
-  return i < 0 ? [r, ""] : [r.slice(0, i), r.slice(i + 1)];
 }

@@ -8,6 +8,7 @@
 import { InvalidResponseError, isNotFound, TimeoutError } from "./errors.ts";
 import type { KubeClient, RequestIntent } from "./kube_client.ts";
 import type { Lease } from "./lease.ts";
+import { ENDED } from "./signal.ts";
 
 /** One event of a Lease watch. */
 export interface LeaseWatchEvent {
@@ -225,7 +226,7 @@ export async function* watchStream(
       try {
         next = await Promise.race([reader.read(), silent]);
       } finally {
-        idle.abort();
+        idle.abort(ENDED);
       }
       if (o.signal.aborted) throw o.signal.reason;
       if (typeof next === "boolean") {

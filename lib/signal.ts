@@ -5,6 +5,21 @@
  * @module
  */
 
+/**
+ * The abort reason of a timer or link cancelled because its operation ended.
+ * Made once: `abort()` without a reason builds a new `DOMException` (and its
+ * stack) every time, at every request.
+ *
+ * @example Usage
+ * ```ts
+ * import { ENDED } from "./signal.ts";
+ * const timer = new AbortController();
+ * timer.abort(ENDED);
+ * console.log(timer.signal.reason === ENDED); // true
+ * ```
+ */
+export const ENDED: DOMException = new DOMException("the operation ended", "AbortError");
+
 /** A signal that aborts when any source does, and a `dispose` that unlinks it. */
 export interface LinkedSignal {
   /** Aborts with the first source's reason. */

@@ -553,6 +553,39 @@ export function markdownReport(r: BenchResults): string {
         fmt(p.serverRequestsPerSecond),
       ]),
     ));
+    if (s.shared?.length) {
+      out.push("");
+      out.push(
+        "The same Leases in the same run, the shared way: one KubeClient and one LeaseWatchHub (one LIST + WATCH " +
+          "of the labelled Leases) for all. `shared` sends through the library's Deno transport for a cluster CA " +
+          "(node:https, a connection per request); `shared-pooled` through one pooled HTTP/2 `Deno.HttpClient` " +
+          "(which adds the CA to the default roots instead of replacing them). TCP connections: established to the " +
+          "API server, sampled every 100 ms over the window: the most at once, and how many distinct ones were seen.",
+      );
+      out.push("");
+      out.push(table(
+        [
+          "Leases",
+          "mode",
+          "µs CPU / renewal",
+          "RSS MiB",
+          "KiB / Lease",
+          "mean renew ms",
+          "TCP at once (max)",
+          "TCP over the window",
+        ],
+        [...s.leases, ...s.shared].sort((a, b) => a.leases - b.leases).map((p) => [
+          String(p.leases),
+          p.mode ?? "client-per-lease",
+          fmt(p.cpuUsPerRenewal),
+          fmt(p.rssMiB),
+          fmt(p.rssPerLeaseKiB),
+          fmt(p.renewLatencyMeanMs, 2),
+          p.connections === undefined ? "–" : String(p.connections.most),
+          p.connections === undefined ? "–" : String(p.connections.distinct),
+        ]),
+      ));
+    }
     out.push("");
     out.push(
       "Why one client per Lease: on Deno, one client sends everything over one HTTP/2 connection, and " +

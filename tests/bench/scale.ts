@@ -1,5 +1,7 @@
 // Benchmark 6: scale. (a) One Deno process holding many Leases at once: CPU per
-// renewal, memory, requests per second. (b) Many candidates on ONE Lease:
+// renewal, memory, requests per second, TCP connections to the API server;
+// the old way (a client and a watch per Lease) beside the shared way (one
+// KubeClient, one LeaseWatchHub), in the same run. (b) Many candidates on ONE Lease:
 // total requests per second as the number of candidates grows, leasehold
 // (in-process electors, each with its own client) against client-go processes.
 
@@ -7,7 +9,7 @@ import { join } from "node:path";
 import { type BenchContext, DEFAULT_TIMINGS, Proc, round, sleep } from "./common.ts";
 import { CLIENT_GO, type Replica, startReplica } from "./replicas.ts";
 import { type LeaseEvents, serverSnapshot, type WindowCounts, windowCounts } from "./server_counts.ts";
-import type { WorkerParams } from "./scale_worker.ts";
+import { serverSockets, type WorkerParams } from "./scale_worker.ts";
 
 export interface LeasesPoint {
   leases: number;
@@ -29,6 +31,18 @@ export interface LeasesPoint {
   server: WindowCounts;
   serverRequestsPerSecond: number;
   errors: Record<string, number>;
+  /** How the Leases were reached: a client each, or one client and one LeaseWatchHub for all. */
+  mode?: "client-per-lease" | "shared" | "shared-pooled";
+  /** TCP connections of the process to the API server over the window. */
+  connections?: ConnectionCounts;
+}
+
+/** The worker's TCP connections to the API server, sampled every 100 ms over the window. */
+export interface ConnectionCounts {
+  /** Most established at one sample. */
+  most: number;
+  /** Distinct connections seen over the window (a connection per request shows here). */
+  distinct: number;
 }
 
 export interface ReplicasPoint {
@@ -43,7 +57,14 @@ export interface ReplicasPoint {
 
 export interface ScaleResult {
   windowSeconds: number;
+  /** The old way: one client (and connection) per Lease. */
   leases: LeasesPoint[];
+  /**
+   * The shared way, measured in the same run: one KubeClient and one
+   * LeaseWatchHub for all Leases, through the library's transport ("shared"),
+   * and through one pooled HTTP/2 connection ("shared-pooled", see scale_worker.ts).
+   */
+  shared?: LeasesPoint[];
   replicas: ReplicasPoint[];
   /** client-go at the larger replica count, extrapolated from its measured per-follower rate. */
   clientGoExtrapolated?: ReplicasPoint;
@@ -54,7 +75,9 @@ async function runWorker(
   ctx: BenchContext,
   events: LeaseEvents,
   params: WorkerParams,
-): Promise<{ lines: Record<string, Record<string, unknown>>; server: WindowCounts }> {
+): Promise<
+  { lines: Record<string, Record<string, unknown>>; server: WindowCounts; connections: ConnectionCounts }
+> {
   const worker = new Proc(
     [ctx.denoPath, "run", "-A", join(ctx.root, "tests", "bench", "scale_worker.ts"), JSON.stringify(params)],
     { logStream: "stdout", name: `scale worker ${params.mode} ${params.count}`, cwd: ctx.root },
@@ -64,12 +87,31 @@ async function runWorker(
     const start = await worker.waitFor((l) => l.event === "window-start" || l.event === "error", limit, "window start");
     if (start.event === "error") throw new Error(`scale worker: ${start.error}`);
     const s0 = await serverSnapshot(ctx);
+    // TCP connections of the worker to the API server, sampled every 100 ms over the window.
+    const port = Number(new URL(params.server).port || 443);
+    const seen = new Set<string>();
+    let most = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        const now = serverSockets(worker.pid, port);
+        most = Math.max(most, now.size);
+        for (const i of now) seen.add(i);
+        await sleep(100);
+      }
+    })();
     await worker.waitFor((l) => l.event === "window-end", params.windowMs + 30000, "window end");
+    sampling = false;
+    await sampler;
     const s1 = await serverSnapshot(ctx);
     await worker.exited;
     const lines: Record<string, Record<string, unknown>> = {};
     for (const l of worker.lines) if (typeof l.event === "string") lines[l.event] = l;
-    return { lines, server: windowCounts(s0, s1, events, params.namespace) };
+    return {
+      lines,
+      server: windowCounts(s0, s1, events, params.namespace),
+      connections: { most, distinct: seen.size },
+    };
   } finally {
     await worker.stop("SIGKILL", 0);
   }
@@ -84,55 +126,68 @@ export async function scale(
   const result: ScaleResult = { windowSeconds: o.windowMs / 1000, leases: [], replicas: [], errors: [] };
   const base = { server: ctx.info.url, caFile: ctx.info.caFile, token: ctx.info.adminToken, timings: t };
 
+  const modes = [
+    { mode: "client-per-lease", worker: "leases", pooled: false },
+    { mode: "shared", worker: "shared", pooled: false },
+    { mode: "shared-pooled", worker: "shared", pooled: true },
+  ] as const;
   for (const count of o.leaseCounts) {
-    try {
-      const namespace = await ctx.namespace("scale-leases");
-      ctx.log(`  ${count} leases in one process: electing, then counting for ${o.windowMs / 1000} s`);
-      const { lines, server } = await runWorker(ctx, events, {
-        ...base,
-        mode: "leases",
-        count,
-        namespace,
-        settleMs: 2 * t.retryPeriod,
-        windowMs: o.windowMs,
-      });
-      const end = lines["window-end"] as {
-        windowMs: number;
-        cpuMs: number;
-        renewals: number;
-        renewLatencyMeanMs: number | null;
-        requests: Record<string, number>;
-        errors: Record<string, number>;
-        rssKb: number;
-      };
-      const ready = lines["ready"] as { acquireMs: number; rssKb: number };
-      const baseRss = (lines["base"] as { rssKb: number }).rssKb;
-      const secs = end.windowMs / 1000;
-      const own = Object.values(end.requests).reduce((a, b) => a + b, 0);
-      const p: LeasesPoint = {
-        leases: count,
-        acquireMs: ready.acquireMs,
-        windowSeconds: round(secs, 2),
-        renewals: end.renewals,
-        renewalsPerSecond: round(end.renewals / secs, 1),
-        cpuMs: round(end.cpuMs, 1),
-        cpuUsPerRenewal: end.renewals ? round((end.cpuMs * 1000) / end.renewals, 0) : NaN,
-        cpuPercent: round((end.cpuMs / end.windowMs) * 100, 1),
-        rssBaseMiB: round(baseRss / 1024, 1),
-        rssMiB: round(end.rssKb / 1024, 1),
-        rssPerLeaseKiB: round((ready.rssKb - baseRss) / count, 1),
-        renewLatencyMeanMs: end.renewLatencyMeanMs === null ? null : round(end.renewLatencyMeanMs, 2),
-        ownRequestsPerSecond: round(own / secs, 1),
-        server,
-        serverRequestsPerSecond: round(server.total / server.seconds, 1),
-        errors: end.errors,
-      };
-      result.leases.push(p);
-      ctx.log(
-        `    ${p.cpuUsPerRenewal} µs CPU per renewal, ${p.rssMiB} MiB RSS, ${p.serverRequestsPerSecond} requests/s`,
-      );
-    } catch (e) {
-      result.errors.push(`${count} leases: ${(e as Error).message}`);
+    for (const m of modes) {
+      try {
+        const namespace = await ctx.namespace("scale-leases");
+        ctx.log(`  ${count} leases in one process (${m.mode}): electing, then counting for ${o.windowMs / 1000} s`);
+        const { lines, server, connections } = await runWorker(ctx, events, {
+          ...base,
+          mode: m.worker,
+          pooled: m.pooled,
+          count,
+          namespace,
+          settleMs: 2 * t.retryPeriod,
+          windowMs: o.windowMs,
+        });
+        const end = lines["window-end"] as {
+          windowMs: number;
+          cpuMs: number;
+          renewals: number;
+          renewLatencyMeanMs: number | null;
+          requests: Record<string, number>;
+          errors: Record<string, number>;
+          rssKb: number;
+        };
+        const ready = lines["ready"] as { acquireMs: number; rssKb: number };
+        const baseRss = (lines["base"] as { rssKb: number }).rssKb;
+        const secs = end.windowMs / 1000;
+        const own = Object.values(end.requests).reduce((a, b) => a + b, 0);
+        const p: LeasesPoint = {
+          leases: count,
+          mode: m.mode,
+          acquireMs: ready.acquireMs,
+          windowSeconds: round(secs, 2),
+          renewals: end.renewals,
+          renewalsPerSecond: round(end.renewals / secs, 1),
+          cpuMs: round(end.cpuMs, 1),
+          cpuUsPerRenewal: end.renewals ? round((end.cpuMs * 1000) / end.renewals, 0) : NaN,
+          cpuPercent: round((end.cpuMs / end.windowMs) * 100, 1),
+          rssBaseMiB: round(baseRss / 1024, 1),
+          rssMiB: round(end.rssKb / 1024, 1),
+          rssPerLeaseKiB: round((ready.rssKb - baseRss) / count, 1),
+          renewLatencyMeanMs: end.renewLatencyMeanMs === null ? null : round(end.renewLatencyMeanMs, 2),
+          ownRequestsPerSecond: round(own / secs, 1),
+          server,
+          serverRequestsPerSecond: round(server.total / server.seconds, 1),
+          errors: end.errors,
+          connections,
+        };
+        if (m.mode === "client-per-lease") result.leases.push(p);
+        else (result.shared ??= []).push(p);
+        ctx.log(
+          `    ${p.cpuUsPerRenewal} µs CPU per renewal, ${p.rssMiB} MiB RSS, ${p.rssPerLeaseKiB} KiB per Lease, ` +
+            `${p.serverRequestsPerSecond} requests/s, TCP connections: at most ${connections.most} at once, ` +
+            `${connections.distinct} over the window`,
+        );
+      } catch (e) {
+        result.errors.push(`${count} leases (${m.mode}): ${(e as Error).message}`);
+      }
     }
   }
 

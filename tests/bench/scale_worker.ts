@@ -3,8 +3,11 @@
 //   deno run -A tests/bench/scale_worker.ts '<json params>'
 //
 // mode "leases":   `count` LeaderElectors, each on its own Lease, one identity.
+// mode "shared":   as "leases", but all electors share ONE KubeClient (one
+//                  connection) and ONE LeaseWatchHub (one LIST + WATCH of the
+//                  labelled Leases) instead of a client and a watch each.
 // mode "replicas": `count` LeaderElectors with distinct identities on ONE Lease.
-// Each elector has its own client (createLeaseApi), see below.
+// In "leases" and "replicas" each elector has its own client (createLeaseApi), see below.
 //
 // It prints JSON lines on stdout: "base" (client ready), "ready" (elections
 // settled), "window-start", "window-end" (CPU, RSS and request counters of the
@@ -12,10 +15,20 @@
 // window lines.
 
 import process from "node:process";
-import { createLeaseApi, LeaderElector, type LeaseApi, staticToken } from "../../mod.ts";
+import {
+  createFetch,
+  createLeaseApi,
+  KubeClient,
+  KubeLeaseApi,
+  kubeLeaseListSource,
+  LeaderElector,
+  type LeaseApi,
+  LeaseWatchHub,
+  staticToken,
+} from "../../mod.ts";
 
 export interface WorkerParams {
-  mode: "leases" | "replicas";
+  mode: "leases" | "shared" | "replicas";
   count: number;
   namespace: string;
   server: string;
@@ -24,47 +37,124 @@ export interface WorkerParams {
   settleMs: number;
   windowMs: number;
   timings: { leaseDuration: number; renewDeadline: number; retryPeriod: number };
+  /**
+   * Shared mode only: send through one pooled HTTP/2 `Deno.HttpClient` trusting
+   * the CA (in addition to the default roots) instead of the library's Deno
+   * transport for a custom CA (`node:https`, a connection per request).
+   */
+  pooled?: boolean;
+}
+
+/** A pooled HTTP/2 fetch trusting `caCert` (added to the default roots), replaced on reset. */
+function pooledFetch(caCert: string) {
+  let client = Deno.createHttpClient({ caCerts: [caCert] });
+  const f = (input: string | URL | Request, init?: RequestInit) =>
+    fetch(input, { ...init, redirect: "manual", client } as RequestInit);
+  return Object.assign(f, {
+    reset() {
+      const old = client;
+      client = Deno.createHttpClient({ caCerts: [caCert] });
+      old.close();
+    },
+  });
 }
 
 const emit = (o: Record<string, unknown>) => console.log(JSON.stringify(o));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const rssKb = () => Number(/^VmRSS:\s+(\d+)/m.exec(Deno.readTextFileSync("/proc/self/status"))?.[1] ?? NaN);
 
+/**
+ * The socket inodes of process `pid` ("self" for this one) with an established
+ * TCP connection to `port`: /proc/<pid>/net/tcp{,6} joined with its open fds.
+ */
+export function serverSockets(pid: number | "self", port: number): Set<string> {
+  const inodes = new Set<string>();
+  for (const f of [`/proc/${pid}/net/tcp`, `/proc/${pid}/net/tcp6`]) {
+    let text = "";
+    try {
+      text = Deno.readTextFileSync(f);
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const c = line.trim().split(/\s+/);
+      if (c.length < 10) continue;
+      const remPort = parseInt(c[2].split(":")[1], 16);
+      if (remPort === port && c[3] === "01") inodes.add(c[9]); // 01: ESTABLISHED
+    }
+  }
+  const mine = new Set<string>();
+  try {
+    for (const e of Deno.readDirSync(`/proc/${pid}/fd`)) {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`));
+        if (m && inodes.has(m[1])) mine.add(m[1]);
+      } catch {
+        // closed meanwhile
+      }
+    }
+  } catch {
+    // the process is gone
+  }
+  return mine;
+}
+
 async function main(p: WorkerParams): Promise<void> {
   const caCert = await Deno.readTextFile(p.caFile);
   const config = { server: p.server, caCert, tokenSource: staticToken(p.token), source: "bench" };
   const timeoutMs = Math.max(1000, p.timings.renewDeadline / 2);
+  // Shared: one client for every Lease, and one LIST + WATCH (LeaseWatchHub) of
+  // the labelled Leases for all the per-Lease watches.
+  const client = p.mode === "shared"
+    ? new KubeClient({
+      server: p.server,
+      fetch: p.pooled ? pooledFetch(caCert) : await createFetch({ caCert }),
+      tokenSource: config.tokenSource,
+      timeoutMs,
+    })
+    : undefined;
   // One request so TLS and the client are loaded before the baseline RSS.
-  await (await createLeaseApi(config, { name: "warm-up", namespace: p.namespace, timeoutMs })).get();
+  await (client
+    ? new KubeLeaseApi(client, p.namespace, "warm-up")
+    : await createLeaseApi(config, { name: "warm-up", namespace: p.namespace, timeoutMs })).get();
   emit({ event: "base", rssKb: rssKb() });
 
-  // Every elector gets its own client (createLeaseApi), as the library's API gives
-  // it. Sharing one client is not an option on Deno: its fetch multiplexes all
-  // requests over one HTTP/2 connection, kube-apiserver allows 100 concurrent
-  // streams per connection by default, and each candidate's watch holds a stream,
-  // so from about 100 candidates on, renewals queue behind watches and time out.
-  const apis: LeaseApi[] = [];
-  for (let i = 0; i < p.count; i++) {
-    const name = p.mode === "leases" ? `scale-${i}` : "scale-one";
-    apis.push(await createLeaseApi(config, { name, namespace: p.namespace, timeoutMs }));
-  }
-  const electors = apis.map((lease, i) =>
-    new LeaderElector({ lease, identity: p.mode === "leases" ? "bench-scale" : `replica-${i}`, ...p.timings })
-  );
+  // "leases" and "replicas": every elector gets its own client (createLeaseApi),
+  // and each follower its own watch. Over one HTTP/2 connection those watches
+  // would each hold a stream (kube-apiserver allows 100 per connection), so the
+  // shared way also shares the watch: one LeaseWatchHub serves every elector.
   const stop = new AbortController();
+  const apis: LeaseApi[] = [];
+  const port = Number(new URL(p.server).port || 443);
+  let hub: LeaseWatchHub | undefined;
+  if (client) {
+    const label = { key: "leasehold.dev/bench", value: "scale" };
+    hub = new LeaseWatchHub({ source: kubeLeaseListSource(client, p.namespace, label), label });
+    hub.run(stop.signal).catch(() => {});
+    for (let i = 0; i < p.count; i++) apis.push(hub.api(new KubeLeaseApi(client, p.namespace, `scale-${i}`)));
+  } else {
+    for (let i = 0; i < p.count; i++) {
+      const name = p.mode === "leases" ? `scale-${i}` : "scale-one";
+      apis.push(await createLeaseApi(config, { name, namespace: p.namespace, timeoutMs }));
+    }
+  }
+  const many = p.mode !== "replicas";
+  const electors = apis.map((lease, i) =>
+    new LeaderElector({ lease, identity: many ? "bench-scale" : `replica-${i}`, ...p.timings })
+  );
   const t0 = performance.now();
   const runs: Promise<void>[] = [];
   // Leases: starts spread evenly over at least one RetryPeriod (5 ms apart for
   // many), so renewals are spread out too, as they would drift apart in a
   // long-running process. Replicas: all at once.
-  const spread = p.mode === "leases" ? Math.max(p.timings.retryPeriod, 5 * p.count) : 0;
+  const spread = many ? Math.max(p.timings.retryPeriod, 5 * p.count) : 0;
   for (const [i, e] of electors.entries()) {
     const due = t0 + (i * spread) / p.count;
     if (due > performance.now()) await sleep(due - performance.now());
     runs.push(e.run(stop.signal));
   }
   const settled = () =>
-    p.mode === "leases" ? electors.every((e) => e.isLeader) : electors.filter((e) => e.isLeader).length === 1 &&
+    many ? electors.every((e) => e.isLeader) : electors.filter((e) => e.isLeader).length === 1 &&
       electors.every((e) => e.isLeader || (e.leader !== undefined && e.watching));
   const deadline = t0 + 180000;
   while (!settled()) {
@@ -112,6 +202,8 @@ async function main(p: WorkerParams): Promise<void> {
     leaders: electors.filter((e) => e.isLeader).length,
     watching: electors.filter((e) => e.watching).length,
     rssKb: rssKb(),
+    connections: serverSockets("self", port).size,
+    hub: hub?.stats(),
   });
   // The Leases are left as they are: nobody renews them afterwards, so they cost nothing.
   Deno.exit(0);
