@@ -50,3 +50,4 @@ export * from "./lib/transport.ts";
 export * from "./lib/events.ts";
 export * from "./lib/candidate.ts";
 export * from "./lib/lease_hub.ts";
+export * from "./lib/lease_set.ts";

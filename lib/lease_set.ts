@@ -1,0 +1,679 @@
+/**
+ * Sharded work over replicas: N shards, each one Lease `<prefix>-<i>`, spread
+ * over however many replicas are alive, each replica holding at most
+ * ceil(N / live replicas) of them.
+ *
+ * Who is alive: every replica keeps a small member Lease
+ * `<prefix>-member-<identity>` that it holds and renews like any Lease; a
+ * member counts as alive while its Lease names a holder and has changed within
+ * its leaseDurationSeconds, judged on this process's monotonic clock (as every
+ * expiry in leasehold). A replica that holds no shard yet is still seen, which
+ * counting the holders of shards alone would miss.
+ *
+ * Who holds what: the live members sorted by identity; the first N mod M of
+ * them hold ceil(N / M) shards, the others floor(N / M), so the counts sum to
+ * N and differ by at most one. A replica over its share gives shards up (their
+ * work is told to stop, awaited, then the Lease released); a replica under its
+ * share contends for shards that are free or whose holder is not a live member
+ * (it takes them as they are released or expire). Safety (never two holders of
+ * one shard) comes from each shard's own {@linkcode LeaderElector}; the
+ * balancing only decides which shards this replica contends for.
+ *
+ * Every Lease of the set carries the label
+ * {@linkcode SHARD_SET_LABEL}`=<prefix>`, so one LIST + WATCH (a
+ * {@linkcode LeaseWatchHub}) serves every shard's and member's elector.
+ *
+ * @module
+ */
+
+import { type Clock, systemClock } from "./clock.ts";
+import { LeaderElector } from "./elector.ts";
+import type { FencingToken, LeaderContext, StopReason } from "./elector.ts";
+import { ConfigError, LeaseholdError } from "./errors.ts";
+import { invalidLeaseName, invalidNamespace, type Lease, readRecord } from "./lease.ts";
+import type { LeaseApi, LeaseWatchEvent } from "./lease_api.ts";
+import { KubeLeaseApi } from "./lease_api.ts";
+import { kubeLeaseListSource, type LeaseListSource, LeaseWatchHub } from "./lease_hub.ts";
+import type { KubeClient } from "./kube_client.ts";
+import { type Logger, silentLogger } from "./log.ts";
+
+/** The label key every Lease of a {@linkcode ShardedLeaseSet} carries; its value is the set's prefix. */
+export const SHARD_SET_LABEL = "leasehold.dev/shard-set";
+
+/** The most shards one set may have. */
+export const MAX_SHARDS = 4096;
+
+/** Options of {@linkcode ShardedLeaseSet}. Durations are in milliseconds. */
+export interface ShardedLeaseSetOptions {
+  /** Namespace of the Leases. */
+  namespace: string;
+  /** Name prefix: shards are `<prefix>-0` .. `<prefix>-<N-1>`, members `<prefix>-member-<identity>`. */
+  prefix: string;
+  /** Number of shards, 1 .. {@linkcode MAX_SHARDS}. */
+  shards: number;
+  /** This replica's identity, unique among replicas (e.g. the pod name). */
+  identity: string;
+  /** The per-Lease API of one Lease of the namespace (all through one client). */
+  leaseApi: (name: string) => LeaseApi;
+  /** The LIST + WATCH of the Leases labelled {@linkcode SHARD_SET_LABEL}`=<prefix>` in the namespace. */
+  source: LeaseListSource;
+  /** Lease duration of every shard and member, whole seconds. @default 15000 */
+  leaseDuration?: number;
+  /** Renew deadline. @default 10000 */
+  renewDeadline?: number;
+  /** Retry period. @default 2000 */
+  retryPeriod?: number;
+  /** Called when this replica starts holding shard `shard`; stop when `ctx.signal` aborts. */
+  onStartedLeading?: (shard: number, ctx: LeaderContext) => void | Promise<unknown>;
+  /** Called once when a shard's term ends (before its work settled and its release). */
+  onStoppedLeading?: (shard: number, reason: StopReason | "given-up") => void;
+  /** Time source. @default systemClock */
+  clock?: Clock;
+  /** Structured logger. @default silentLogger */
+  logger?: Logger;
+  /** Random numbers in [0, 1) for jitter. @default Math.random */
+  random?: () => number;
+}
+
+/** One shard as this replica sees it. */
+export interface ShardState {
+  /** The shard's index. */
+  shard: number;
+  /** `namespace/name` of its Lease. */
+  lease: string;
+  /** The holder last seen on the shared watch (`""` when free, `undefined` when not seen). */
+  holderIdentity: string | undefined;
+  /** Whether this replica holds it now. */
+  isLeader: boolean;
+  /** The fencing token of this replica's term, if it holds it. */
+  fencingToken: FencingToken | undefined;
+  /** Wall time this replica started holding it (ISO), if it does. */
+  leadingSince: string | undefined;
+  /** Terms of this shard started by this replica. */
+  startedTotal: number;
+  /** Terms of this shard this replica gave up to balance. */
+  givenUpTotal: number;
+  /** Terms of this shard that ended otherwise (renew deadline, taken, deleted). */
+  lostTotal: number;
+}
+
+/** A snapshot of a {@linkcode ShardedLeaseSet}, e.g. for a `/leader` endpoint. */
+export interface ShardedLeaseSetState {
+  /** `namespace/prefix`. */
+  set: string;
+  /** This replica's identity. */
+  identity: string;
+  /** Number of shards. */
+  shards: number;
+  /** Live members, sorted (this replica included while it runs). */
+  members: string[];
+  /** How many shards this replica may hold now. */
+  quota: number;
+  /** Shards this replica holds now, ascending. */
+  held: number[];
+}
+
+interface Seen {
+  key: string;
+  holder: string;
+  durationMs: number;
+  at: number;
+}
+
+interface Slot {
+  shard: number;
+  elector: LeaderElector;
+  stop: AbortController;
+  done: Promise<void>;
+  givingUp: boolean;
+}
+
+interface ShardCounters {
+  startedTotal: number;
+  givenUpTotal: number;
+  lostTotal: number;
+}
+
+/** FNV-1a, 32 bits: a stable spread of shards over identities. */
+function fnv1a(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h;
+}
+
+/**
+ * The member Lease name of `identity` in the set `prefix`: the identity itself
+ * when it is a valid name part, else a cleaned form plus a hash of the identity.
+ *
+ * @example Usage
+ * ```ts
+ * import { memberLeaseName } from "@leasehold/leasehold";
+ * console.log(memberLeaseName("work", "pod-a")); // "work-member-pod-a"
+ * console.log(memberLeaseName("work", "Pod_A").startsWith("work-member-pod-a-")); // true
+ * ```
+ */
+export function memberLeaseName(prefix: string, identity: string): string {
+  const plain = `${prefix}-member-${identity}`;
+  if (!invalidLeaseName(plain)) return plain;
+  const clean = identity.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 60);
+  const hash = fnv1a(identity).toString(16).padStart(8, "0");
+  return clean ? `${prefix}-member-${clean}-${hash}` : `${prefix}-member-${hash}`;
+}
+
+/**
+ * How many shards each live member may hold: members sorted by identity, the
+ * first `shards mod members` get one more. Returns identity → quota.
+ *
+ * @example Usage
+ * ```ts
+ * import { shardQuotas } from "@leasehold/leasehold";
+ * console.log(shardQuotas(16, ["c", "a", "b"])); // Map(3) { "a" => 6, "b" => 5, "c" => 5 }
+ * ```
+ */
+export function shardQuotas(shards: number, members: readonly string[]): Map<string, number> {
+  const sorted = [...new Set(members)].sort();
+  const out = new Map<string, number>();
+  if (!sorted.length) return out;
+  const base = Math.floor(shards / sorted.length), extra = shards % sorted.length;
+  sorted.forEach((m, i) => out.set(m, base + (i < extra ? 1 : 0)));
+  return out;
+}
+
+/**
+ * The problems of a set's settings (empty when fine): prefix, namespace and
+ * shard count; timings and identity are checked by each {@linkcode LeaderElector}.
+ *
+ * @example Usage
+ * ```ts
+ * import { validateShardedLeaseSetOptions } from "@leasehold/leasehold";
+ * console.log(validateShardedLeaseSetOptions({ namespace: "default", prefix: "work", shards: 0 }));
+ * // [ "shards must be a whole number from 1 to 4096 (got 0)" ]
+ * ```
+ */
+export function validateShardedLeaseSetOptions(o: { namespace: string; prefix: string; shards: number }): string[] {
+  const problems: string[] = [];
+  if (!Number.isInteger(o.shards) || o.shards < 1 || o.shards > MAX_SHARDS) {
+    problems.push(`shards must be a whole number from 1 to ${MAX_SHARDS} (got ${o.shards})`);
+  }
+  const ns = invalidNamespace(o.namespace);
+  if (ns) problems.push(`namespace ${JSON.stringify(o.namespace)} ${ns}`);
+  // The prefix is also the label value: at most 63 characters, a DNS label here.
+  if (!o.prefix || o.prefix.length > 50 || !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/.test(o.prefix)) {
+    problems.push(
+      `prefix ${JSON.stringify(o.prefix)} must be 1 to 50 lower case letters, digits and '-', ` +
+        "starting and ending with a letter or digit (it names the Leases and is their label value)",
+    );
+  }
+  return problems;
+}
+
+/**
+ * N shards of work spread over the live replicas, one Lease each; see the
+ * module documentation for the rules. Events (an `EventTarget`): `started`
+ * (detail: `{ shard, fencingToken }`), `stopped` (detail: `{ shard, reason }`),
+ * `released` (detail: `{ shard }`), and `change` whenever the members, the
+ * quota or the held shards may have changed.
+ *
+ * @example Usage
+ * ```ts
+ * import { MemoryLeaseStore, SHARD_SET_LABEL, ShardedLeaseSet } from "@leasehold/leasehold";
+ * const store = new MemoryLeaseStore();
+ * const stop = new AbortController();
+ * const set = new ShardedLeaseSet({
+ *   namespace: "default",
+ *   prefix: "work",
+ *   shards: 4,
+ *   identity: "pod-a",
+ *   leaseApi: (name) => store.api("default", name),
+ *   source: store.listSource("default", { key: SHARD_SET_LABEL, value: "work" }),
+ *   onStartedLeading: async (shard, { signal, fencingToken }) => {
+ *     console.log("working on shard", shard, "with token", fencingToken.value);
+ *     await new Promise((r) => signal.addEventListener("abort", r));
+ *   },
+ * });
+ * set.addEventListener("change", () => {
+ *   if (set.held().length === 4) stop.abort(); // alone, it holds every shard
+ * });
+ * await set.run(stop.signal); // resolves after every shard's work settled and was released
+ * ```
+ */
+export class ShardedLeaseSet extends EventTarget {
+  /** This replica's identity. */
+  readonly identity: string;
+  /** Namespace of the Leases. */
+  readonly namespace: string;
+  /** Name prefix of the Leases. */
+  readonly prefix: string;
+  /** Number of shards. */
+  readonly shardCount: number;
+  /** The member Lease of this replica. */
+  readonly memberLease: string;
+  /** The shared watch of the set's Leases. */
+  readonly hub: LeaseWatchHub;
+  #o: ShardedLeaseSetOptions;
+  #clock: Clock;
+  #log: Logger;
+  #seen = new Map<string, Seen>();
+  #slots = new Map<number, Slot>();
+  #counters: ShardCounters[];
+  #listed = false;
+  #running = false;
+  #stopping = false;
+  #kick?: () => void;
+  #kicked = false;
+  #member?: LeaderElector;
+  #quota = 0;
+  #members: string[] = [];
+  #lastWarn = "";
+
+  /**
+   * Creates the set; nothing is requested until {@linkcode ShardedLeaseSet.run}.
+   *
+   * @throws {ConfigError} when the settings are invalid (each problem named)
+   */
+  constructor(options: ShardedLeaseSetOptions) {
+    super();
+    const problems = validateShardedLeaseSetOptions(options);
+    if (problems.length) throw new ConfigError(`invalid sharded lease set settings: ${problems.join("; ")}`);
+    this.#o = options;
+    this.identity = options.identity;
+    this.namespace = options.namespace;
+    this.prefix = options.prefix;
+    this.shardCount = options.shards;
+    this.memberLease = memberLeaseName(options.prefix, options.identity);
+    this.#clock = options.clock ?? systemClock;
+    this.#log = options.logger ?? silentLogger;
+    this.#counters = Array.from({ length: options.shards }, () => ({ startedTotal: 0, givenUpTotal: 0, lostTotal: 0 }));
+    this.hub = new LeaseWatchHub({
+      source: this.#tap(options.source),
+      label: { key: SHARD_SET_LABEL, value: options.prefix },
+      clock: this.#clock,
+      logger: this.#log,
+      random: options.random,
+    });
+    // Checks identity and timings now (a ConfigError), as every shard's elector will.
+    this.#member = this.#elector(this.memberLease, {});
+    this.#members = [this.identity];
+    this.#quota = shardQuotas(this.shardCount, this.#members).get(this.identity) ?? 0;
+  }
+
+  /** The Lease name of shard `i`. */
+  shardLease(i: number): string {
+    return `${this.prefix}-${i}`;
+  }
+
+  /** Shards this replica holds now, ascending. */
+  held(): number[] {
+    return [...this.#slots.values()].filter((s) => s.elector.isLeader).map((s) => s.shard).sort((a, b) => a - b);
+  }
+
+  /** Live members as seen now, sorted (this replica included while it runs). */
+  members(): string[] {
+    return [...this.#members];
+  }
+
+  /** How many shards this replica may hold now. */
+  get quota(): number {
+    return this.#quota;
+  }
+
+  /** Whether the shared watch is listed and watching. */
+  get synced(): boolean {
+    return this.hub.synced;
+  }
+
+  /** A snapshot of the set. */
+  state(): ShardedLeaseSetState {
+    return {
+      set: `${this.namespace}/${this.prefix}`,
+      identity: this.identity,
+      shards: this.shardCount,
+      members: this.members(),
+      quota: this.#quota,
+      held: this.held(),
+    };
+  }
+
+  /** Every shard as this replica sees it, by index. */
+  shards(): ShardState[] {
+    return this.#counters.map((c, shard) => {
+      const slot = this.#slots.get(shard);
+      const st = slot?.elector.isLeader ? slot.elector.state() : undefined;
+      return {
+        shard,
+        lease: `${this.namespace}/${this.shardLease(shard)}`,
+        holderIdentity: this.#seen.get(this.shardLease(shard))?.holder,
+        isLeader: !!st,
+        fencingToken: st?.fencingToken,
+        leadingSince: st?.leadingSince,
+        ...c,
+      };
+    });
+  }
+
+  /**
+   * Runs until `signal` aborts: keeps the member Lease, contends for and gives
+   * up shards as the members change. On abort every shard's work is told to
+   * stop and awaited, its Lease released, and the member Lease released; the
+   * promise resolves after that.
+   *
+   * @throws {LeaseholdError} when called while a previous call still runs
+   */
+  async run(signal?: AbortSignal): Promise<void> {
+    if (this.#running) throw new LeaseholdError("ShardedLeaseSet.run is already running");
+    this.#running = true;
+    this.#stopping = false;
+    const stop = signal ?? new AbortController().signal;
+    const hubStop = new AbortController();
+    const hubDone = this.hub.run(hubStop.signal);
+    const memberStop = new AbortController();
+    const member = this.#member ??= this.#elector(this.memberLease, {});
+    this.#member = undefined; // a new one for the next run
+    const memberDone = member.run(memberStop.signal);
+    const onStop = () => this.#wake();
+    stop.addEventListener("abort", onStop);
+    try {
+      while (!stop.aborted) {
+        const next = this.#reconcile();
+        await this.#sleep(next, stop);
+      }
+    } finally {
+      stop.removeEventListener("abort", onStop);
+      this.#stopping = true;
+      this.#log.info("stopping: giving up every shard and the member lease", { held: this.held() });
+      memberStop.abort();
+      for (const s of this.#slots.values()) s.stop.abort();
+      await Promise.all([memberDone.catch(() => {}), ...[...this.#slots.values()].map((s) => s.done)]);
+      hubStop.abort();
+      await hubDone.catch(() => {});
+      this.#members = [];
+      this.#quota = 0;
+      this.#running = false;
+      this.#changed();
+    }
+  }
+
+  // ---- the shared watch, observed ------------------------------------------
+
+  /** Passes the source through, noting every Lease seen (the set's own view of members and shards). */
+  #tap(source: LeaseListSource): LeaseListSource {
+    const warn = (e: unknown) => {
+      const msg = e instanceof Error ? e.message : String(e);
+      if (msg === this.#lastWarn) return;
+      this.#lastWarn = msg;
+      this.#log.warn("cannot list or watch the shard leases (grant list and watch on leases in the namespace)", {
+        error: msg,
+      });
+    };
+    return {
+      list: async (signal) => {
+        try {
+          const r = await source.list(signal);
+          this.#resync(r.items);
+          this.#lastWarn = "";
+          return r;
+        } catch (e) {
+          if (!signal.aborted) warn(e);
+          throw e;
+        }
+      },
+      watch: (rv, signal) => {
+        const it = source.watch(rv, signal);
+        const self = this;
+        return (async function* () {
+          for await (const ev of it) {
+            self.#apply(ev);
+            yield ev;
+          }
+        })();
+      },
+    };
+  }
+
+  #note(lease: Lease, now: number): void {
+    const name = lease.metadata?.name;
+    if (typeof name !== "string") return;
+    const r = readRecord(lease);
+    const holder = r.ok ? r.record.holderIdentity : (r.holderIdentity ?? "<malformed>");
+    const durationMs = r.ok ? r.record.leaseDurationSeconds * 1000 : (this.#o.leaseDuration ?? 15000);
+    const key = JSON.stringify(r.ok ? r.record : { broken: lease.spec ?? null });
+    const prev = this.#seen.get(name);
+    if (prev?.key === key) return;
+    this.#seen.set(name, { key, holder, durationMs, at: now });
+  }
+
+  #resync(items: Lease[]): void {
+    const now = this.#clock.now();
+    const names = new Set<string>();
+    for (const l of items) {
+      if (typeof l?.metadata?.name !== "string") continue;
+      names.add(l.metadata.name);
+      this.#note(l, now);
+    }
+    for (const n of [...this.#seen.keys()]) if (!names.has(n)) this.#seen.delete(n);
+    this.#listed = true;
+    this.#wake();
+  }
+
+  #apply(ev: LeaseWatchEvent): void {
+    if (ev?.type === "BOOKMARK" || !ev?.object?.metadata) return;
+    if (ev.type === "DELETED") {
+      if (typeof ev.object.metadata.name === "string") this.#seen.delete(ev.object.metadata.name);
+    } else this.#note(ev.object, this.#clock.now());
+    this.#wake();
+  }
+
+  // ---- balancing -------------------------------------------------------------
+
+  /** Live members now, and when the next one expires (to look again then). */
+  #liveMembers(now: number): { live: Set<string>; nextExpiry: number } {
+    const live = new Set<string>([this.identity]);
+    let nextExpiry = Infinity;
+    const pre = `${this.prefix}-member-`;
+    for (const [name, s] of this.#seen) {
+      if (!name.startsWith(pre) || s.holder === "") continue;
+      const end = s.at + s.durationMs;
+      if (end <= now) continue;
+      live.add(s.holder);
+      nextExpiry = Math.min(nextExpiry, end);
+    }
+    return { live, nextExpiry };
+  }
+
+  /** Rendezvous order: this replica's preference for a shard (higher first). */
+  #score(shard: number): number {
+    return fnv1a(`${this.identity}/${this.prefix}/${shard}`);
+  }
+
+  /** One balancing step; returns when to look again (monotonic ms). */
+  #reconcile(): number {
+    const now = this.#clock.now();
+    const { live, nextExpiry } = this.#liveMembers(now);
+    const members = [...live].sort();
+    const quota = shardQuotas(this.shardCount, members).get(this.identity) ?? 0;
+    const changed = quota !== this.#quota || members.join("\n") !== this.#members.join("\n");
+    this.#members = members;
+    this.#quota = quota;
+    if (changed) this.#log.info("shard quota", { quota, members: members.length });
+    const retry = this.#o.retryPeriod ?? 2000;
+    if (!this.#listed) return now + retry;
+    const active = [...this.#slots.values()].filter((s) => !s.givingUp);
+    const leading = active.filter((s) => s.elector.isLeader);
+    let contending = active.filter((s) => !s.elector.isLeader && !s.elector.workSettling);
+    // A contender whose shard a live member (not this replica) now holds steps back.
+    for (const s of contending) {
+      const holder = this.#seen.get(this.shardLease(s.shard))?.holder;
+      if (holder && holder !== this.identity && live.has(holder)) this.#giveUp(s, "held by a live member");
+    }
+    contending = contending.filter((s) => !s.givingUp);
+    // Over the share: give up the least preferred shards, contenders first.
+    let surplus = leading.length + contending.length - quota;
+    for (const s of [...contending].sort((a, b) => this.#score(a.shard) - this.#score(b.shard))) {
+      if (surplus <= 0) break;
+      this.#giveUp(s, "over quota");
+      surplus--;
+    }
+    for (const s of [...leading].sort((a, b) => this.#score(a.shard) - this.#score(b.shard))) {
+      if (surplus <= 0) break;
+      this.#counters[s.shard].givenUpTotal++;
+      this.#giveUp(s, "over quota");
+      surplus--;
+    }
+    // Under the share: contend for free shards first, then those of holders that are gone.
+    let room = -surplus;
+    if (room > 0 && !this.#stopping) {
+      const free: number[] = [], orphaned: number[] = [];
+      for (let i = 0; i < this.shardCount; i++) {
+        if (this.#slots.has(i)) continue;
+        const seen = this.#seen.get(this.shardLease(i));
+        if (!seen || seen.holder === "") free.push(i);
+        else if (seen.holder === this.identity || !live.has(seen.holder)) orphaned.push(i);
+      }
+      const byScore = (a: number, b: number) => this.#score(b) - this.#score(a);
+      for (const i of [...free.sort(byScore), ...orphaned.sort(byScore)]) {
+        if (room <= 0) break;
+        this.#contend(i);
+        room--;
+      }
+    }
+    return Math.min(nextExpiry, now + retry);
+  }
+
+  #elector(name: string, hooks: { shard?: number }): LeaderElector {
+    const o = this.#o;
+    const shard = hooks.shard;
+    return new LeaderElector({
+      lease: this.hub.api(o.leaseApi(name)),
+      identity: o.identity,
+      leaseDuration: o.leaseDuration,
+      renewDeadline: o.renewDeadline,
+      retryPeriod: o.retryPeriod,
+      releaseOnCancel: true,
+      recontend: shard === undefined,
+      clock: o.clock,
+      logger: o.logger,
+      random: o.random,
+      onStartedLeading: shard === undefined || !o.onStartedLeading
+        ? undefined
+        : (ctx) => o.onStartedLeading!(shard, ctx),
+    });
+  }
+
+  #contend(shard: number): void {
+    const elector = this.#elector(this.shardLease(shard), { shard });
+    const stop = new AbortController();
+    const slot: Slot = { shard, elector, stop, givingUp: false, done: Promise.resolve() };
+    const counters = this.#counters[shard];
+    elector.addEventListener("started", (e) => {
+      counters.startedTotal++;
+      this.#log.info("holding shard", { shard, fencingToken: (e as CustomEvent<FencingToken>).detail.value });
+      this.dispatchEvent(new CustomEvent("started", { detail: { shard, fencingToken: (e as CustomEvent).detail } }));
+      this.#wake();
+    });
+    elector.addEventListener("stopped", (e) => {
+      const reason = (e as CustomEvent<StopReason>).detail;
+      const why = slot.givingUp && !this.#stopping ? "given-up" : reason;
+      if (why !== "given-up" && reason !== "shutdown") counters.lostTotal++;
+      this.#log.info("stopped holding shard", { shard, reason: why });
+      try {
+        this.#o.onStoppedLeading?.(shard, why);
+      } catch (err) {
+        this.#log.error("onStoppedLeading callback threw", { error: err instanceof Error ? err.message : String(err) });
+      }
+      this.dispatchEvent(new CustomEvent("stopped", { detail: { shard, reason: why } }));
+      this.#wake();
+    });
+    elector.addEventListener("released", () => {
+      this.dispatchEvent(new CustomEvent("released", { detail: { shard } }));
+    });
+    slot.done = elector.run(stop.signal).catch((e) => {
+      this.#log.error("shard election failed", { shard, error: e instanceof Error ? e.message : String(e) });
+    }).finally(() => {
+      if (this.#slots.get(shard) === slot) this.#slots.delete(shard);
+      this.#wake();
+    });
+    this.#slots.set(shard, slot);
+  }
+
+  #giveUp(slot: Slot, why: string): void {
+    if (slot.givingUp) return;
+    slot.givingUp = true;
+    if (slot.elector.isLeader) this.#log.info("giving up shard", { shard: slot.shard, why });
+    slot.stop.abort();
+  }
+
+  // ---- waiting ---------------------------------------------------------------
+
+  #wake(): void {
+    this.#kicked = true;
+    this.#kick?.();
+  }
+
+  #changed(): void {
+    this.dispatchEvent(new Event("change"));
+  }
+
+  async #sleep(until: number, stop: AbortSignal): Promise<void> {
+    this.#changed();
+    if (this.#kicked) {
+      this.#kicked = false;
+      // Let the events of the same moment arrive before looking again.
+      await Promise.resolve();
+      return;
+    }
+    const ctl = new AbortController();
+    this.#kick = () => ctl.abort();
+    const onStop = () => ctl.abort();
+    stop.addEventListener("abort", onStop, { once: true });
+    try {
+      await this.#clock.sleep(Math.max(1, until - this.#clock.now()), ctl.signal);
+    } catch {
+      // woken
+    } finally {
+      stop.removeEventListener("abort", onStop);
+      this.#kick = undefined;
+      this.#kicked = false;
+    }
+  }
+}
+
+/** Options of {@linkcode kubeShardedLeaseSet}: those of the set without the Lease access. */
+export type KubeShardedLeaseSetOptions = Omit<ShardedLeaseSetOptions, "leaseApi" | "source"> & {
+  /** A watch silent for this long is ended and opened again. @default 90000 */
+  watchIdleTimeoutMs?: number;
+};
+
+/**
+ * A {@linkcode ShardedLeaseSet} against a real API server, every request
+ * through `client` (one connection): per-Lease reads and writes, and one
+ * LIST + WATCH of the set's labelled Leases. RBAC: get, create, update, list
+ * and watch on leases in the namespace.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { inClusterConfig, KubeClient, kubeShardedLeaseSet } from "@leasehold/leasehold";
+ * const client = new KubeClient(await inClusterConfig());
+ * const set = kubeShardedLeaseSet(client, {
+ *   namespace: "default",
+ *   prefix: "work",
+ *   shards: 16,
+ *   identity: Deno.env.get("POD_NAME")!,
+ *   onStartedLeading: async (shard, { signal, fencingToken }) => {
+ *     while (!signal.aborted) await processShard(shard, fencingToken, signal);
+ *   },
+ * });
+ * await set.run(stopSignal);
+ * ```
+ */
+export function kubeShardedLeaseSet(client: KubeClient, options: KubeShardedLeaseSetOptions): ShardedLeaseSet {
+  const label = { key: SHARD_SET_LABEL, value: options.prefix };
+  const idle = { watchIdleTimeoutMs: options.watchIdleTimeoutMs };
+  return new ShardedLeaseSet({
+    ...options,
+    leaseApi: (name) => new KubeLeaseApi(client, options.namespace, name, idle),
+    source: kubeLeaseListSource(client, options.namespace, label, idle),
+  });
+}
