@@ -422,10 +422,10 @@ export class ShardedLeaseSet extends EventTarget {
       },
       watch: (rv, signal) => {
         const it = source.watch(rv, signal);
-        const self = this;
+        const apply = (ev: LeaseWatchEvent) => this.#apply(ev);
         return (async function* () {
           for await (const ev of it) {
-            self.#apply(ev);
+            apply(ev);
             yield ev;
           }
         })();

@@ -98,7 +98,8 @@ export class MemoryLeaseStore {
    * ```
    */
   listSource(namespace: string, label: { key: string; value: string }): LeaseListSource {
-    const store = this;
+    const op = this.op.bind(this);
+    const subscribe = this.subscribe.bind(this);
     const prefix = `${namespace}/`;
     const labelled = (l: Lease) =>
       (l.metadata?.labels as Record<string, string> | undefined)?.[label.key] === label.value;
@@ -110,10 +111,10 @@ export class MemoryLeaseStore {
           resourceVersion: String(this.#rv),
         }), signal),
       watch: async function* (this: void, rv: string, signal: AbortSignal) {
-        await store.op("watch", `${prefix}*`, () => undefined, signal);
+        await op("watch", `${prefix}*`, () => undefined, signal);
         const queue: LeaseWatchEvent[] = [];
         let wake: (() => void) | undefined;
-        const unsubscribe = store.subscribe(`${prefix}*`, (e) => {
+        const unsubscribe = subscribe(`${prefix}*`, (e) => {
           // A Lease that loses the label leaves the selection: DELETED, as the API server says.
           if (labelled(e.object)) queue.push(e);
           else if (e.type !== "DELETED") queue.push({ type: "DELETED", object: e.object });
