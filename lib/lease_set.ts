@@ -114,6 +114,9 @@ export interface ShardedLeaseSetState {
 }
 
 interface Seen {
+  lease: Lease;
+  /** Order of arrival on the shared watch. */
+  seq: number;
   key: string;
   holder: string;
   durationMs: number;
@@ -126,6 +129,8 @@ interface Slot {
   stop: AbortController;
   done: Promise<void>;
   givingUp: boolean;
+  /** Writes to the shard's Lease not yet answered: a contender is not stopped while one may still land. */
+  writing: number;
 }
 
 interface ShardCounters {
@@ -257,6 +262,7 @@ export class ShardedLeaseSet extends EventTarget {
   #clock: Clock;
   #log: Logger;
   #seen = new Map<string, Seen>();
+  #seq = 0;
   #slots = new Map<number, Slot>();
   #counters: ShardCounters[];
   #listed = false;
@@ -385,7 +391,14 @@ export class ShardedLeaseSet extends EventTarget {
       this.#stopping = true;
       this.#log.info("stopping: giving up every shard and the member lease", { held: this.held() });
       memberStop.abort();
-      for (const s of this.#slots.values()) s.stop.abort();
+      // A contender whose write is unanswered stops once it is answered (a won
+      // shard is then released like the others), not leaving a claim nobody renews.
+      for (;;) {
+        for (const s of this.#slots.values()) this.#giveUp(s, "shutdown");
+        const waiting = [...this.#slots.values()].filter((s) => !s.givingUp);
+        if (!waiting.length) break;
+        await this.#sleep(this.#clock.now() + (this.#o.retryPeriod ?? 2000), new AbortController().signal);
+      }
       await Promise.all([memberDone.catch(() => {}), ...[...this.#slots.values()].map((s) => s.done)]);
       hubStop.abort();
       await hubDone.catch(() => {});
@@ -441,8 +454,13 @@ export class ShardedLeaseSet extends EventTarget {
     const durationMs = r.ok ? r.record.leaseDurationSeconds * 1000 : (this.#o.leaseDuration ?? 15000);
     const key = JSON.stringify(r.ok ? r.record : { broken: lease.spec ?? null });
     const prev = this.#seen.get(name);
-    if (prev?.key === key) return;
-    this.#seen.set(name, { key, holder, durationMs, at: now });
+    const seq = ++this.#seq;
+    if (prev?.key === key) {
+      prev.lease = lease;
+      prev.seq = seq;
+      return;
+    }
+    this.#seen.set(name, { lease, seq, key, holder, durationMs, at: now });
   }
 
   #resync(items: Lease[]): void {
@@ -483,6 +501,28 @@ export class ShardedLeaseSet extends EventTarget {
     return { live, nextExpiry };
   }
 
+  /**
+   * A read that the shared watch overtook: when the watch delivered another
+   * version of the Lease after the GET was sent, that version is at least as
+   * recent as the GET's and is returned instead, so a release seen on the
+   * watch is not hidden by a GET answer that arrived later (the elector would
+   * then wait out a claim that is gone). A newer version than that still
+   * arrives on the watch; any write is guarded by resourceVersion as ever.
+   */
+  async #fresh(name: string, read: Promise<Lease | undefined>): Promise<Lease | undefined> {
+    const sent = this.#seq;
+    const got = await read;
+    const seen = this.#seen.get(name);
+    if (!got || !seen || seen.seq <= sent) return got;
+    if (seen.lease.metadata?.resourceVersion === got.metadata?.resourceVersion) return got;
+    return structuredClone(seen.lease);
+  }
+
+  /** Unchanged for longer than its duration, as this process observed it. */
+  #expired(seen: Seen, now: number): boolean {
+    return now - seen.at >= seen.durationMs;
+  }
+
   /** Rendezvous order: this replica's preference for a shard (higher first). */
   #score(shard: number): number {
     return fnv1a(`${this.identity}/${this.prefix}/${shard}`);
@@ -505,16 +545,19 @@ export class ShardedLeaseSet extends EventTarget {
     let contending = active.filter((s) => !s.elector.isLeader && !s.elector.workSettling);
     // A contender whose shard a live member (not this replica) now holds steps back.
     for (const s of contending) {
-      const holder = this.#seen.get(this.shardLease(s.shard))?.holder;
-      if (holder && holder !== this.identity && live.has(holder)) this.#giveUp(s, "held by a live member");
+      const seen = this.#seen.get(this.shardLease(s.shard));
+      if (seen && seen.holder && seen.holder !== this.identity && live.has(seen.holder) && !this.#expired(seen, now)) {
+        this.#giveUp(s, "held by a live member");
+      }
     }
     contending = contending.filter((s) => !s.givingUp);
-    // Over the share: give up the least preferred shards, contenders first.
+    // Over the share: give up the least preferred shards, contenders first. A
+    // contender whose write is on its way keeps going until it is answered (it
+    // may have won, and a won shard is then given up properly, released).
     let surplus = leading.length + contending.length - quota;
     for (const s of [...contending].sort((a, b) => this.#score(a.shard) - this.#score(b.shard))) {
       if (surplus <= 0) break;
-      this.#giveUp(s, "over quota");
-      surplus--;
+      if (this.#giveUp(s, "over quota")) surplus--;
     }
     for (const s of [...leading].sort((a, b) => this.#score(a.shard) - this.#score(b.shard))) {
       if (surplus <= 0) break;
@@ -530,7 +573,12 @@ export class ShardedLeaseSet extends EventTarget {
         if (this.#slots.has(i)) continue;
         const seen = this.#seen.get(this.shardLease(i));
         if (!seen || seen.holder === "") free.push(i);
-        else if (seen.holder === this.identity || !live.has(seen.holder)) orphaned.push(i);
+        // Held by a replica that is gone, or by this one without an elector (a write
+        // that landed after its elector stopped), or unchanged past its duration:
+        // each shard's own elector waits the claim out before it takes it.
+        else if (seen.holder === this.identity || !live.has(seen.holder) || this.#expired(seen, now)) {
+          orphaned.push(i);
+        }
       }
       const byScore = (a: number, b: number) => this.#score(b) - this.#score(a);
       for (const i of [...free.sort(byScore), ...orphaned.sort(byScore)]) {
@@ -542,11 +590,28 @@ export class ShardedLeaseSet extends EventTarget {
     return Math.min(nextExpiry, now + retry);
   }
 
-  #elector(name: string, hooks: { shard?: number }): LeaderElector {
+  #elector(name: string, hooks: { shard?: number; slot?: Slot }): LeaderElector {
     const o = this.#o;
     const shard = hooks.shard;
+    const slot = hooks.slot;
+    const api = this.hub.api(o.leaseApi(name));
+    const track = <T>(p: Promise<T>): Promise<T> => {
+      if (!slot) return p;
+      slot.writing++;
+      return p.finally(() => {
+        slot.writing--;
+        this.#wake();
+      });
+    };
     return new LeaderElector({
-      lease: this.hub.api(o.leaseApi(name)),
+      lease: {
+        namespace: api.namespace,
+        name: api.name,
+        get: (signal) => this.#fresh(name, api.get(signal)),
+        create: (lease, signal) => track(api.create(lease, signal)),
+        update: (lease, signal) => track(api.update(lease, signal)),
+        watch: api.watch ? (rv, signal) => api.watch!(rv, signal) : undefined,
+      },
       identity: o.identity,
       leaseDuration: o.leaseDuration,
       renewDeadline: o.renewDeadline,
@@ -563,9 +628,9 @@ export class ShardedLeaseSet extends EventTarget {
   }
 
   #contend(shard: number): void {
-    const elector = this.#elector(this.shardLease(shard), { shard });
     const stop = new AbortController();
-    const slot: Slot = { shard, elector, stop, givingUp: false, done: Promise.resolve() };
+    const slot = { shard, stop, givingUp: false, done: Promise.resolve(), writing: 0 } as Slot;
+    const elector = slot.elector = this.#elector(this.shardLease(shard), { shard, slot });
     const counters = this.#counters[shard];
     elector.addEventListener("started", (e) => {
       counters.startedTotal++;
@@ -598,11 +663,14 @@ export class ShardedLeaseSet extends EventTarget {
     this.#slots.set(shard, slot);
   }
 
-  #giveUp(slot: Slot, why: string): void {
-    if (slot.givingUp) return;
+  /** Stops a slot (a leader releases after its work settled); false while a contender's write is unanswered. */
+  #giveUp(slot: Slot, why: string): boolean {
+    if (slot.givingUp) return true;
+    if (!slot.elector.isLeader && slot.writing > 0) return false;
     slot.givingUp = true;
     if (slot.elector.isLeader) this.#log.info("giving up shard", { shard: slot.shard, why });
     slot.stop.abort();
+    return true;
   }
 
   // ---- waiting ---------------------------------------------------------------

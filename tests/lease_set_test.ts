@@ -288,3 +288,43 @@ test("lease set: run() twice at once is refused", async () => {
   await assert.rejects(a.set.run(), /already running/);
   await shutdown(clock, a);
 });
+
+test("lease set: a GET answer overtaken by a release on the watch does not make a contender wait out the gone claim", async () => {
+  const clock = new ManualClock();
+  const store = new MemoryLeaseStore();
+  const work = new Work();
+  // a's work takes 50 ms to stop, so its release lands after b's read was sent.
+  const a = replica(store, clock, work, "a", 2, {
+    onStartedLeading: async (shard, { signal }) => {
+      work.start(shard, "a");
+      await new Promise((res) => signal.addEventListener("abort", res, { once: true }));
+      await clock.sleep(50);
+      work.end(shard, "a");
+    },
+  });
+  await until(clock, () => a.set.held().length === 2);
+  // b's reads answer 100 ms late with what the Lease was when they were sent.
+  const b = replica(store, clock, work, "b", 2, {
+    leaseApi: (name) => {
+      const api = store.api(NS, name);
+      return {
+        namespace: NS,
+        name,
+        get: async () => {
+          const snapshot = store.peek(NS, name);
+          await clock.sleep(100);
+          return snapshot;
+        },
+        create: (l, s) => api.create(l, s),
+        update: (l, s) => api.update(l, s),
+        watch: (rv, s) => api.watch(rv, s),
+      };
+    },
+  });
+  await until(clock, () => balanced([a, b], 2));
+  a.stop.abort();
+  const took = await until(clock, () => b.set.held().length === 2, 60000, 10);
+  assert.ok(took < 2 * TIMING.retryPeriod, `b took a's shard ${took} ms after a began to leave`);
+  await shutdown(clock, a, b);
+  assert.deepEqual(work.overlaps, []);
+});
