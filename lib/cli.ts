@@ -33,6 +33,7 @@ import { LeaseCandidateKeeper } from "./candidate.ts";
 import { childGraceMargin, type CliSettings, helpText, parseArgs, resolveSettings } from "./cli_flags.ts";
 import { serveHttp } from "./cli_http.ts";
 import { CommandSupervisor, exitStatus, killAllGroupsSync } from "./supervisor.ts";
+import { runShards } from "./cli_shards.ts";
 
 export {
   childGraceMargin,
@@ -56,6 +57,7 @@ export {
   type WorkView,
 } from "./cli_http.ts";
 export { CommandSupervisor, exitStatus, groupAlive, killAllGroupsSync, type SupervisorOptions } from "./supervisor.ts";
+export { createShardsHandler, runShards, shardsMetricsText, type ShardsRunOptions } from "./cli_shards.ts";
 
 /** Signals that shut leasehold down cleanly; SIGTERM and SIGINT then exit 0, the others 128+n. */
 export const SHUTDOWN_SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT"] as const;
@@ -183,6 +185,15 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
         "(tini, docker --init) or set shareProcessNamespace: true on the pod",
       {},
     );
+  }
+  if (settings.shards !== undefined) {
+    return await runShards(settings, {
+      log,
+      stop,
+      env: options.env,
+      onServer: options.onServer,
+      signalCode: () => signalCode,
+    });
   }
   let server: Server | undefined;
   let exitCode: number | undefined;

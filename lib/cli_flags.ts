@@ -120,6 +120,12 @@ export const FLAGS: readonly FlagSpec[] = [
     help: "the version this binary behaves as, for --coordinated (default: --binary-version)",
   },
   { flag: "log-level", env: "LOG_LEVEL", help: "debug, info, warn or error", def: "info" },
+  {
+    flag: "shards",
+    env: "SHARDS",
+    help: "sharded work: N Leases <lease-name>-<i> spread over the live replicas, one command per held shard " +
+      "(LEASEHOLD_SHARD=<i> in its environment); needs a command",
+  },
 ];
 
 /**
@@ -299,6 +305,8 @@ export interface CliSettings {
   logLevel: LogLevel;
   /** Command to supervise. */
   command: string[];
+  /** Sharded work: the number of shards (`--shards`), if given. */
+  shards?: number;
 }
 
 /**
@@ -443,6 +451,21 @@ export function resolveSettings(o: CliOptions, hostname: () => string = () => ""
         );
       }
     }
+  }
+  if (v["shards"] !== undefined) {
+    const n = Number(v["shards"]);
+    if (!/^\d+$/.test(v["shards"]) || n < 1 || n > 4096) {
+      problems.push(`--shards (SHARDS) must be a whole number from 1 to 4096, not ${JSON.stringify(v["shards"])}`);
+    } else if (!o.command.length) {
+      problems.push("--shards needs a command after -- (one runs per held shard)");
+    } else if (s.coordinated) {
+      problems.push("--shards cannot be combined with --coordinated");
+    } else if (!/^[a-z0-9]([a-z0-9-]{0,48}[a-z0-9])?$/.test(leaseName)) {
+      problems.push(
+        `--lease-name ${JSON.stringify(leaseName)} is the shard Lease prefix with --shards: use 1 to 50 lower case ` +
+          "letters, digits and '-', starting and ending with a letter or digit",
+      );
+    } else s.shards = n;
   }
   if (problems.length) throw new ConfigError(problems.join("; "));
   return s;
