@@ -127,7 +127,10 @@ interface Slot {
   shard: number;
   elector: LeaderElector;
   stop: AbortController;
+  /** The elector's run ended (after at most the term's grace for its work). */
   done: Promise<void>;
+  /** The last term's work, until it settled: no new elector for the shard before. */
+  work: Promise<unknown>;
   givingUp: boolean;
   /** Writes to the shard's Lease not yet answered: a contender is not stopped while one may still land. */
   writing: number;
@@ -621,15 +624,17 @@ export class ShardedLeaseSet extends EventTarget {
       clock: o.clock,
       logger: o.logger,
       random: o.random,
-      onStartedLeading: shard === undefined || !o.onStartedLeading
-        ? undefined
-        : (ctx) => o.onStartedLeading!(shard, ctx),
+      onStartedLeading: shard === undefined || !o.onStartedLeading || !slot ? undefined : (ctx) => {
+        const work = (async () => await o.onStartedLeading!(shard, ctx))();
+        slot.work = work.catch(() => {});
+        return work;
+      },
     });
   }
 
   #contend(shard: number): void {
     const stop = new AbortController();
-    const slot = { shard, stop, givingUp: false, done: Promise.resolve(), writing: 0 } as Slot;
+    const slot = { shard, stop, givingUp: false, done: Promise.resolve(), work: Promise.resolve(), writing: 0 } as Slot;
     const elector = slot.elector = this.#elector(this.shardLease(shard), { shard, slot });
     const counters = this.#counters[shard];
     elector.addEventListener("started", (e) => {
@@ -656,7 +661,11 @@ export class ShardedLeaseSet extends EventTarget {
     });
     slot.done = elector.run(stop.signal).catch((e) => {
       this.#log.error("shard election failed", { shard, error: e instanceof Error ? e.message : String(e) });
-    }).finally(() => {
+    });
+    // The slot (and so the shard, for this replica) is free only once the last
+    // term's work settled: a new elector knows nothing of a term before it, and
+    // the elector's run ends after at most the term's grace even if the work runs on.
+    slot.done.then(() => slot.work).finally(() => {
       if (this.#slots.get(shard) === slot) this.#slots.delete(shard);
       this.#wake();
     });

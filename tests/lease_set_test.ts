@@ -328,3 +328,34 @@ test("lease set: a GET answer overtaken by a release on the watch does not make 
   await shutdown(clock, a, b);
   assert.deepEqual(work.overlaps, []);
 });
+
+test("lease set: a shard whose last work still runs is not contended again by the same replica", async () => {
+  const clock = new ManualClock();
+  const store = new MemoryLeaseStore();
+  const work = new Work();
+  let letGo = () => {};
+  const stuck = new Promise<void>((r) => (letGo = r));
+  let terms = 0;
+  // The first term's work ignores its signal until the test lets it go.
+  const a = replica(store, clock, work, "a", 1, {
+    onStartedLeading: async (shard, { signal }) => {
+      work.start(shard, "a");
+      terms++;
+      if (terms === 1) await stuck;
+      else await new Promise((res) => signal.addEventListener("abort", res, { once: true }));
+      work.end(shard, "a");
+    },
+  });
+  await until(clock, () => a.set.held().length === 1);
+  a.down = true; // renewals fail: the term ends at renewDeadline, its work runs on
+  await until(clock, () => a.set.held().length === 0, TIMING.renewDeadline + 500, 10);
+  a.down = false;
+  await clock.advance(4 * TIMING.leaseDuration);
+  assert.equal(terms, 1, "no new term while the last one's work runs");
+  assert.deepEqual(work.overlaps, []);
+  letGo();
+  await until(clock, () => a.set.held().length === 1, 3 * TIMING.leaseDuration);
+  assert.equal(terms, 2);
+  await shutdown(clock, a);
+  assert.deepEqual(work.overlaps, []);
+});
