@@ -37,6 +37,16 @@ function lineLog() {
   };
 }
 
+/** The file's lines once it has `n` of them (polled: only the file tells when a command wrote). */
+async function fileLines(path: string, n: number, ms = 10000): Promise<string[]> {
+  const t0 = Date.now();
+  for (;;) {
+    const lines = readFileSync(path, "utf8").split("\n").filter(Boolean);
+    if (lines.length >= n || Date.now() - t0 > ms) return lines;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 test("cli --shards: the shard count is checked and needs a command", () => {
   const s = resolveSettings(parseArgs(["--lease-name", "work", "--identity", "a", "--shards", "16", "--", "true"]));
   assert.equal(s.shards, 16);
@@ -136,7 +146,8 @@ serverTest("cli --shards: one command per held shard with its fencing token; a j
     const lbTokens = await (await fetch(b.current.url("/leader"))).json() as {
       held: { shard: number; fencingToken: string }[];
     };
-    const seen = readFileSync(out, "utf8").trim().split("\n");
+    // The commands write their line after "started command" is logged; nothing signals it but the file.
+    const seen = await fileLines(out, 6);
     for (const h of [...leader.held, ...lbTokens.held]) {
       assert.ok(seen.includes(`${h.shard} ${h.fencingToken}`), seen.join("|"));
     }
