@@ -266,6 +266,12 @@ export class ShardedLeaseSet extends EventTarget {
   #log: Logger;
   #seen = new Map<string, Seen>();
   #seq = 0;
+  /** This replica's member Lease writes not yet seen on the shared watch: resourceVersion -> when answered. */
+  #unechoed = new Map<string, number>();
+  #hubStop = new AbortController();
+  #hubDone: Promise<void> = Promise.resolve();
+  #restarting?: Promise<void>;
+  #watchRestarts = 0;
   #slots = new Map<number, Slot>();
   #counters: ShardCounters[];
   #listed = false;
@@ -376,8 +382,9 @@ export class ShardedLeaseSet extends EventTarget {
     this.#running = true;
     this.#stopping = false;
     const stop = signal ?? new AbortController().signal;
-    const hubStop = new AbortController();
-    const hubDone = this.hub.run(hubStop.signal);
+    this.#unechoed.clear();
+    this.#hubStop = new AbortController();
+    this.#hubDone = this.hub.run(this.#hubStop.signal);
     const memberStop = new AbortController();
     const member = this.#member ??= this.#elector(this.memberLease, {});
     this.#member = undefined; // a new one for the next run
@@ -403,8 +410,9 @@ export class ShardedLeaseSet extends EventTarget {
         await this.#sleep(this.#clock.now() + (this.#o.retryPeriod ?? 2000), new AbortController().signal);
       }
       await Promise.all([memberDone.catch(() => {}), ...[...this.#slots.values()].map((s) => s.done)]);
-      hubStop.abort();
-      await hubDone.catch(() => {});
+      await this.#restarting;
+      this.#hubStop.abort();
+      await this.#hubDone.catch(() => {});
       this.#members = [];
       this.#quota = 0;
       this.#running = false;
@@ -452,6 +460,10 @@ export class ShardedLeaseSet extends EventTarget {
   #note(lease: Lease, now: number): void {
     const name = lease.metadata?.name;
     if (typeof name !== "string") return;
+    const rv = lease.metadata?.resourceVersion;
+    const at = typeof rv === "string" ? this.#unechoed.get(rv) : undefined;
+    // A version of the member Lease came back: it and every earlier write are echoed.
+    if (at !== undefined) { for (const [k, t] of this.#unechoed) if (t <= at) this.#unechoed.delete(k); }
     const r = readRecord(lease);
     const holder = r.ok ? r.record.holderIdentity : (r.holderIdentity ?? "<malformed>");
     const durationMs = r.ok ? r.record.leaseDurationSeconds * 1000 : (this.#o.leaseDuration ?? 15000);
@@ -521,6 +533,42 @@ export class ShardedLeaseSet extends EventTarget {
     return structuredClone(seen.lease);
   }
 
+  /**
+   * The shared watch is stale when a write of this replica's own member Lease
+   * has not come back on it within max(2 × retryPeriod, 1 s): a stream that
+   * stays open but delivers nothing (a connection black-holed and healed) would
+   * otherwise leave this replica's view of the members and shards frozen until
+   * the watch's idle timeout. It is listed and watched again.
+   */
+  #checkWatch(now: number, retry: number): void {
+    if (this.#restarting || this.#stopping || !this.hub.synced) return;
+    let oldest = Infinity;
+    for (const at of this.#unechoed.values()) oldest = Math.min(oldest, at);
+    const limit = Math.max(2 * retry, 1000);
+    if (now - oldest <= limit) return;
+    this.#watchRestarts++;
+    this.#log.warn("the shared lease watch missed this replica's own write; listing and watching again", {
+      missedForMs: Math.round(now - oldest),
+    });
+    this.#unechoed.clear();
+    const old = this.#hubDone;
+    this.#hubStop.abort();
+    this.#restarting = (async () => {
+      await old.catch(() => {});
+      if (!this.#stopping) {
+        this.#hubStop = new AbortController();
+        this.#hubDone = this.hub.run(this.#hubStop.signal);
+      }
+      this.#restarting = undefined;
+      this.#wake();
+    })();
+  }
+
+  /** Times the shared watch was found stale and opened again. */
+  get watchRestarts(): number {
+    return this.#watchRestarts;
+  }
+
   /** Unchanged for longer than its duration, as this process observed it. */
   #expired(seen: Seen, now: number): boolean {
     return now - seen.at >= seen.durationMs;
@@ -542,6 +590,7 @@ export class ShardedLeaseSet extends EventTarget {
     this.#quota = quota;
     if (changed) this.#log.info("shard quota", { quota, members: members.length });
     const retry = this.#o.retryPeriod ?? 2000;
+    this.#checkWatch(now, retry);
     if (!this.#listed) return now + retry;
     const active = [...this.#slots.values()].filter((s) => !s.givingUp);
     const leading = active.filter((s) => s.elector.isLeader);
@@ -599,7 +648,15 @@ export class ShardedLeaseSet extends EventTarget {
     const slot = hooks.slot;
     const api = this.hub.api(o.leaseApi(name));
     const track = <T>(p: Promise<T>): Promise<T> => {
-      if (!slot) return p;
+      if (!slot) {
+        // The member Lease: only this replica writes it, so each write must come back on the watch.
+        p.then((l) => {
+          const rv = (l as Lease | undefined)?.metadata?.resourceVersion;
+          const seen = this.#seen.get(name)?.lease.metadata?.resourceVersion;
+          if (typeof rv === "string" && rv !== seen) this.#unechoed.set(rv, this.#clock.now());
+        }, () => {});
+        return p;
+      }
       slot.writing++;
       return p.finally(() => {
         slot.writing--;

@@ -44,6 +44,8 @@ interface Replica {
   done: Promise<void>;
   /** Makes every request of this replica fail (a replica cut off from the API server). */
   down: boolean;
+  /** The shared watch streams open now deliver nothing more, without ending (a black-holed connection). */
+  deafen: () => void;
 }
 
 function replica(
@@ -55,6 +57,8 @@ function replica(
   extra: Partial<ShardedLeaseSetOptions> = {},
 ): Replica {
   const r = { id, down: false } as Replica;
+  let streams = 0, deafUpTo = 0;
+  r.deafen = () => (deafUpTo = streams);
   const fault = () =>
     r.down
       ? new KubeApiError("unavailable", { code: 503, reason: "ServiceUnavailable", method: "", url: "memory://" })
@@ -80,8 +84,10 @@ function replica(
         return e ? Promise.reject(e) : source.list(signal);
       },
       async *watch(rv, signal) {
+        const stream = ++streams;
         for await (const ev of source.watch(rv, signal)) {
           if (r.down) throw fault();
+          if (stream <= deafUpTo) continue;
           yield ev;
         }
       },
@@ -357,5 +363,22 @@ test("lease set: a shard whose last work still runs is not contended again by th
   await until(clock, () => a.set.held().length === 1, 3 * TIMING.leaseDuration);
   assert.equal(terms, 2);
   await shutdown(clock, a);
+  assert.deepEqual(work.overlaps, []);
+});
+
+test("lease set: a shared watch that stops delivering is noticed by the member Lease's own writes and opened again", async () => {
+  const clock = new ManualClock();
+  const store = new MemoryLeaseStore();
+  const work = new Work();
+  const [a, b] = ["a", "b"].map((id) => replica(store, clock, work, id));
+  await until(clock, () => balanced([a, b]));
+  a.deafen();
+  b.stop.abort();
+  // Without a fresh watch a would wait for b's member Lease to expire (leaseDuration).
+  const took = await until(clock, () => a.set.held().length === 16, 60000, 10);
+  assert.ok(took < 3000, `a took every shard ${took} ms after b began to leave`);
+  assert.equal(a.set.watchRestarts, 1);
+  assert.equal(a.set.hub.stats().lists, 2, "listed again");
+  await shutdown(clock, a, b);
   assert.deepEqual(work.overlaps, []);
 });
