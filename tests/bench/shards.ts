@@ -53,21 +53,6 @@ class Work {
   }
 }
 
-/**
- * On Deno, a `fetch` over `Deno.createHttpClient` with the cluster CA: the
- * library's own Deno path with a CA goes through node:https, whose
- * `Readable.toWeb` adapter on Deno 2.9 throws an uncaught "The stream
- * controller cannot close or enqueue" when a watch body is abandoned (seen with
- * `deno run`, several clients in one process); elsewhere the library's.
- */
-async function benchFetch(ca: string) {
-  const deno = (globalThis as { Deno?: { createHttpClient?: (o: Record<string, unknown>) => unknown } }).Deno;
-  if (typeof deno?.createHttpClient !== "function") return await createFetch({ caCert: ca });
-  const client = deno.createHttpClient({ caCerts: [ca] });
-  return (input: string | URL | Request, init?: RequestInit) =>
-    fetch(input, { ...init, redirect: "manual", client } as RequestInit);
-}
-
 interface Replica {
   set: ShardedLeaseSet;
   stop: AbortController;
@@ -77,7 +62,7 @@ interface Replica {
 async function replica(info: Info, ns: string, id: string, t: Timings, work: Work): Promise<Replica> {
   const client = new KubeClient({
     server: info.url,
-    fetch: await benchFetch(readFileSync(info.caFile, "utf8")),
+    fetch: await createFetch({ caCert: readFileSync(info.caFile, "utf8") }),
     tokenSource: staticToken(info.adminToken),
     timeoutMs: Math.max(1000, t.renewDeadline / 2),
   });
