@@ -134,6 +134,8 @@ interface Slot {
   givingUp: boolean;
   /** Writes to the shard's Lease not yet answered: a contender is not stopped while one may still land. */
   writing: number;
+  /** A write of this contender made it the holder: it is about to lead (or adopts that write at its next attempt). */
+  won: boolean;
 }
 
 interface ShardCounters {
@@ -658,6 +660,9 @@ export class ShardedLeaseSet extends EventTarget {
         return p;
       }
       slot.writing++;
+      p.then((l) => {
+        if ((l as Lease | undefined)?.spec?.holderIdentity === o.identity) slot.won = true;
+      }, () => {});
       return p.finally(() => {
         slot.writing--;
         this.#wake();
@@ -691,7 +696,15 @@ export class ShardedLeaseSet extends EventTarget {
 
   #contend(shard: number): void {
     const stop = new AbortController();
-    const slot = { shard, stop, givingUp: false, done: Promise.resolve(), work: Promise.resolve(), writing: 0 } as Slot;
+    const slot = {
+      shard,
+      stop,
+      givingUp: false,
+      done: Promise.resolve(),
+      work: Promise.resolve(),
+      writing: 0,
+      won: false,
+    } as Slot;
     const elector = slot.elector = this.#elector(this.shardLease(shard), { shard, slot });
     const counters = this.#counters[shard];
     elector.addEventListener("started", (e) => {
@@ -729,10 +742,15 @@ export class ShardedLeaseSet extends EventTarget {
     this.#slots.set(shard, slot);
   }
 
-  /** Stops a slot (a leader releases after its work settled); false while a contender's write is unanswered. */
+  /**
+   * Stops a slot (a leader releases after its work settled). False for a
+   * contender whose write is unanswered or made it the holder: stopped now, its
+   * elector would drop an acquisition that landed and leave a claim nobody
+   * renews (others would wait it out); it leads first and is then given up.
+   */
   #giveUp(slot: Slot, why: string): boolean {
     if (slot.givingUp) return true;
-    if (!slot.elector.isLeader && slot.writing > 0) return false;
+    if (!slot.elector.isLeader && (slot.writing > 0 || slot.won)) return false;
     slot.givingUp = true;
     if (slot.elector.isLeader) this.#log.info("giving up shard", { shard: slot.shard, why });
     slot.stop.abort();

@@ -382,3 +382,32 @@ test("lease set: a shared watch that stops delivering is noticed by the member L
   await shutdown(clock, a, b);
   assert.deepEqual(work.overlaps, []);
 });
+
+test("lease set: replicas starting at once balance without waiting out claims of their own dropped contenders", async () => {
+  const clock = new ManualClock();
+  const store = new MemoryLeaseStore();
+  // Each first sees only itself and contends for every shard, then sees the other and drops its surplus.
+  const rs = ["a", "b"].map((identity) => {
+    const stop = new AbortController();
+    const set = new ShardedLeaseSet({
+      namespace: NS,
+      prefix: PREFIX,
+      shards: 16,
+      identity,
+      ...TIMING,
+      clock,
+      leaseApi: (name) => store.api(NS, name),
+      source: store.listSource(NS, { key: SHARD_SET_LABEL, value: PREFIX }),
+    });
+    return { set, stop, done: set.run(stop.signal) };
+  });
+  const took = await until(clock, () => rs[0].set.held().length + rs[1].set.held().length === 16, 60000, 10);
+  assert.ok(took <= 2 * TIMING.retryPeriod, `every shard held ${took} ms after the start`);
+  assert.deepEqual(rs.map((r) => r.set.held().length), [8, 8]);
+  assert.deepEqual(
+    holders(store).filter((h) => h !== "a" && h !== "b"),
+    [],
+    "no shard left with a claim nobody renews",
+  );
+  await shutdown(clock, ...rs);
+});
