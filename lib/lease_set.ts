@@ -28,100 +28,35 @@
 
 import { type Clock, systemClock } from "./clock.ts";
 import { LeaderElector } from "./elector.ts";
-import type { FencingToken, LeaderContext, StopReason } from "./elector.ts";
+import type { FencingToken, StopReason } from "./elector.ts";
 import { ConfigError, LeaseholdError } from "./errors.ts";
-import { invalidLeaseName, invalidNamespace, type Lease, readRecord } from "./lease.ts";
-import type { LeaseApi, LeaseWatchEvent } from "./lease_api.ts";
+import type { Lease } from "./lease.ts";
 import { KubeLeaseApi } from "./lease_api.ts";
-import { kubeLeaseListSource, type LeaseListSource, LeaseWatchHub } from "./lease_hub.ts";
+import { kubeLeaseListSource, LeaseWatchHub } from "./lease_hub.ts";
 import type { KubeClient } from "./kube_client.ts";
 import { type Logger, silentLogger } from "./log.ts";
+import {
+  fnv1a,
+  memberLeaseName,
+  SHARD_SET_LABEL,
+  type ShardedLeaseSetOptions,
+  type ShardedLeaseSetState,
+  shardQuotas,
+  type ShardState,
+  validateShardedLeaseSetOptions,
+} from "./lease_set_rules.ts";
+import { LeaseSetView } from "./lease_set_view.ts";
 
-/** The label key every Lease of a {@linkcode ShardedLeaseSet} carries; its value is the set's prefix. */
-export const SHARD_SET_LABEL = "leasehold.dev/shard-set";
-
-/** The most shards one set may have. */
-export const MAX_SHARDS = 4096;
-
-/** Options of {@linkcode ShardedLeaseSet}. Durations are in milliseconds. */
-export interface ShardedLeaseSetOptions {
-  /** Namespace of the Leases. */
-  namespace: string;
-  /** Name prefix: shards are `<prefix>-0` .. `<prefix>-<N-1>`, members `<prefix>-member-<identity>`. */
-  prefix: string;
-  /** Number of shards, 1 .. {@linkcode MAX_SHARDS}. */
-  shards: number;
-  /** This replica's identity, unique among replicas (e.g. the pod name). */
-  identity: string;
-  /** The per-Lease API of one Lease of the namespace (all through one client). */
-  leaseApi: (name: string) => LeaseApi;
-  /** The LIST + WATCH of the Leases labelled {@linkcode SHARD_SET_LABEL}`=<prefix>` in the namespace. */
-  source: LeaseListSource;
-  /** Lease duration of every shard and member, whole seconds. @default 15000 */
-  leaseDuration?: number;
-  /** Renew deadline. @default 10000 */
-  renewDeadline?: number;
-  /** Retry period. @default 2000 */
-  retryPeriod?: number;
-  /** Called when this replica starts holding shard `shard`; stop when `ctx.signal` aborts. */
-  onStartedLeading?: (shard: number, ctx: LeaderContext) => void | Promise<unknown>;
-  /** Called once when a shard's term ends (before its work settled and its release). */
-  onStoppedLeading?: (shard: number, reason: StopReason | "given-up") => void;
-  /** Time source. @default systemClock */
-  clock?: Clock;
-  /** Structured logger. @default silentLogger */
-  logger?: Logger;
-  /** Random numbers in [0, 1) for jitter. @default Math.random */
-  random?: () => number;
-}
-
-/** One shard as this replica sees it. */
-export interface ShardState {
-  /** The shard's index. */
-  shard: number;
-  /** `namespace/name` of its Lease. */
-  lease: string;
-  /** The holder last seen on the shared watch (`""` when free, `undefined` when not seen). */
-  holderIdentity: string | undefined;
-  /** Whether this replica holds it now. */
-  isLeader: boolean;
-  /** The fencing token of this replica's term, if it holds it. */
-  fencingToken: FencingToken | undefined;
-  /** Wall time this replica started holding it (ISO), if it does. */
-  leadingSince: string | undefined;
-  /** Terms of this shard started by this replica. */
-  startedTotal: number;
-  /** Terms of this shard this replica gave up to balance. */
-  givenUpTotal: number;
-  /** Terms of this shard that ended otherwise (renew deadline, taken, deleted). */
-  lostTotal: number;
-}
-
-/** A snapshot of a {@linkcode ShardedLeaseSet}, e.g. for a `/leader` endpoint. */
-export interface ShardedLeaseSetState {
-  /** `namespace/prefix`. */
-  set: string;
-  /** This replica's identity. */
-  identity: string;
-  /** Number of shards. */
-  shards: number;
-  /** Live members, sorted (this replica included while it runs). */
-  members: string[];
-  /** How many shards this replica may hold now. */
-  quota: number;
-  /** Shards this replica holds now, ascending. */
-  held: number[];
-}
-
-interface Seen {
-  lease: Lease;
-  /** Order of arrival on the shared watch. */
-  seq: number;
-  key: string;
-  holder: string;
-  durationMs: number;
-  at: number;
-}
+export {
+  MAX_SHARDS,
+  memberLeaseName,
+  SHARD_SET_LABEL,
+  type ShardedLeaseSetOptions,
+  type ShardedLeaseSetState,
+  shardQuotas,
+  type ShardState,
+  validateShardedLeaseSetOptions,
+} from "./lease_set_rules.ts";
 
 interface Slot {
   shard: number;
@@ -142,82 +77,6 @@ interface ShardCounters {
   startedTotal: number;
   givenUpTotal: number;
   lostTotal: number;
-}
-
-/** FNV-1a, 32 bits: a stable spread of shards over identities. */
-function fnv1a(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h;
-}
-
-/**
- * The member Lease name of `identity` in the set `prefix`: the identity itself
- * when it is a valid name part, else a cleaned form plus a hash of the identity.
- *
- * @example Usage
- * ```ts
- * import { memberLeaseName } from "@leasehold/leasehold";
- * console.log(memberLeaseName("work", "pod-a")); // "work-member-pod-a"
- * console.log(memberLeaseName("work", "Pod_A").startsWith("work-member-pod-a-")); // true
- * ```
- */
-export function memberLeaseName(prefix: string, identity: string): string {
-  const plain = `${prefix}-member-${identity}`;
-  if (!invalidLeaseName(plain)) return plain;
-  const clean = identity.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 60);
-  const hash = fnv1a(identity).toString(16).padStart(8, "0");
-  return clean ? `${prefix}-member-${clean}-${hash}` : `${prefix}-member-${hash}`;
-}
-
-/**
- * How many shards each live member may hold: members sorted by identity, the
- * first `shards mod members` get one more. Returns identity → quota.
- *
- * @example Usage
- * ```ts
- * import { shardQuotas } from "@leasehold/leasehold";
- * console.log(shardQuotas(16, ["c", "a", "b"])); // Map(3) { "a" => 6, "b" => 5, "c" => 5 }
- * ```
- */
-export function shardQuotas(shards: number, members: readonly string[]): Map<string, number> {
-  const sorted = [...new Set(members)].sort();
-  const out = new Map<string, number>();
-  if (!sorted.length) return out;
-  const base = Math.floor(shards / sorted.length), extra = shards % sorted.length;
-  sorted.forEach((m, i) => out.set(m, base + (i < extra ? 1 : 0)));
-  return out;
-}
-
-/**
- * The problems of a set's settings (empty when fine): prefix, namespace and
- * shard count; timings and identity are checked by each {@linkcode LeaderElector}.
- *
- * @example Usage
- * ```ts
- * import { validateShardedLeaseSetOptions } from "@leasehold/leasehold";
- * console.log(validateShardedLeaseSetOptions({ namespace: "default", prefix: "work", shards: 0 }));
- * // [ "shards must be a whole number from 1 to 4096 (got 0)" ]
- * ```
- */
-export function validateShardedLeaseSetOptions(o: { namespace: string; prefix: string; shards: number }): string[] {
-  const problems: string[] = [];
-  if (!Number.isInteger(o.shards) || o.shards < 1 || o.shards > MAX_SHARDS) {
-    problems.push(`shards must be a whole number from 1 to ${MAX_SHARDS} (got ${o.shards})`);
-  }
-  const ns = invalidNamespace(o.namespace);
-  if (ns) problems.push(`namespace ${JSON.stringify(o.namespace)} ${ns}`);
-  // The prefix is also the label value: at most 63 characters, a DNS label here.
-  if (!o.prefix || o.prefix.length > 50 || !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/.test(o.prefix)) {
-    problems.push(
-      `prefix ${JSON.stringify(o.prefix)} must be 1 to 50 lower case letters, digits and '-', ` +
-        "starting and ending with a letter or digit (it names the Leases and is their label value)",
-    );
-  }
-  return problems;
 }
 
 /**
@@ -266,17 +125,13 @@ export class ShardedLeaseSet extends EventTarget {
   #o: ShardedLeaseSetOptions;
   #clock: Clock;
   #log: Logger;
-  #seen = new Map<string, Seen>();
-  #seq = 0;
-  /** This replica's member Lease writes not yet seen on the shared watch: resourceVersion -> when answered. */
-  #unechoed = new Map<string, number>();
+  #view: LeaseSetView;
   #hubStop = new AbortController();
   #hubDone: Promise<void> = Promise.resolve();
   #restarting?: Promise<void>;
   #watchRestarts = 0;
   #slots = new Map<number, Slot>();
   #counters: ShardCounters[];
-  #listed = false;
   #running = false;
   #stopping = false;
   #kick?: () => void;
@@ -284,7 +139,6 @@ export class ShardedLeaseSet extends EventTarget {
   #member?: LeaderElector;
   #quota = 0;
   #members: string[] = [];
-  #lastWarn = "";
 
   /**
    * Creates the set; nothing is requested until {@linkcode ShardedLeaseSet.run}.
@@ -304,8 +158,14 @@ export class ShardedLeaseSet extends EventTarget {
     this.#clock = options.clock ?? systemClock;
     this.#log = options.logger ?? silentLogger;
     this.#counters = Array.from({ length: options.shards }, () => ({ startedTotal: 0, givenUpTotal: 0, lostTotal: 0 }));
+    this.#view = new LeaseSetView({
+      clock: this.#clock,
+      defaultDurationMs: options.leaseDuration ?? 15000,
+      onChange: () => this.#wake(),
+      logger: this.#log,
+    });
     this.hub = new LeaseWatchHub({
-      source: this.#tap(options.source),
+      source: this.#view.tap(options.source),
       label: { key: SHARD_SET_LABEL, value: options.prefix },
       clock: this.#clock,
       logger: this.#log,
@@ -362,7 +222,7 @@ export class ShardedLeaseSet extends EventTarget {
       return {
         shard,
         lease: `${this.namespace}/${this.shardLease(shard)}`,
-        holderIdentity: this.#seen.get(this.shardLease(shard))?.holder,
+        holderIdentity: this.#view.holder(this.shardLease(shard)),
         isLeader: !!st,
         fencingToken: st?.fencingToken,
         leadingSince: st?.leadingSince,
@@ -384,7 +244,7 @@ export class ShardedLeaseSet extends EventTarget {
     this.#running = true;
     this.#stopping = false;
     const stop = signal ?? new AbortController().signal;
-    this.#unechoed.clear();
+    this.#view.clearUnechoed();
     this.#hubStop = new AbortController();
     this.#hubDone = this.hub.run(this.#hubStop.signal);
     const memberStop = new AbortController();
@@ -422,118 +282,7 @@ export class ShardedLeaseSet extends EventTarget {
     }
   }
 
-  // ---- the shared watch, observed ------------------------------------------
-
-  /** Passes the source through, noting every Lease seen (the set's own view of members and shards). */
-  #tap(source: LeaseListSource): LeaseListSource {
-    const warn = (e: unknown) => {
-      const msg = e instanceof Error ? e.message : String(e);
-      if (msg === this.#lastWarn) return;
-      this.#lastWarn = msg;
-      this.#log.warn("cannot list or watch the shard leases (grant list and watch on leases in the namespace)", {
-        error: msg,
-      });
-    };
-    return {
-      list: async (signal) => {
-        try {
-          const r = await source.list(signal);
-          this.#resync(r.items);
-          this.#lastWarn = "";
-          return r;
-        } catch (e) {
-          if (!signal.aborted) warn(e);
-          throw e;
-        }
-      },
-      watch: (rv, signal) => {
-        const it = source.watch(rv, signal);
-        const apply = (ev: LeaseWatchEvent) => this.#apply(ev);
-        return (async function* () {
-          for await (const ev of it) {
-            apply(ev);
-            yield ev;
-          }
-        })();
-      },
-    };
-  }
-
-  #note(lease: Lease, now: number): void {
-    const name = lease.metadata?.name;
-    if (typeof name !== "string") return;
-    const rv = lease.metadata?.resourceVersion;
-    const at = typeof rv === "string" ? this.#unechoed.get(rv) : undefined;
-    // A version of the member Lease came back: it and every earlier write are echoed.
-    if (at !== undefined) { for (const [k, t] of this.#unechoed) if (t <= at) this.#unechoed.delete(k); }
-    const r = readRecord(lease);
-    const holder = r.ok ? r.record.holderIdentity : (r.holderIdentity ?? "<malformed>");
-    const durationMs = r.ok ? r.record.leaseDurationSeconds * 1000 : (this.#o.leaseDuration ?? 15000);
-    const key = JSON.stringify(r.ok ? r.record : { broken: lease.spec ?? null });
-    const prev = this.#seen.get(name);
-    const seq = ++this.#seq;
-    if (prev?.key === key) {
-      prev.lease = lease;
-      prev.seq = seq;
-      return;
-    }
-    this.#seen.set(name, { lease, seq, key, holder, durationMs, at: now });
-  }
-
-  #resync(items: Lease[]): void {
-    const now = this.#clock.now();
-    const names = new Set<string>();
-    for (const l of items) {
-      if (typeof l?.metadata?.name !== "string") continue;
-      names.add(l.metadata.name);
-      this.#note(l, now);
-    }
-    for (const n of [...this.#seen.keys()]) if (!names.has(n)) this.#seen.delete(n);
-    this.#listed = true;
-    this.#wake();
-  }
-
-  #apply(ev: LeaseWatchEvent): void {
-    if (ev?.type === "BOOKMARK" || !ev?.object?.metadata) return;
-    if (ev.type === "DELETED") {
-      if (typeof ev.object.metadata.name === "string") this.#seen.delete(ev.object.metadata.name);
-    } else this.#note(ev.object, this.#clock.now());
-    this.#wake();
-  }
-
   // ---- balancing -------------------------------------------------------------
-
-  /** Live members now, and when the next one expires (to look again then). */
-  #liveMembers(now: number): { live: Set<string>; nextExpiry: number } {
-    const live = new Set<string>([this.identity]);
-    let nextExpiry = Infinity;
-    const pre = `${this.prefix}-member-`;
-    for (const [name, s] of this.#seen) {
-      if (!name.startsWith(pre) || s.holder === "") continue;
-      const end = s.at + s.durationMs;
-      if (end <= now) continue;
-      live.add(s.holder);
-      nextExpiry = Math.min(nextExpiry, end);
-    }
-    return { live, nextExpiry };
-  }
-
-  /**
-   * A read that the shared watch overtook: when the watch delivered another
-   * version of the Lease after the GET was sent, that version is at least as
-   * recent as the GET's and is returned instead, so a release seen on the
-   * watch is not hidden by a GET answer that arrived later (the elector would
-   * then wait out a claim that is gone). A newer version than that still
-   * arrives on the watch; any write is guarded by resourceVersion as ever.
-   */
-  async #fresh(name: string, read: Promise<Lease | undefined>): Promise<Lease | undefined> {
-    const sent = this.#seq;
-    const got = await read;
-    const seen = this.#seen.get(name);
-    if (!got || !seen || seen.seq <= sent) return got;
-    if (seen.lease.metadata?.resourceVersion === got.metadata?.resourceVersion) return got;
-    return structuredClone(seen.lease);
-  }
 
   /**
    * The shared watch is stale when a write of this replica's own member Lease
@@ -544,15 +293,14 @@ export class ShardedLeaseSet extends EventTarget {
    */
   #checkWatch(now: number, retry: number): void {
     if (this.#restarting || this.#stopping || !this.hub.synced) return;
-    let oldest = Infinity;
-    for (const at of this.#unechoed.values()) oldest = Math.min(oldest, at);
+    const oldest = this.#view.oldestUnechoed();
     const limit = Math.max(2 * retry, 1000);
     if (now - oldest <= limit) return;
     this.#watchRestarts++;
     this.#log.warn("the shared lease watch missed this replica's own write; listing and watching again", {
       missedForMs: Math.round(now - oldest),
     });
-    this.#unechoed.clear();
+    this.#view.clearUnechoed();
     const old = this.#hubDone;
     this.#hubStop.abort();
     this.#restarting = (async () => {
@@ -571,11 +319,6 @@ export class ShardedLeaseSet extends EventTarget {
     return this.#watchRestarts;
   }
 
-  /** Unchanged for longer than its duration, as this process observed it. */
-  #expired(seen: Seen, now: number): boolean {
-    return now - seen.at >= seen.durationMs;
-  }
-
   /** Rendezvous order: this replica's preference for a shard (higher first). */
   #score(shard: number): number {
     return fnv1a(`${this.identity}/${this.prefix}/${shard}`);
@@ -584,7 +327,7 @@ export class ShardedLeaseSet extends EventTarget {
   /** One balancing step; returns when to look again (monotonic ms). */
   #reconcile(): number {
     const now = this.#clock.now();
-    const { live, nextExpiry } = this.#liveMembers(now);
+    const { live, nextExpiry } = this.#view.liveMembers(this.prefix, this.identity, now);
     const members = [...live].sort();
     const quota = shardQuotas(this.shardCount, members).get(this.identity) ?? 0;
     const changed = quota !== this.#quota || members.join("\n") !== this.#members.join("\n");
@@ -593,14 +336,16 @@ export class ShardedLeaseSet extends EventTarget {
     if (changed) this.#log.info("shard quota", { quota, members: members.length });
     const retry = this.#o.retryPeriod ?? 2000;
     this.#checkWatch(now, retry);
-    if (!this.#listed) return now + retry;
+    if (!this.#view.listed) return now + retry;
     const active = [...this.#slots.values()].filter((s) => !s.givingUp);
     const leading = active.filter((s) => s.elector.isLeader);
     let contending = active.filter((s) => !s.elector.isLeader && !s.elector.workSettling);
     // A contender whose shard a live member (not this replica) now holds steps back.
     for (const s of contending) {
-      const seen = this.#seen.get(this.shardLease(s.shard));
-      if (seen && seen.holder && seen.holder !== this.identity && live.has(seen.holder) && !this.#expired(seen, now)) {
+      const seen = this.#view.seen.get(this.shardLease(s.shard));
+      if (
+        seen && seen.holder && seen.holder !== this.identity && live.has(seen.holder) && !this.#view.expired(seen, now)
+      ) {
         this.#giveUp(s, "held by a live member");
       }
     }
@@ -625,12 +370,12 @@ export class ShardedLeaseSet extends EventTarget {
       const free: number[] = [], orphaned: number[] = [];
       for (let i = 0; i < this.shardCount; i++) {
         if (this.#slots.has(i)) continue;
-        const seen = this.#seen.get(this.shardLease(i));
+        const seen = this.#view.seen.get(this.shardLease(i));
         if (!seen || seen.holder === "") free.push(i);
         // Held by a replica that is gone, or by this one without an elector (a write
         // that landed after its elector stopped), or unchanged past its duration:
         // each shard's own elector waits the claim out before it takes it.
-        else if (seen.holder === this.identity || !live.has(seen.holder) || this.#expired(seen, now)) {
+        else if (seen.holder === this.identity || !live.has(seen.holder) || this.#view.expired(seen, now)) {
           orphaned.push(i);
         }
       }
@@ -652,11 +397,7 @@ export class ShardedLeaseSet extends EventTarget {
     const track = <T>(p: Promise<T>): Promise<T> => {
       if (!slot) {
         // The member Lease: only this replica writes it, so each write must come back on the watch.
-        p.then((l) => {
-          const rv = (l as Lease | undefined)?.metadata?.resourceVersion;
-          const seen = this.#seen.get(name)?.lease.metadata?.resourceVersion;
-          if (typeof rv === "string" && rv !== seen) this.#unechoed.set(rv, this.#clock.now());
-        }, () => {});
+        p.then((l) => this.#view.ownWrite(name, l as Lease | undefined), () => {});
         return p;
       }
       slot.writing++;
@@ -672,7 +413,7 @@ export class ShardedLeaseSet extends EventTarget {
       lease: {
         namespace: api.namespace,
         name: api.name,
-        get: (signal) => this.#fresh(name, api.get(signal)),
+        get: (signal) => this.#view.fresh(name, api.get(signal)),
         create: (lease, signal) => track(api.create(lease, signal)),
         update: (lease, signal) => track(api.update(lease, signal)),
         watch: api.watch ? (rv, signal) => api.watch!(rv, signal) : undefined,
