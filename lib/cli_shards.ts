@@ -14,7 +14,8 @@ import process from "node:process";
 import { type ClusterConfig, createLeaseApi, inClusterConfig, kubeconfigConfig } from "./config.ts";
 import { childGraceMargin, type CliSettings } from "./cli_flags.ts";
 import { ConfigError } from "./errors.ts";
-import { kubeShardedLeaseSet, type ShardedLeaseSet } from "./lease_set.ts";
+import type { ShardedLeaseSet } from "./lease_set.ts";
+import { kubeShardedLeaseSet } from "./lease_set_kube.ts";
 import type { Logger } from "./log.ts";
 import { CommandSupervisor } from "./supervisor.ts";
 

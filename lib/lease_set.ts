@@ -28,12 +28,8 @@
 
 import { type Clock, systemClock } from "./clock.ts";
 import { LeaderElector } from "./elector.ts";
-import type { FencingToken, StopReason } from "./elector.ts";
 import { ConfigError, LeaseholdError } from "./errors.ts";
-import type { Lease } from "./lease.ts";
-import { KubeLeaseApi } from "./lease_api.ts";
-import { kubeLeaseListSource, LeaseWatchHub } from "./lease_hub.ts";
-import type { KubeClient } from "./kube_client.ts";
+import { LeaseWatchHub } from "./lease_hub.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import {
   fnv1a,
@@ -46,6 +42,7 @@ import {
   validateShardedLeaseSetOptions,
 } from "./lease_set_rules.ts";
 import { LeaseSetView } from "./lease_set_view.ts";
+import { ShardSlot, watchedLeaseApi } from "./lease_set_slot.ts";
 
 export {
   MAX_SHARDS,
@@ -57,21 +54,6 @@ export {
   type ShardState,
   validateShardedLeaseSetOptions,
 } from "./lease_set_rules.ts";
-
-interface Slot {
-  shard: number;
-  elector: LeaderElector;
-  stop: AbortController;
-  /** The elector's run ended (after at most the term's grace for its work). */
-  done: Promise<void>;
-  /** The last term's work, until it settled: no new elector for the shard before. */
-  work: Promise<unknown>;
-  givingUp: boolean;
-  /** Writes to the shard's Lease not yet answered: a contender is not stopped while one may still land. */
-  writing: number;
-  /** A write of this contender made it the holder: it is about to lead (or adopts that write at its next attempt). */
-  won: boolean;
-}
 
 interface ShardCounters {
   startedTotal: number;
@@ -130,7 +112,7 @@ export class ShardedLeaseSet extends EventTarget {
   #hubDone: Promise<void> = Promise.resolve();
   #restarting?: Promise<void>;
   #watchRestarts = 0;
-  #slots = new Map<number, Slot>();
+  #slots = new Map<number, ShardSlot>();
   #counters: ShardCounters[];
   #running = false;
   #stopping = false;
@@ -172,7 +154,7 @@ export class ShardedLeaseSet extends EventTarget {
       random: options.random,
     });
     // Checks identity and timings now (a ConfigError), as every shard's elector will.
-    this.#member = this.#elector(this.memberLease, {});
+    this.#member = this.#memberElector();
     this.#members = [this.identity];
     this.#quota = shardQuotas(this.shardCount, this.#members).get(this.identity) ?? 0;
   }
@@ -184,7 +166,7 @@ export class ShardedLeaseSet extends EventTarget {
 
   /** Shards this replica holds now, ascending. */
   held(): number[] {
-    return [...this.#slots.values()].filter((s) => s.elector.isLeader).map((s) => s.shard).sort((a, b) => a - b);
+    return [...this.#slots.values()].filter((s) => s.isLeader).map((s) => s.shard).sort((a, b) => a - b);
   }
 
   /** Live members as seen now, sorted (this replica included while it runs). */
@@ -248,7 +230,7 @@ export class ShardedLeaseSet extends EventTarget {
     this.#hubStop = new AbortController();
     this.#hubDone = this.hub.run(this.#hubStop.signal);
     const memberStop = new AbortController();
-    const member = this.#member ??= this.#elector(this.memberLease, {});
+    const member = this.#member ??= this.#memberElector();
     this.#member = undefined; // a new one for the next run
     const memberDone = member.run(memberStop.signal);
     const onStop = () => this.#wake();
@@ -338,8 +320,8 @@ export class ShardedLeaseSet extends EventTarget {
     this.#checkWatch(now, retry);
     if (!this.#view.listed) return now + retry;
     const active = [...this.#slots.values()].filter((s) => !s.givingUp);
-    const leading = active.filter((s) => s.elector.isLeader);
-    let contending = active.filter((s) => !s.elector.isLeader && !s.elector.workSettling);
+    const leading = active.filter((s) => s.isLeader);
+    let contending = active.filter((s) => !s.isLeader && !s.elector.workSettling);
     // A contender whose shard a live member (not this replica) now holds steps back.
     for (const s of contending) {
       const seen = this.#view.seen.get(this.shardLease(s.shard));
@@ -389,112 +371,77 @@ export class ShardedLeaseSet extends EventTarget {
     return Math.min(nextExpiry, now + retry);
   }
 
-  #elector(name: string, hooks: { shard?: number; slot?: Slot }): LeaderElector {
+  /** The member Lease's elector: only this replica writes that Lease, so each write must come back on the watch. */
+  #memberElector(): LeaderElector {
     const o = this.#o;
-    const shard = hooks.shard;
-    const slot = hooks.slot;
-    const api = this.hub.api(o.leaseApi(name));
-    const track = <T>(p: Promise<T>): Promise<T> => {
-      if (!slot) {
-        // The member Lease: only this replica writes it, so each write must come back on the watch.
-        p.then((l) => this.#view.ownWrite(name, l as Lease | undefined), () => {});
-        return p;
-      }
-      slot.writing++;
-      p.then((l) => {
-        if ((l as Lease | undefined)?.spec?.holderIdentity === o.identity) slot.won = true;
-      }, () => {});
-      return p.finally(() => {
-        slot.writing--;
-        this.#wake();
-      });
-    };
+    const name = this.memberLease;
     return new LeaderElector({
-      lease: {
-        namespace: api.namespace,
-        name: api.name,
-        get: (signal) => this.#view.fresh(name, api.get(signal)),
-        create: (lease, signal) => track(api.create(lease, signal)),
-        update: (lease, signal) => track(api.update(lease, signal)),
-        watch: api.watch ? (rv, signal) => api.watch!(rv, signal) : undefined,
-      },
+      lease: watchedLeaseApi(this.hub.api(o.leaseApi(name)), (r) => r, (p) => {
+        p.then((l) => this.#view.ownWrite(name, l), () => {});
+        return p;
+      }),
+      ...this.#electorOptions(),
+      releaseOnCancel: true,
+    });
+  }
+
+  #electorOptions() {
+    const o = this.#o;
+    return {
       identity: o.identity,
       leaseDuration: o.leaseDuration,
       renewDeadline: o.renewDeadline,
       retryPeriod: o.retryPeriod,
-      releaseOnCancel: true,
-      recontend: shard === undefined,
       clock: o.clock,
       logger: o.logger,
       random: o.random,
-      onStartedLeading: shard === undefined || !o.onStartedLeading || !slot ? undefined : (ctx) => {
-        const work = (async () => await o.onStartedLeading!(shard, ctx))();
-        slot.work = work.catch(() => {});
-        return work;
-      },
-    });
+    };
   }
 
   #contend(shard: number): void {
-    const stop = new AbortController();
-    const slot = {
-      shard,
-      stop,
-      givingUp: false,
-      done: Promise.resolve(),
-      work: Promise.resolve(),
-      writing: 0,
-      won: false,
-    } as Slot;
-    const elector = slot.elector = this.#elector(this.shardLease(shard), { shard, slot });
+    const name = this.shardLease(shard);
     const counters = this.#counters[shard];
-    elector.addEventListener("started", (e) => {
-      counters.startedTotal++;
-      this.#log.info("holding shard", { shard, fencingToken: (e as CustomEvent<FencingToken>).detail.value });
-      this.dispatchEvent(new CustomEvent("started", { detail: { shard, fencingToken: (e as CustomEvent).detail } }));
-      this.#wake();
-    });
-    elector.addEventListener("stopped", (e) => {
-      const reason = (e as CustomEvent<StopReason>).detail;
-      const why = slot.givingUp && !this.#stopping ? "given-up" : reason;
-      if (why !== "given-up" && reason !== "shutdown") counters.lostTotal++;
-      this.#log.info("stopped holding shard", { shard, reason: why });
-      try {
-        this.#o.onStoppedLeading?.(shard, why);
-      } catch (err) {
-        this.#log.error("onStoppedLeading callback threw", { error: err instanceof Error ? err.message : String(err) });
-      }
-      this.dispatchEvent(new CustomEvent("stopped", { detail: { shard, reason: why } }));
-      this.#wake();
-    });
-    elector.addEventListener("released", () => {
-      this.dispatchEvent(new CustomEvent("released", { detail: { shard } }));
-    });
-    slot.done = elector.run(stop.signal).catch((e) => {
-      this.#log.error("shard election failed", { shard, error: e instanceof Error ? e.message : String(e) });
-    });
-    // The slot (and so the shard, for this replica) is free only once the last
-    // term's work settled: a new elector knows nothing of a term before it, and
-    // the elector's run ends after at most the term's grace even if the work runs on.
-    slot.done.then(() => slot.work).finally(() => {
-      if (this.#slots.get(shard) === slot) this.#slots.delete(shard);
-      this.#wake();
+    const o = this.#o;
+    const slot: ShardSlot = new ShardSlot(shard, this.#electorOptions(), {
+      api: this.hub.api(o.leaseApi(name)),
+      read: (r) => this.#view.fresh(name, r),
+      work: o.onStartedLeading ? (ctx) => o.onStartedLeading!(shard, ctx) : undefined,
+      log: this.#log,
+      wake: () => this.#wake(),
+      started: (fencingToken) => {
+        counters.startedTotal++;
+        this.#log.info("holding shard", { shard, fencingToken: fencingToken.value });
+        this.dispatchEvent(new CustomEvent("started", { detail: { shard, fencingToken } }));
+        this.#wake();
+      },
+      stopped: (reason, givenUp) => {
+        const why = givenUp && !this.#stopping ? "given-up" : reason;
+        if (why !== "given-up" && reason !== "shutdown") counters.lostTotal++;
+        this.#log.info("stopped holding shard", { shard, reason: why });
+        try {
+          o.onStoppedLeading?.(shard, why);
+        } catch (err) {
+          this.#log.error("onStoppedLeading callback threw", {
+            error: err instanceof Error ? err.message : String(err),
+          });
+        }
+        this.dispatchEvent(new CustomEvent("stopped", { detail: { shard, reason: why } }));
+        this.#wake();
+      },
+      released: () => this.dispatchEvent(new CustomEvent("released", { detail: { shard } })),
+      free: () => {
+        if (this.#slots.get(shard) === slot) this.#slots.delete(shard);
+        this.#wake();
+      },
     });
     this.#slots.set(shard, slot);
   }
 
-  /**
-   * Stops a slot (a leader releases after its work settled). False for a
-   * contender whose write is unanswered or made it the holder: stopped now, its
-   * elector would drop an acquisition that landed and leave a claim nobody
-   * renews (others would wait it out); it leads first and is then given up.
-   */
-  #giveUp(slot: Slot, why: string): boolean {
-    if (slot.givingUp) return true;
-    if (!slot.elector.isLeader && (slot.writing > 0 || slot.won)) return false;
-    slot.givingUp = true;
-    if (slot.elector.isLeader) this.#log.info("giving up shard", { shard: slot.shard, why });
-    slot.stop.abort();
+  /** Asks a slot to stop; false while it cannot yet (see {@linkcode ShardSlot.giveUp}). */
+  #giveUp(slot: ShardSlot, why: string): boolean {
+    const leading = slot.isLeader && !slot.givingUp;
+    if (!slot.giveUp()) return false;
+    if (leading) this.#log.info("giving up shard", { shard: slot.shard, why });
     return true;
   }
 
@@ -531,42 +478,4 @@ export class ShardedLeaseSet extends EventTarget {
       this.#kicked = false;
     }
   }
-}
-
-/** Options of {@linkcode kubeShardedLeaseSet}: those of the set without the Lease access. */
-export type KubeShardedLeaseSetOptions = Omit<ShardedLeaseSetOptions, "leaseApi" | "source"> & {
-  /** A watch silent for this long is ended and opened again. @default 90000 */
-  watchIdleTimeoutMs?: number;
-};
-
-/**
- * A {@linkcode ShardedLeaseSet} against a real API server, every request
- * through `client` (one connection): per-Lease reads and writes, and one
- * LIST + WATCH of the set's labelled Leases. RBAC: get, create, update, list
- * and watch on leases in the namespace.
- *
- * @example Usage
- * ```ts ignore
- * import { inClusterConfig, KubeClient, kubeShardedLeaseSet } from "@leasehold/leasehold";
- * const client = new KubeClient(await inClusterConfig());
- * const set = kubeShardedLeaseSet(client, {
- *   namespace: "default",
- *   prefix: "work",
- *   shards: 16,
- *   identity: Deno.env.get("POD_NAME")!,
- *   onStartedLeading: async (shard, { signal, fencingToken }) => {
- *     while (!signal.aborted) await processShard(shard, fencingToken, signal);
- *   },
- * });
- * await set.run(stopSignal);
- * ```
- */
-export function kubeShardedLeaseSet(client: KubeClient, options: KubeShardedLeaseSetOptions): ShardedLeaseSet {
-  const label = { key: SHARD_SET_LABEL, value: options.prefix };
-  const idle = { watchIdleTimeoutMs: options.watchIdleTimeoutMs };
-  return new ShardedLeaseSet({
-    ...options,
-    leaseApi: (name) => new KubeLeaseApi(client, options.namespace, name, idle),
-    source: kubeLeaseListSource(client, options.namespace, label, idle),
-  });
 }
