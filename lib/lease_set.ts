@@ -347,22 +347,36 @@ export class ShardedLeaseSet extends EventTarget {
       surplus--;
     }
     // Under the share: contend for free shards first, then those of holders that are gone.
+    // Every replica assigns them the same way from what it sees (each to the live member
+    // with room that scores it highest), so replicas seldom race for one shard: a loser's
+    // next elector would start observing a claim afresh and wait it out again.
     let room = -surplus;
     if (room > 0 && !this.#stopping) {
       const free: number[] = [], orphaned: number[] = [];
+      const heldBy = new Map<string, number>();
       for (let i = 0; i < this.shardCount; i++) {
-        if (this.#slots.has(i)) continue;
         const seen = this.#view.seen.get(this.shardLease(i));
         if (!seen || seen.holder === "") free.push(i);
         // Held by a replica that is gone, or by this one without an elector (a write
         // that landed after its elector stopped), or unchanged past its duration:
         // each shard's own elector waits the claim out before it takes it.
-        else if (seen.holder === this.identity || !live.has(seen.holder) || this.#view.expired(seen, now)) {
-          orphaned.push(i);
-        }
+        else if (
+          (seen.holder === this.identity && !this.#slots.has(i)) || !live.has(seen.holder) ||
+          this.#view.expired(seen, now)
+        ) orphaned.push(i);
+        else heldBy.set(seen.holder, (heldBy.get(seen.holder) ?? 0) + 1);
       }
-      const byScore = (a: number, b: number) => this.#score(b) - this.#score(a);
-      for (const i of [...free.sort(byScore), ...orphaned.sort(byScore)]) {
+      const quotas = shardQuotas(this.shardCount, members);
+      const rooms = new Map(members.map((m) => [m, Math.max(0, (quotas.get(m) ?? 0) - (heldBy.get(m) ?? 0))]));
+      for (const i of [...free, ...orphaned]) {
+        let best: string | undefined, bestScore = -1;
+        for (const [m, r] of rooms) {
+          const score = r > 0 ? fnv1a(`${m}/${this.prefix}/${i}`) : -1;
+          if (score > bestScore) (best = m), (bestScore = score);
+        }
+        if (best === undefined) break;
+        rooms.set(best, rooms.get(best)! - 1);
+        if (best !== this.identity || this.#slots.has(i)) continue;
         if (room <= 0) break;
         this.#contend(i);
         room--;
