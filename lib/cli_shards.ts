@@ -98,8 +98,9 @@ export function shardsMetricsText(set: ShardedLeaseSet): string {
 }
 
 /**
- * The HTTP endpoints of the sharded mode: `/healthz` (500 when a command
- * outlived its SIGKILL), `/readyz` (503 until the shared watch listed the
+ * The HTTP endpoints of the sharded mode: `/healthz` (500 when a held shard
+ * was not renewed for leaseDuration + `healthzGrace`, or a command outlived
+ * its SIGKILL), `/readyz` (503 until the shared watch listed the
  * set), `/metrics`, `/leader` (the held shards with their fencing tokens) and
  * `/` (`{"held": [...]}`). GET and HEAD only.
  *
@@ -121,6 +122,7 @@ export function shardsMetricsText(set: ShardedLeaseSet): string {
 export function createShardsHandler(
   set: ShardedLeaseSet,
   work: ReadonlyMap<number, { readonly stopping: boolean; check(): string | undefined }>,
+  healthzGrace = 20000,
 ): (req: IncomingMessage, res: ServerResponse) => void {
   let listed = false;
   return (req, res) => {
@@ -144,6 +146,8 @@ export function createShardsHandler(
       return send(405, `method ${req.method} not allowed; use GET or HEAD\n`, undefined, { allow: "GET, HEAD" });
     }
     if (path === "/healthz") {
+      const err = set.check(healthzGrace);
+      if (err) return send(500, `unhealthy: ${err}\n`);
       for (const [shard, w] of work) {
         const err = w.check();
         if (err) return send(500, `unhealthy: shard ${shard}: ${err}\n`);
@@ -260,7 +264,7 @@ export async function runShards(settings: CliSettings, o: ShardsRunOptions): Pro
     if (settings.httpAddr) {
       const { createServer } = await import("node:http");
       const addr = settings.httpAddr;
-      const srv = createServer(createShardsHandler(set, supervisors));
+      const srv = createServer(createShardsHandler(set, supervisors, settings.healthzGrace));
       server = srv;
       await new Promise<void>((resolve, reject) => {
         srv.once("error", (err) =>

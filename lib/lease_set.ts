@@ -184,6 +184,19 @@ export class ShardedLeaseSet extends EventTarget {
     return this.hub.synced;
   }
 
+  /**
+   * Health as client-go's HealthzAdaptor judges it, per held shard: an error
+   * message when this replica holds a shard it has not renewed for
+   * leaseDuration + `graceMs`, else `undefined`.
+   */
+  check(graceMs = 20000): string | undefined {
+    for (const slot of this.#slots.values()) {
+      const e = slot.elector.check(graceMs);
+      if (e) return `shard ${slot.shard}: ${e}`;
+    }
+    return undefined;
+  }
+
   /** A snapshot of the set. */
   state(): ShardedLeaseSetState {
     return {

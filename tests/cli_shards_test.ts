@@ -128,6 +128,8 @@ serverTest("cli --shards: one command per held shard with its fencing token; a j
       assert.match(metrics, new RegExp(`leasehold_shard_held\\{set="${ns}/work",shard="${i}"\\} 1`));
     }
     assert.equal((await fetch(a.url("/readyz"))).status, 200);
+    assert.equal((await fetch(a.url("/healthz"))).status, 200);
+    assert.equal((await fetch(a.url("/leader"), { method: "POST" })).status, 405);
     // A second replica joins: a gives up two shards (their commands stopped), b takes them.
     b.current = start("replica-b");
     await b.current.log.waitFor(() => b.current!.log.count((l) => l.msg === "holding shard") === 2);

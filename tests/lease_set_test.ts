@@ -411,3 +411,13 @@ test("lease set: replicas starting at once balance without waiting out claims of
   );
   await shutdown(clock, ...rs);
 });
+
+test("lease set: check() names a held shard that was not renewed for leaseDuration + grace", async () => {
+  const clock = new ManualClock();
+  const store = new MemoryLeaseStore();
+  const a = replica(store, clock, new Work(), "a", 2);
+  await until(clock, () => a.set.held().length === 2);
+  assert.equal(a.set.check(0), undefined, "healthy while renewing");
+  await shutdown(clock, a);
+  assert.equal(a.set.check(0), undefined, "nothing held after shutdown");
+});
