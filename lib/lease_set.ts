@@ -32,6 +32,7 @@ import { ConfigError, LeaseholdError } from "./errors.ts";
 import { LeaseWatchHub } from "./lease_hub.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import {
+  assignShards,
   fnv1a,
   memberLeaseName,
   SHARD_SET_LABEL,
@@ -45,6 +46,7 @@ import { LeaseSetView } from "./lease_set_view.ts";
 import { ShardSlot, watchedLeaseApi } from "./lease_set_slot.ts";
 
 export {
+  assignShards,
   MAX_SHARDS,
   memberLeaseName,
   SHARD_SET_LABEL,
@@ -379,17 +381,9 @@ export class ShardedLeaseSet extends EventTarget {
         ) orphaned.push(i);
         else heldBy.set(seen.holder, (heldBy.get(seen.holder) ?? 0) + 1);
       }
-      const quotas = shardQuotas(this.shardCount, members);
-      const rooms = new Map(members.map((m) => [m, Math.max(0, (quotas.get(m) ?? 0) - (heldBy.get(m) ?? 0))]));
-      for (const i of [...free, ...orphaned]) {
-        let best: string | undefined, bestScore = -1;
-        for (const [m, r] of rooms) {
-          const score = r > 0 ? fnv1a(`${m}/${this.prefix}/${i}`) : -1;
-          if (score > bestScore) (best = m), (bestScore = score);
-        }
-        if (best === undefined) break;
-        rooms.set(best, rooms.get(best)! - 1);
-        if (best !== this.identity || this.#slots.has(i)) continue;
+      const assigned = assignShards(this.prefix, this.shardCount, members, [...free, ...orphaned], heldBy);
+      for (const [i, m] of assigned) {
+        if (m !== this.identity || this.#slots.has(i)) continue;
         if (room <= 0) break;
         this.#contend(i);
         room--;

@@ -148,6 +148,43 @@ export function shardQuotas(shards: number, members: readonly string[]): Map<str
 }
 
 /**
+ * Who should take the shards nobody holds (`open`, in order of preference):
+ * each goes to the live member with room left (its quota minus what `heldBy`
+ * says it holds) that scores it highest. Every replica computes the same from
+ * the same view, so replicas seldom race for one shard. Returns shard ->
+ * member, in the order of `open`, for as long as any member has room.
+ *
+ * @example Usage
+ * ```ts
+ * import { assignShards } from "@leasehold/leasehold";
+ * const a = assignShards("work", 4, ["a", "b"], [0, 1, 2, 3], new Map());
+ * console.log([...a.values()].filter((m) => m === "a").length); // 2
+ * ```
+ */
+export function assignShards(
+  prefix: string,
+  shards: number,
+  members: readonly string[],
+  open: readonly number[],
+  heldBy: ReadonlyMap<string, number>,
+): Map<number, string> {
+  const quotas = shardQuotas(shards, members);
+  const rooms = new Map([...quotas].map(([m, q]) => [m, Math.max(0, q - (heldBy.get(m) ?? 0))]));
+  const out = new Map<number, string>();
+  for (const i of open) {
+    let best: string | undefined, bestScore = -1;
+    for (const [m, r] of rooms) {
+      const score = r > 0 ? fnv1a(`${m}/${prefix}/${i}`) : -1;
+      if (score > bestScore) (best = m), (bestScore = score);
+    }
+    if (best === undefined) break;
+    rooms.set(best, rooms.get(best)! - 1);
+    out.set(i, best);
+  }
+  return out;
+}
+
+/**
  * The problems of a set's settings (empty when fine): prefix, namespace and
  * shard count; timings and identity are checked by each {@linkcode LeaderElector}.
  *

@@ -4,6 +4,7 @@ import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
 import { shutdown, until } from "./support/manual_clock_wait.ts";
 import {
+  assignShards,
   ConfigError,
   KubeApiError,
   ManualClock,
@@ -127,6 +128,23 @@ test("lease set: quotas sum to the shard count and differ by at most one", () =>
       assert.ok(Math.max(...q) <= Math.ceil(n / m));
     }
   }
+});
+
+test("lease set: open shards are assigned within each member's room, the same way whatever the order given", () => {
+  const all = Array.from({ length: 16 }, (_, i) => i);
+  const count = (m: Map<number, string>, id: string) => [...m.values()].filter((x) => x === id).length;
+  const fresh = assignShards("work", 16, ["a", "b", "c"], all, new Map());
+  assert.deepEqual([count(fresh, "a"), count(fresh, "b"), count(fresh, "c")], [6, 5, 5]);
+  assert.deepEqual(assignShards("work", 16, ["c", "b", "a"], all, new Map()), fresh, "member order does not matter");
+  // a and b hold their share already: whatever is open goes to c.
+  const joined = assignShards("work", 16, ["a", "b", "c"], [11, 12, 13, 14, 15], new Map([["a", 6], ["b", 5]]));
+  assert.deepEqual([...joined.values()], ["c", "c", "c", "c", "c"]);
+  // Nobody has room: nothing is assigned; a member over its quota has none.
+  assert.equal(assignShards("work", 4, ["a", "b"], [3], new Map([["a", 3], ["b", 2]])).size, 0);
+  // A different prefix spreads the same shards differently, yet within the same rooms.
+  const other = assignShards("jobs", 16, ["a", "b", "c"], all, new Map());
+  assert.deepEqual([count(other, "a"), count(other, "b"), count(other, "c")], [6, 5, 5]);
+  assert.notDeepEqual(other, fresh);
 });
 
 test("lease set: member Lease names are valid and distinct for identities that clean to the same name", () => {
