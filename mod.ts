@@ -50,3 +50,5 @@ export * from "./lib/transport.ts";
 export * from "./lib/events.ts";
 export * from "./lib/candidate.ts";
 export * from "./lib/lease_hub.ts";
+export * from "./lib/lease_set.ts";
+export * from "./lib/lease_set_kube.ts";

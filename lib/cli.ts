@@ -34,6 +34,7 @@ import { childGraceMargin, type CliSettings, resolveSettings } from "./cli_setti
 import { serveHttp } from "./cli_http.ts";
 import { CommandSupervisor, exitStatus, killAllGroupsSync } from "./supervisor.ts";
 import { certificateBlocks, certificateProblem } from "./pem.ts";
+import { runShards } from "./cli_shards.ts";
 
 export { type CliOptions, FLAGS, type FlagSpec, helpText, parseArgs } from "./cli_flags.ts";
 export { childGraceMargin, type CliSettings, maxChildGrace, resolveSettings } from "./cli_settings.ts";
@@ -48,6 +49,7 @@ export {
   type WorkView,
 } from "./cli_http.ts";
 export { CommandSupervisor, exitStatus, groupAlive, killAllGroupsSync, type SupervisorOptions } from "./supervisor.ts";
+export { createShardsHandler, runShards, shardsMetricsText, type ShardsRunOptions } from "./cli_shards.ts";
 
 /** Signals that shut leasehold down cleanly; SIGTERM and SIGINT then exit 0, the others 128+n. */
 export const SHUTDOWN_SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT"] as const;
@@ -174,6 +176,15 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
         "(tini, docker --init) or set shareProcessNamespace: true on the pod",
       {},
     );
+  }
+  if (settings.shards !== undefined) {
+    return await runShards(settings, {
+      log,
+      stop,
+      env: options.env,
+      onServer: options.onServer,
+      signalCode: () => signalCode,
+    });
   }
   let server: Server | undefined;
   let exitCode: number | undefined;

@@ -117,6 +117,12 @@ export const FLAGS: readonly FlagSpec[] = [
     help: "the version this binary behaves as, for --coordinated (default: --binary-version)",
   },
   { flag: "log-level", env: "LOG_LEVEL", help: "debug, info, warn or error", def: "info" },
+  {
+    flag: "shards",
+    env: "SHARDS",
+    help: "sharded work: N Leases <lease-name>-<i> spread over the live replicas, one command per held shard " +
+      "(LEASEHOLD_SHARD=<i> in its environment); needs a command",
+  },
 ];
 
 /** The parsed command line. */

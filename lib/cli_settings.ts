@@ -96,6 +96,8 @@ export interface CliSettings {
   logLevel: LogLevel;
   /** Command to supervise. */
   command: string[];
+  /** Sharded work: the number of shards (`--shards`), if given. */
+  shards?: number;
 }
 
 /**
@@ -240,6 +242,21 @@ export function resolveSettings(o: CliOptions, hostname: () => string = () => ""
         );
       }
     }
+  }
+  if (v["shards"] !== undefined) {
+    const n = Number(v["shards"]);
+    if (!/^\d+$/.test(v["shards"]) || n < 1 || n > 4096) {
+      problems.push(`--shards (SHARDS) must be a whole number from 1 to 4096, not ${JSON.stringify(v["shards"])}`);
+    } else if (!o.command.length) {
+      problems.push("--shards needs a command after -- (one runs per held shard)");
+    } else if (s.coordinated) {
+      problems.push("--shards cannot be combined with --coordinated");
+    } else if (!/^[a-z0-9]([a-z0-9-]{0,48}[a-z0-9])?$/.test(leaseName)) {
+      problems.push(
+        `--lease-name ${JSON.stringify(leaseName)} is the shard Lease prefix with --shards: use 1 to 50 lower case ` +
+          "letters, digits and '-', starting and ending with a letter or digit",
+      );
+    } else s.shards = n;
   }
   if (problems.length) throw new ConfigError(problems.join("; "));
   return s;

@@ -9,6 +9,7 @@
 import { KubeApiError } from "./errors.ts";
 import type { Lease } from "./lease.ts";
 import type { LeaseApi, LeaseWatchEvent } from "./lease_api.ts";
+import type { LeaseListSource } from "./lease_hub.ts";
 
 /** An operation of the store, for fault injection. */
 export type MemoryOp = "get" | "create" | "update" | "watch";
@@ -79,7 +80,72 @@ export class MemoryLeaseStore {
   }
 
   #notify(key: string, type: LeaseWatchEvent["type"], lease: Lease) {
-    for (const w of this.#watchers) if (w.key === key) w.push({ type, object: structuredClone(lease) });
+    for (const w of this.#watchers) {
+      if (w.key === key || (w.key.endsWith("/*") && key.startsWith(w.key.slice(0, -1)))) {
+        w.push({ type, object: structuredClone(lease) });
+      }
+    }
+  }
+
+  /**
+   * The LIST + WATCH of the Leases of `namespace` that carry `label`, as a
+   * {@linkcode LeaseListSource} for a {@linkcode LeaseWatchHub}. The watch
+   * starts with the labelled Leases changed after the given resourceVersion.
+   *
+   * @example Usage
+   * ```ts
+   * import { MemoryLeaseStore } from "@leasehold/leasehold";
+   * const store = new MemoryLeaseStore();
+   * store.put("default", "a", { metadata: { labels: { group: "g" } }, spec: {} });
+   * const source = store.listSource("default", { key: "group", value: "g" });
+   * console.log((await source.list(new AbortController().signal)).items.length); // 1
+   * ```
+   */
+  listSource(namespace: string, label: { key: string; value: string }): LeaseListSource {
+    const op = this.op.bind(this);
+    const subscribe = this.subscribe.bind(this);
+    const prefix = `${namespace}/`;
+    const labelled = (l: Lease) =>
+      (l.metadata?.labels as Record<string, string> | undefined)?.[label.key] === label.value;
+    const current = () => [...this.#leases].filter(([k, l]) => k.startsWith(prefix) && labelled(l)).map(([, l]) => l);
+    return {
+      list: (signal) =>
+        this.op("watch", `${prefix}*`, () => ({
+          items: structuredClone(current()),
+          resourceVersion: String(this.#rv),
+        }), signal),
+      watch: async function* (this: void, rv: string, signal: AbortSignal) {
+        await op("watch", `${prefix}*`, () => undefined, signal);
+        const queue: LeaseWatchEvent[] = [];
+        let wake: (() => void) | undefined;
+        const unsubscribe = subscribe(`${prefix}*`, (e) => {
+          // A Lease that loses the label leaves the selection: DELETED, as the API server says.
+          if (labelled(e.object)) queue.push(e);
+          else if (e.type !== "DELETED") queue.push({ type: "DELETED", object: e.object });
+          wake?.();
+        });
+        const onAbort = () => wake?.();
+        signal.addEventListener("abort", onAbort, { once: true });
+        try {
+          for (const l of current()) {
+            if (Number(l.metadata.resourceVersion) > Number(rv)) yield { type: "MODIFIED", object: structuredClone(l) };
+          }
+          for (;;) {
+            if (signal.aborted) return;
+            const e = queue.shift();
+            if (e) {
+              yield e;
+              continue;
+            }
+            await new Promise<void>((r) => (wake = r));
+            wake = undefined;
+          }
+        } finally {
+          unsubscribe();
+          signal.removeEventListener("abort", onAbort);
+        }
+      },
+    };
   }
 
   /** @internal */

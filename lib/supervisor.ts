@@ -265,7 +265,7 @@ export class CommandSupervisor {
       child.on("exit", (code, signal) => {
         exited = true;
         const status = exitStatus(code, signal);
-        log.info("command exited", { code, signal, status });
+        log.info("command exited", { code, signal, status, pid: pgid });
         if (!ctx.signal.aborted) onExit(status);
         if (pgid === undefined || !groupAlive(pgid)) return finish();
         // The command is gone but processes it started in its group are not.

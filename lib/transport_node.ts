@@ -11,10 +11,63 @@
 
 import * as http from "node:http";
 import * as https from "node:https";
-import { Readable } from "node:stream";
+import type { Readable } from "node:stream";
 import type { ResettableFetch } from "./kube_client.ts";
 import { headerRecord, ResponseHeaders, StreamResponse } from "./node_response.ts";
 import type { TlsOptions } from "./transport.ts";
+
+/**
+ * A Node readable (a response body) as a web `ReadableStream`, with back
+ * pressure, that ignores whatever the readable emits after it ended, failed or
+ * was cancelled. `Readable.toWeb` keeps its `data` listener after the end, and
+ * Deno's `node:http` can emit data after a response was destroyed (a busy watch
+ * abandoned): `toWeb` then throws "The stream controller cannot close or
+ * enqueue" from an event handler, an uncaught error that ends the process.
+ *
+ * @example Usage
+ * ```ts
+ * import { PassThrough } from "node:stream";
+ * import { webBody } from "./transport_node.ts";
+ * const body = new PassThrough();
+ * const stream = webBody(body);
+ * body.end("hello");
+ * console.log(new TextDecoder().decode((await stream.getReader().read()).value)); // "hello"
+ * ```
+ */
+export function webBody(res: Readable): ReadableStream<Uint8Array> {
+  let done = false;
+  let controller!: ReadableStreamDefaultController<Uint8Array>;
+  const finish = (e?: unknown) => {
+    if (done) return;
+    done = true;
+    res.off("data", onData);
+    if (e === undefined) controller.close();
+    else controller.error(e);
+  };
+  const onData = (chunk: Uint8Array | string) => {
+    if (done) return;
+    controller.enqueue(typeof chunk === "string" ? new TextEncoder().encode(chunk) : new Uint8Array(chunk));
+    if ((controller.desiredSize ?? 1) <= 0) res.pause();
+  };
+  return new ReadableStream<Uint8Array>({
+    start(c) {
+      controller = c;
+      res.on("data", onData);
+      res.once("end", () => finish());
+      res.once("error", (e) => finish(e));
+      // Closed without its end (the connection went away, or it was destroyed).
+      res.once("close", () => finish(new Error("the response body ended before it was complete")));
+    },
+    pull() {
+      res.resume();
+    },
+    cancel(reason) {
+      done = true;
+      res.off("data", onData);
+      res.destroy(reason instanceof Error ? reason : undefined);
+    },
+  }, { highWaterMark: 16 });
+}
 
 /**
  * A `fetch` for Node (and Deno) that trusts `caCert` alone and presents the
@@ -61,7 +114,7 @@ export function nodeFetch(tls: TlsOptions, options: { keepAlive?: boolean } = {}
         const status = res.statusCode ?? 502;
         const noBody = status === 204 || status === 304 || method === "HEAD";
         if (noBody) res.resume();
-        const stream = noBody ? null : (Readable.toWeb(res) as unknown as ReadableStream<Uint8Array>);
+        const stream = noBody ? null : webBody(res);
         if (signal && !noBody) {
           // One listener per response, removed when the response closes, so a
           // long-lived caller signal holds neither listeners nor responses.

@@ -8,7 +8,7 @@
 //   --render        only re-render results.md and handover.svg from results.json
 //   --out DIR       where results.json, results.md and handover.svg go (default: tests/bench
 //                   for a complete full run, else a new temporary directory, printed at the end)
-//   --only a,b      run only some of: footprint, phases, handover, failover, load, scale, coordinated
+//   --only a,b      run only some of: footprint, phases, handover, failover, load, scale, coordinated, shards
 //   --compare REF   also measure the entrypoint of the tree at git REF in the memory and
 //                   cold-start benchmarks (before/after in the same run)
 //   --merge         keep the other benchmarks of the results.json in --out (default tests/bench)
@@ -46,11 +46,12 @@ import { scale } from "./scale.ts";
 import { LeaseEvents } from "./server_counts.ts";
 import { takeoverSeries } from "./takeover.ts";
 import { coordinatedBench } from "./coordinated.ts";
+import { shardsBench } from "./shards.ts";
 import { buildNode, bundleEntrypoint, compileEntrypoint, exportTree } from "./builds.ts";
 import type { Impl } from "./replicas.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, "");
-const ALL = ["footprint", "phases", "handover", "failover", "load", "scale", "coordinated"] as const;
+const ALL = ["footprint", "phases", "handover", "failover", "load", "scale", "coordinated", "shards"] as const;
 
 function parseCli(args: string[]) {
   let smoke = false, render = false, merge = false, out: string | undefined, only: string[] = [...ALL];
@@ -344,6 +345,11 @@ async function main() {
       "coordinated",
       "7. coordinated election: preferredHolder hand-over, and the cost of Events",
       () => coordinatedBench(ctx, { rounds: p.coordinatedRounds, terms: p.eventTerms }),
+    );
+    (results.benchmarks as Record<string, unknown>).shards = await run(
+      "shards",
+      "8. 16 shards over 3 replicas: balanced after a join and after a graceful leave, 4s/3s/500ms",
+      () => shardsBench(info, ctx.namespace, { rounds: smoke ? 2 : 7, timings: FAST_TIMINGS, log }),
     );
   } finally {
     log("stopping the lease event watch and every child process");

@@ -176,9 +176,9 @@ class Run {
   #watchReq?: ReturnType<typeof https.request>;
   #watchDone?: Promise<void>;
 
-  async setup(name: string) {
+  async setup(name: string, ns?: string) {
     this.lease = name;
-    this.ns = await freshNamespace(harness, "fault");
+    this.ns = ns ?? await freshNamespace(harness, "fault");
     this.dir = await mkdtemp(join(tmpdir(), `leasehold-fault-${name}-`));
     this.workLog = join(this.dir, "work.log");
     writeFileSync(this.workLog, "");
@@ -438,11 +438,11 @@ class Run {
       let pid: number | undefined;
       for (const l of r.proc.lines) {
         if (l.msg === "started command") pid = l.pid;
-        if (l.msg === "command exited" && pid !== undefined) {
+        if (l.msg === "command exited" && (l.pid ?? pid) !== undefined) {
           out.push({
             kind: "ended",
             name: r.name,
-            pid,
+            pid: l.pid ?? pid,
             at: Math.ceil(origin + l.at),
             why: `command exited (${l.signal ?? l.code})`,
           });
@@ -715,6 +715,139 @@ function longestGap(iv: WorkInterval[], from: number, to: number): number {
   }
   if (t < to) gap = Math.max(gap, to - t);
   return gap;
+}
+
+// ---- the sharded set: every shard checked for overlaps -------------------------------
+
+const SHARDS = 6;
+
+/**
+ * Sharded mode (`--shards`): three replicas (Deno, Bun, Node) share six shard
+ * Leases; a replica joins, one is partitioned away and comes back, one leaves
+ * gracefully. Each shard gets its own Run (its own checker watch, its own
+ * work log written by the commands through LEASEHOLD_SHARD); the proxies'
+ * writes are assigned to a shard by the resourceVersions its watch saw, and
+ * the checker runs on every shard.
+ */
+async function shardsScenario(r: Run) {
+  await r.setup("shards-0");
+  // The set lists and watches its Leases and writes many names: a Role without resourceNames.
+  const rbac = `/apis/rbac.authorization.k8s.io/v1/namespaces/${r.ns}`;
+  await adminRequest(harness, "POST", `${rbac}/roles`, {
+    metadata: { name: "leasehold-shards", namespace: r.ns },
+    rules: [{
+      apiGroups: ["coordination.k8s.io"],
+      resources: ["leases"],
+      verbs: ["get", "list", "watch", "create", "update"],
+    }],
+  });
+  await adminRequest(harness, "POST", `${rbac}/rolebindings`, {
+    metadata: { name: "leasehold-shards", namespace: r.ns },
+    roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "leasehold-shards" },
+    subjects: [{ kind: "ServiceAccount", name: r.id.serviceAccount, namespace: r.ns }],
+  });
+  const user = `system:serviceaccount:${r.ns}:${r.id.serviceAccount}`;
+  const attrs = { namespace: r.ns, verb: "list", group: "coordination.k8s.io", resource: "leases" };
+  for (const t = Date.now();;) {
+    const review = await adminRequest(harness, "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", {
+      spec: { user, resourceAttributes: attrs },
+    });
+    if (review?.status?.allowed === true) break;
+    if (Date.now() - t > 10000) throw new Error("the shard Role did not take effect within 10 s");
+    await sleep(100);
+  }
+  const runs: Run[] = [r];
+  for (let i = 1; i < SHARDS; i++) {
+    const ri = new Run();
+    await ri.setup(`shards-${i}`, r.ns);
+    runs.push(ri);
+  }
+  // Every command appends to its shard's own work log.
+  const logOf = (i: number) => join(r.dir, `work-${i}.log`);
+  for (let i = 0; i < SHARDS; i++) writeFileSync(logOf(i), "");
+  r.workLog = join(r.dir, "work-$LEASEHOLD_SHARD.log");
+  const flags = [...FLAGS, "--shards", String(SHARDS)];
+  const env = { LEASE_NAME: "shards" };
+  const holding = (rep: Rep) => {
+    const held = new Set<number>();
+    for (const l of rep.proc.lines) {
+      if (l.msg === "holding shard") held.add(l.shard);
+      if (l.msg === "stopped holding shard") held.delete(l.shard);
+    }
+    return held.size;
+  };
+  const balanced = (reps: Rep[]) => {
+    const c = reps.map(holding);
+    return c.reduce((a, b) => a + b, 0) === SHARDS && Math.max(...c) - Math.min(...c) <= 1 ? true : undefined;
+  };
+  const deno = await r.add("deno", "deno-0", { flags, env });
+  const bun = await r.add("bun", "bun-1", { flags, env });
+  expect(r, !!(await waitFor(() => balanced([deno, bun]), 20000)), "two replicas did not balance");
+  let t0 = Date.now();
+  const node = await r.add("node", "node-2", { flags, env });
+  expect(r, !!(await waitFor(() => balanced([deno, bun, node]), 20000)), "three replicas did not balance");
+  r.notes.push(`balanced ${Date.now() - t0} ms after node-2 started (2 shards each)`);
+  await sleep(between(500, 1500));
+  // bun-1 is cut off: it stops its work by renewDeadline; the others take its shards once they expire.
+  r.setFault(bun, { kind: "blackhole" });
+  t0 = Date.now();
+  expect(r, !!(await waitFor(() => balanced([deno, node]), 20000)), "deno-0 and node-2 did not take bun-1's shards");
+  r.notes.push(`bun-1's shards taken ${Date.now() - t0} ms after its partition`);
+  r.setFault(bun, { kind: "none" });
+  t0 = Date.now();
+  expect(r, !!(await waitFor(() => balanced([deno, bun, node]), 30000)), "bun-1 did not get its share back");
+  r.notes.push(`balanced ${Date.now() - t0} ms after bun-1's partition healed`);
+  await sleep(between(300, 1000));
+  // node-2 leaves gracefully: its shards are released and taken at once.
+  t0 = Date.now();
+  const left = r.stopGracefully(node);
+  expect(r, !!(await waitFor(() => balanced([deno, bun]), 20000)), "the others did not take node-2's shards");
+  r.notes.push(`balanced ${Date.now() - t0} ms after node-2 began to leave`);
+  expect(r, (await left).code === 0, "node-2 did not exit 0");
+  await sleep(1000);
+  // Stop everyone so that no write lands after the writes are split by shard.
+  await Promise.all([deno, bun].map((x) => r.stopGracefully(x)));
+  // Each shard: its own watch's versions, the proxies' writes of those versions, its work log.
+  r.workLog = logOf(0);
+  const recorded = r.observations().filter((o) => o.kind === "write" || o.kind === "ended");
+  const ended = recorded.filter((o) => o.kind === "ended");
+  const rvsOf = (x: Run) => new Set(x.obs.map((o) => (o.kind === "watch" ? o.rv : "")).filter(Boolean));
+  const mine = rvsOf(r);
+  r.obs = r.obs.filter((o) => o.kind !== "write" || mine.has(o.rv ?? ""));
+  for (let i = 1; i < SHARDS; i++) {
+    const ri = runs[i];
+    const rvs = rvsOf(ri);
+    ri.obs.push(...recorded.filter((o) => o.kind === "ended" || (o.kind === "write" && rvs.has(o.rv ?? ""))));
+    ri.workLog = logOf(i);
+    const report = await ri.check();
+    r.notes.push(`shard ${i}: transitions ${report.transitions}, overlaps ${report.overlaps}`);
+    for (const p of ri.problems) r.problems.push(`shard ${i}: ${p}`);
+    await ri.teardown();
+  }
+  // A shard given up or lost: its command ends within its grace of "stopped holding shard".
+  const origin = performance.timeOrigin;
+  for (const rep of r.reps) {
+    for (const l of rep.proc.lines.filter((x: { msg: string }) => x.msg === "stopped holding shard")) {
+      const at = origin + l.at;
+      const work: Observation[] = [...ended];
+      for (const line of readFileSync(logOf(l.shard), "utf8").split("\n")) {
+        const m = /^(start|stop) (\d+) (\S+) (\d+)$/.exec(line.trim());
+        if (m) {
+          work.push({ kind: "work", event: m[1] as "start" | "stop", at: Number(m[2]), name: m[3], pid: Number(m[4]) });
+        }
+      }
+      const iv = intervalsOf(work).intervals.filter((x) => x.name === rep.name && x.start < at).pop();
+      if (iv && iv.end > at + rep.childGraceMs + 1000) {
+        r.problems.push(
+          `${rep.name}'s work on shard ${l.shard} ran ${Math.round(iv.end - at)} ms after it stopped holding it`,
+        );
+      }
+    }
+    // The per-term "stopped leading" lines name no shard: checked above per shard instead.
+    for (const l of rep.proc.lines) {
+      if (l.msg === "stopped leading") l.msg = "stopped leading (a shard or member Lease)";
+    }
+  }
 }
 
 const scenarios: Scenario[] = [
@@ -1348,6 +1481,12 @@ const scenarios: Scenario[] = [
       r.notes.push(`longest time without a leader: ${gap} ms`);
       expect(r, gap <= gapBound, `no leader for ${gap} ms around the frozen connections (bound ${gapBound} ms)`);
     },
+  },
+  {
+    name: "shards",
+    what:
+      "sharded mode: 6 shards over Deno, Bun and Node replicas; join, partition, graceful leave; every shard checked",
+    run: shardsScenario,
   },
 ];
 
