@@ -93,6 +93,9 @@ export class ElectorCore {
     if (this.observed?.key === key) {
       this.observed.lease = lease;
       this.observed.deleted = false;
+      // The same record seen earlier (a shared watch on this clock saw it first): its claim
+      // counts from the earliest sighting.
+      if (at < this.observed.at) this.observed.at = at;
       return this.observed;
     }
     // The version seen before an absence, unchanged (same uid and resourceVersion): the

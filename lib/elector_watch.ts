@@ -50,7 +50,11 @@ export async function watchLoop(c: ElectorCore, signal: AbortSignal): Promise<vo
           c.observeAbsent(c.clock.now(), obj);
         } else if (ev.type !== "BOOKMARK") {
           events++;
-          c.observe(obj, c.clock.now());
+          const now = c.clock.now();
+          // A shared watch on this same clock may have seen this version earlier.
+          const seen = ev.observedAt;
+          const earlier = c.api.clock === c.clock && typeof seen === "number" && seen <= now ? seen : now;
+          c.observe(obj, earlier);
         }
         c.wake?.();
       }

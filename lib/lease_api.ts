@@ -5,6 +5,7 @@
  * @module
  */
 
+import type { Clock } from "./clock.ts";
 import { InvalidResponseError, isNotFound, TimeoutError } from "./errors.ts";
 import type { KubeClient, RequestIntent } from "./kube_client.ts";
 import type { Lease } from "./lease.ts";
@@ -16,6 +17,12 @@ export interface LeaseWatchEvent {
   type: "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK";
   /** The Lease after the change (for BOOKMARK only `metadata.resourceVersion`). */
   object: Lease;
+  /**
+   * When this version was first seen, on the monotonic clock of the LeaseApi's
+   * `clock` (set by a shared watch that saw it before this subscriber did). An
+   * elector that runs on that same clock times the claim from then.
+   */
+  observedAt?: number;
 }
 
 /**
@@ -38,6 +45,8 @@ export interface LeaseApi {
    * without it followers poll.
    */
   watch?(resourceVersion: string | undefined, signal: AbortSignal): AsyncIterable<LeaseWatchEvent>;
+  /** The clock of the `observedAt` times of its watch events, if it sets them. */
+  readonly clock?: Clock;
 }
 
 const RESOURCE = "leases.coordination.k8s.io";

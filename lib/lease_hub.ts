@@ -99,7 +99,8 @@ export class LeaseWatchHub {
   readonly #random: () => number;
   readonly #minBackoff: number;
   readonly #maxBackoff: number;
-  readonly #cache = new Map<string, Lease>();
+  /** Each Lease and when the hub first saw that resourceVersion of it. */
+  readonly #cache = new Map<string, { lease: Lease; seenAt: number }>();
   readonly #subs = new Map<string, Set<Subscriber>>();
   #synced = false;
   #syncWaiters: (() => void)[] = [];
@@ -193,6 +194,7 @@ export class LeaseWatchHub {
       create: (lease, signal) => base.create(label(lease), signal),
       update: (lease, signal) => base.update(label(lease), signal),
       watch: (rv, signal) => this.#subscribe(base.name, rv, signal),
+      clock: this.#clock,
     };
   }
 
@@ -211,7 +213,7 @@ export class LeaseWatchHub {
       const name = l?.metadata?.name;
       if (typeof name !== "string") continue;
       seen.add(name);
-      this.#cache.set(name, l);
+      this.#remember(name, l);
     }
     for (const name of [...this.#cache.keys()]) if (!seen.has(name)) this.#cache.delete(name);
   }
@@ -221,13 +223,20 @@ export class LeaseWatchHub {
     const name = ev.object?.metadata?.name;
     if (typeof name !== "string") return;
     if (ev.type === "DELETED") this.#cache.delete(name);
-    else this.#cache.set(name, ev.object);
+    else this.#remember(name, ev.object);
     const subs = this.#subs.get(name);
     if (!subs) return;
     for (const s of subs) {
       s.queue.push(ev);
       s.wake?.();
     }
+  }
+
+  /** Keeps `lease`; the time it was first seen changes only with its resourceVersion. */
+  #remember(name: string, lease: Lease): void {
+    const prev = this.#cache.get(name);
+    const same = prev && prev.lease.metadata?.resourceVersion === lease.metadata?.resourceVersion;
+    this.#cache.set(name, { lease, seenAt: same ? prev.seenAt : this.#clock.now() });
   }
 
   #fail(e: unknown): void {
@@ -270,8 +279,9 @@ export class LeaseWatchHub {
     try {
       // Catch the subscriber up with what the hub knows now.
       const current = this.#cache.get(name);
-      if (current && current.metadata?.resourceVersion !== rv) {
-        yield { type: "MODIFIED", object: current };
+      if (current && current.lease.metadata?.resourceVersion !== rv) {
+        // With the time the hub first saw it: an elector on the same clock times the claim from then.
+        yield { type: "MODIFIED", object: current.lease, observedAt: current.seenAt };
       } else if (!current && rv !== undefined) {
         // The caller has seen this Lease but the shared watch does not hold it:
         // deleted, or not (yet) labelled. Either way it is not watched here.

@@ -58,6 +58,7 @@ export function watchedLeaseApi(
     create: (lease, signal) => wrote(api.create(lease, signal)),
     update: (lease, signal) => wrote(api.update(lease, signal)),
     watch: api.watch ? (rv, signal) => api.watch!(rv, signal) : undefined,
+    clock: api.clock,
   };
 }
 

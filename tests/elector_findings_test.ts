@@ -801,3 +801,34 @@ test("a 404 read before the Lease was created, answered after the watch showed i
   );
   await shutdown(clock, b);
 });
+
+test("a watch event's observedAt (a shared watch that saw the version first) times the claim, only on the same clock", async () => {
+  for (const sameClock of [true, false]) {
+    const clock = new ManualClock();
+    const store = new MemoryLeaseStore();
+    store.put(NS, NAME, {
+      spec: {
+        holderIdentity: "a",
+        leaseDurationSeconds: 15,
+        acquireTime: "2026-11-26T22:00:00.000000Z",
+        renewTime: "2026-11-26T22:00:00.000000Z",
+        leaseTransitions: 0,
+      },
+    });
+    await clock.advance(10000); // a shared watch saw that version 10 s before b starts
+    const seenAt = clock.now() - 10000;
+    const hooked = new HookedApi(store.api(NS, NAME));
+    const api = Object.assign(hooked, { clock: sameClock ? clock : new ManualClock() });
+    hooked.onWatch = async function* (rv, signal) {
+      for await (const ev of hooked.inner.watch(rv, signal)) yield { ...ev, observedAt: seenAt };
+    };
+    const start = clock.now();
+    const b = replica(store, clock, "b", {}, api);
+    await until(clock, () => b.elector.isLeader, 40000);
+    const took = clock.now() - start;
+    if (sameClock) {
+      assert.ok(took <= 5000 + 2 * 2000 * 2.2, `b took over ${took} ms after start; the claim had 5 s left`);
+    } else assert.ok(took >= 15000, `b took over ${took} ms after start, trusting a time from another clock`);
+    await shutdown(clock, b);
+  }
+});
