@@ -249,6 +249,8 @@ export class World {
   #lastToken = -1;
   /** resourceVersion of the last hand delete, and of the write that started the last term. */
   #lastDeleteRv = -1;
+  /** resourceVersion of the last holder cleared by hand. */
+  #lastClearRv = -1;
   #lastTermRv = -1;
   #claims = new Map<
     string,
@@ -553,7 +555,9 @@ export class World {
       const knew = this.#claims.get(r.identity)?.seen.get(this.replicas[x.replica].identity) ?? -1;
       // (The deletion may also come between the claim's write and the work's start.)
       const unseen = (x.deletedWhileRunning || this.#lastDeleteRv > x.acquireRv) && knew < x.acquireRv;
-      const excused = x.clearedWhileRunning || unseen ||
+      // A holder cleared by hand, also between its claim's write and its work's start.
+      const cleared = x.clearedWhileRunning || this.#lastClearRv > x.acquireRv;
+      const excused = cleared || unseen ||
         (x.abortAt !== undefined && x.claimEndAtAbort !== undefined &&
           x.abortAt + x.lateMs > x.claimEndAtAbort && now >= x.claimEndAtAbort && x.replica !== r.index);
       if (excused) {
@@ -678,6 +682,7 @@ export class World {
         if (cur) {
           for (const w of this.#running) w.clearedWhileRunning = true;
           this.store.edit({ ...cur.spec, holderIdentity: "" });
+          this.#lastClearRv = this.#storeRv;
         }
         return;
       }
@@ -692,6 +697,7 @@ export class World {
           if (cur) {
             for (const w of this.#running) w.clearedWhileRunning = true;
             this.store.edit({ ...cur.spec, holderIdentity: "" });
+            this.#lastClearRv = this.#storeRv;
             this.sched.after(Number(f.p.afterMs), () => this.store.delete());
           }
           return;
