@@ -86,6 +86,38 @@ export function metricsText(e: ElectorView, name: string): string {
 const PATHS = new Set(["/healthz", "/readyz", "/metrics", "/leader", "/"]);
 
 /**
+ * The shared part of an endpoint handler: the path, a `send` that answers HEAD
+ * without a body, and the 404 / 405 answers. `undefined` when it answered.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const r = endpointRequest(req, res, new Set(["/healthz"]));
+ * if (r) r.send(200, "ok\n");
+ * ```
+ */
+export function endpointRequest(
+  req: IncomingMessage,
+  res: ServerResponse,
+  paths: ReadonlySet<string>,
+): { path: string; send: (code: number, body: string, type?: string) => void } | undefined {
+  const path = (req.url ?? "/").split("?")[0];
+  const head = req.method === "HEAD";
+  const send = (code: number, body: string, type = "text/plain; charset=utf-8", extra: Record<string, string> = {}) => {
+    res.writeHead(code, {
+      "content-type": type,
+      "content-length": String(new TextEncoder().encode(body).length),
+      ...extra,
+    });
+    res.end(head ? undefined : body);
+  };
+  if (!paths.has(path)) return void send(404, "not found\n");
+  if (req.method !== "GET" && !head) {
+    return void send(405, `method ${req.method} not allowed; use GET or HEAD\n`, undefined, { allow: "GET, HEAD" });
+  }
+  return { path, send };
+}
+
+/**
  * The request handler behind {@linkcode serveHttp}.
  *
  * `/healthz` is 500 when this replica leads but has not renewed for
@@ -108,25 +140,9 @@ export function createHandler(
   o: EndpointOptions,
 ): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
-    const path = (req.url ?? "/").split("?")[0];
-    const head = req.method === "HEAD";
-    const send = (
-      code: number,
-      body: string,
-      type = "text/plain; charset=utf-8",
-      extra: Record<string, string> = {},
-    ) => {
-      res.writeHead(code, {
-        "content-type": type,
-        "content-length": String(new TextEncoder().encode(body).length),
-        ...extra,
-      });
-      res.end(head ? undefined : body);
-    };
-    if (!PATHS.has(path)) return send(404, "not found\n");
-    if (req.method !== "GET" && !head) {
-      return send(405, `method ${req.method} not allowed; use GET or HEAD\n`, undefined, { allow: "GET, HEAD" });
-    }
+    const r = endpointRequest(req, res, PATHS);
+    if (!r) return;
+    const { path, send } = r;
     if (path === "/healthz") {
       const err = e.check(o.healthzGrace) ?? o.work?.check();
       if (err) return send(500, `unhealthy: ${err}\n`);

@@ -12,6 +12,7 @@
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import process from "node:process";
 import { type ClusterConfig, createLeaseApi, inClusterConfig, kubeconfigConfig } from "./config.ts";
+import { endpointRequest } from "./cli_http.ts";
 import { childGraceMargin, type CliSettings } from "./cli_settings.ts";
 import { ConfigError } from "./errors.ts";
 import type { ShardedLeaseSet } from "./lease_set.ts";
@@ -97,6 +98,8 @@ export function shardsMetricsText(set: ShardedLeaseSet): string {
   ].join("\n") + "\n";
 }
 
+const SHARD_PATHS: ReadonlySet<string> = new Set(["/healthz", "/readyz", "/metrics", "/leader", "/"]);
+
 /**
  * The HTTP endpoints of the sharded mode: `/healthz` (500 when a held shard
  * was not renewed for leaseDuration + `healthzGrace`, or a command outlived
@@ -126,25 +129,9 @@ export function createShardsHandler(
 ): (req: IncomingMessage, res: ServerResponse) => void {
   let listed = false;
   return (req, res) => {
-    const path = (req.url ?? "/").split("?")[0];
-    const head = req.method === "HEAD";
-    const send = (
-      code: number,
-      body: string,
-      type = "text/plain; charset=utf-8",
-      extra: Record<string, string> = {},
-    ) => {
-      res.writeHead(code, {
-        "content-type": type,
-        "content-length": String(new TextEncoder().encode(body).length),
-        ...extra,
-      });
-      res.end(head ? undefined : body);
-    };
-    if (!["/healthz", "/readyz", "/metrics", "/leader", "/"].includes(path)) return send(404, "not found\n");
-    if (req.method !== "GET" && !head) {
-      return send(405, `method ${req.method} not allowed; use GET or HEAD\n`, undefined, { allow: "GET, HEAD" });
-    }
+    const r = endpointRequest(req, res, SHARD_PATHS);
+    if (!r) return;
+    const { path, send } = r;
     if (path === "/healthz") {
       const err = set.check(healthzGrace);
       if (err) return send(500, `unhealthy: ${err}\n`);
