@@ -23,6 +23,41 @@ function apiError(
 }
 
 /**
+ * Yields `initial`, then the events `listen` pushes until `signal` aborts; `listen`
+ * subscribes and returns its unsubscribe.
+ */
+async function* pushedEvents(
+  listen: (push: (e: LeaseWatchEvent) => void) => () => void,
+  initial: () => LeaseWatchEvent[],
+  signal: AbortSignal,
+): AsyncIterable<LeaseWatchEvent> {
+  const queue: LeaseWatchEvent[] = [];
+  let wake: (() => void) | undefined;
+  const unsubscribe = listen((e) => {
+    queue.push(e);
+    wake?.();
+  });
+  const onAbort = () => wake?.();
+  signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    yield* initial();
+    for (;;) {
+      if (signal.aborted) return;
+      const e = queue.shift();
+      if (e) {
+        yield e;
+        continue;
+      }
+      await new Promise<void>((r) => (wake = r));
+      wake = undefined;
+    }
+  } finally {
+    unsubscribe();
+    signal.removeEventListener("abort", onAbort);
+  }
+}
+
+/**
  * Many Leases in memory, keyed by namespace/name, with one global resourceVersion counter.
  *
  * @example Usage
@@ -116,34 +151,18 @@ export class MemoryLeaseStore {
         }), signal),
       watch: async function* (this: void, rv: string, signal: AbortSignal) {
         await op("watch", `${prefix}*`, () => undefined, signal);
-        const queue: LeaseWatchEvent[] = [];
-        let wake: (() => void) | undefined;
-        const unsubscribe = subscribe(`${prefix}*`, (e) => {
-          // A Lease that loses the label leaves the selection: DELETED, as the API server says.
-          if (labelled(e.object)) queue.push(e);
-          else if (e.type !== "DELETED") queue.push({ type: "DELETED", object: e.object });
-          wake?.();
-        });
-        const onAbort = () => wake?.();
-        signal.addEventListener("abort", onAbort, { once: true });
-        try {
-          for (const l of current()) {
-            if (Number(l.metadata.resourceVersion) > Number(rv)) yield { type: "MODIFIED", object: structuredClone(l) };
-          }
-          for (;;) {
-            if (signal.aborted) return;
-            const e = queue.shift();
-            if (e) {
-              yield e;
-              continue;
-            }
-            await new Promise<void>((r) => (wake = r));
-            wake = undefined;
-          }
-        } finally {
-          unsubscribe();
-          signal.removeEventListener("abort", onAbort);
-        }
+        // A Lease that loses the label leaves the selection: DELETED, as the API server says.
+        yield* pushedEvents(
+          (push) =>
+            subscribe(`${prefix}*`, (e) => {
+              if (labelled(e.object)) push(e);
+              else if (e.type !== "DELETED") push({ type: "DELETED", object: e.object });
+            }),
+          () =>
+            current().filter((l) => Number(l.metadata.resourceVersion) > Number(rv))
+              .map((l) => ({ type: "MODIFIED" as const, object: structuredClone(l) })),
+          signal,
+        );
       },
     };
   }
@@ -270,32 +289,15 @@ export class MemoryLeaseApi implements LeaseApi {
   /** Streams changes after `resourceVersion` (current state first when none is given). */
   async *watch(resourceVersion: string | undefined, signal: AbortSignal): AsyncIterable<LeaseWatchEvent> {
     await this.store.op("watch", this.#key, () => undefined, signal, this.fault);
-    const queue: LeaseWatchEvent[] = [];
-    let wake: (() => void) | undefined;
-    const unsubscribe = this.store.subscribe(this.#key, (e) => {
-      queue.push(e);
-      wake?.();
-    });
-    const onAbort = () => wake?.();
-    signal.addEventListener("abort", onAbort, { once: true });
-    try {
-      const cur = this.store.getLease(this.#key);
-      if (cur && (!resourceVersion || Number(cur.metadata.resourceVersion) > Number(resourceVersion))) {
-        yield { type: "ADDED", object: cur };
-      }
-      for (;;) {
-        if (signal.aborted) return;
-        const e = queue.shift();
-        if (e) {
-          yield e;
-          continue;
-        }
-        await new Promise<void>((r) => (wake = r));
-        wake = undefined;
-      }
-    } finally {
-      unsubscribe();
-      signal.removeEventListener("abort", onAbort);
-    }
+    yield* pushedEvents(
+      (push) => this.store.subscribe(this.#key, push),
+      () => {
+        const cur = this.store.getLease(this.#key);
+        return cur && (!resourceVersion || Number(cur.metadata.resourceVersion) > Number(resourceVersion))
+          ? [{ type: "ADDED", object: cur }]
+          : [];
+      },
+      signal,
+    );
   }
 }
