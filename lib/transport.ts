@@ -60,11 +60,13 @@ export interface CreateFetchOptions {
  * by `KubeClient` after a timeout, so a connection that went silent
  * without closing is not used again).
  *
- * - Deno and Node: `node:https` (`ca` replaces the default roots; Deno's
- *   `Deno.createHttpClient` only adds to them, and to `DENO_CERT`). On Deno a
- *   connection per request (its `node:http` re-sends a failed request on a new
- *   connection, even an aborted PUT). Without any TLS setting, Deno uses a
- *   replaceable `Deno.HttpClient`.
+ * - Deno: one `node:http2` session over `node:tls` (`ca` replaces the default
+ *   roots; `Deno.createHttpClient` would only add to them, and to `DENO_CERT`),
+ *   so every request and watch shares one connection. A server without HTTP/2
+ *   gets `node:https` with a connection per request (Deno's `node:http`
+ *   re-sends a failed request on a new connection, even an aborted PUT).
+ *   Without any TLS setting, Deno uses a replaceable `Deno.HttpClient`.
+ * - Node: `node:https` with a keep-alive agent (`ca` replaces the default roots).
  * - Bun: `fetch` with its `tls` option.
  * - Other runtimes (edge workers): the platform `fetch`; a CA, client
  *   certificate or `insecureSkipTlsVerify` is a {@linkcode ConfigError} there.
@@ -95,10 +97,12 @@ export async function createFetch(tls: TlsOptions, options: CreateFetchOptions =
   const custom = !!(tls.caCert || tls.clientCert || tls.insecureSkipTlsVerify);
   switch (runtimeKey()) {
     case "deno":
-      // No pooling: Deno's node:http silently re-sends a request whose reused connection failed.
-      return custom
-        ? (await import("./transport_node.ts")).nodeFetch(tls, { keepAlive: false })
-        : (await import("./transport_deno.ts")).denoFetch();
+      // One HTTP/2 session; HTTP/1.1 without pooling (Deno's node:http re-sends a request whose reused connection failed).
+      if (!custom) return (await import("./transport_deno.ts")).denoFetch();
+      return (await import("./transport_h2.ts")).h2Fetch(
+        tls,
+        (await import("./transport_node.ts")).nodeFetch(tls, { keepAlive: false }),
+      );
     case "bun":
       return (await import("./transport_bun.ts")).bunFetch(tls);
     case "node":

@@ -69,12 +69,25 @@ export function webBody(res: Readable): ReadableStream<Uint8Array> {
   }, { highWaterMark: 16 });
 }
 
+/** Options of {@linkcode nodeFetch}. */
+export interface NodeFetchOptions {
+  /** Reuse connections. @default true */
+  keepAlive?: boolean;
+  /**
+   * With keep-alive, at most this many connections for requests other than
+   * watches; more requests wait for one. Each watch has a connection of its own.
+   * @default 4
+   */
+  maxSockets?: number;
+}
+
 /**
  * A `fetch` for Node (and Deno) that trusts `caCert` alone and presents the
  * client certificate. Supports what leasehold needs: method, headers, string
  * body, `signal`, and a streamed response body. `reset()` destroys every pooled
  * connection, so requests made afterwards connect again. An aborted request
- * rejects at once. `keepAlive: false` opens a connection per request: Deno's
+ * rejects at once. With keep-alive, requests share at most `maxSockets`
+ * connections and each watch has one. `keepAlive: false` opens a connection per request: Deno's
  * `node:http` re-sends a request (a PUT too) on a new connection when a reused
  * one fails, even after the request was aborted, so Deno does not pool.
  *
@@ -84,17 +97,25 @@ export function webBody(res: Readable): ReadableStream<Uint8Array> {
  * const f = nodeFetch({ caCert: "-----BEGIN CERTIFICATE-----..." });
  * ```
  */
-export function nodeFetch(tls: TlsOptions, options: { keepAlive?: boolean } = {}): ResettableFetch {
+export function nodeFetch(tls: TlsOptions, options: NodeFetchOptions = {}): ResettableFetch {
   const keepAlive = options.keepAlive ?? true;
-  const newAgents = () => ({
-    https: new https.Agent({
+  const maxSockets = keepAlive ? options.maxSockets ?? 4 : Infinity;
+  const tlsAgent = (limit: number) =>
+    new https.Agent({
       ca: tls.caCert,
       cert: tls.clientCert,
       key: tls.clientKey,
       rejectUnauthorized: !tls.insecureSkipTlsVerify,
       keepAlive,
-    }),
-    http: new http.Agent({ keepAlive }),
+      maxSockets: limit,
+    });
+  const newAgents = () => ({
+    https: tlsAgent(maxSockets),
+    http: new http.Agent({ keepAlive, maxSockets }),
+    // A watch holds its connection for minutes: watches get connections of their own,
+    // so that a few of them never queue the requests behind them.
+    httpsWatch: tlsAgent(Infinity),
+    httpWatch: new http.Agent({ keepAlive }),
   });
   let agents = newAgents();
   const encoder = new TextEncoder();
@@ -109,7 +130,9 @@ export function nodeFetch(tls: TlsOptions, options: { keepAlive?: boolean } = {}
       if (signal?.aborted) return reject(signal.reason);
       const plain = url.protocol === "http:";
       const mod = plain ? http : https;
-      const req = mod.request(url, { method, headers, agent: plain ? agents.http : agents.https }, (res) => {
+      const watch = /^(true|1)$/.test(url.searchParams.get("watch") ?? "");
+      const agent = watch ? (plain ? agents.httpWatch : agents.httpsWatch) : plain ? agents.http : agents.https;
+      const req = mod.request(url, { method, headers, agent }, (res) => {
         signal?.removeEventListener("abort", onAbort);
         const status = res.statusCode ?? 502;
         const noBody = status === 204 || status === 304 || method === "HEAD";
@@ -141,8 +164,7 @@ export function nodeFetch(tls: TlsOptions, options: { keepAlive?: boolean } = {}
     reset() {
       const old = agents;
       agents = newAgents();
-      old.https.destroy();
-      old.http.destroy();
+      for (const a of Object.values(old)) a.destroy();
     },
   });
 }
