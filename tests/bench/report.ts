@@ -5,7 +5,9 @@ import type { LoadResult } from "./load.ts";
 import type { ScaleResult } from "./scale.ts";
 import type { PhasesResult } from "./phases.ts";
 import type { TakeoverResult } from "./takeover.ts";
-import { DEFAULT_TIMINGS, FAST_TIMINGS } from "./common.ts";
+import type { CoordinatedResults, EventCost } from "./coordinated.ts";
+import type { ShardsBenchResult } from "./shards.ts";
+import { DEFAULT_TIMINGS, FAST_TIMINGS, type Summary, type Timings } from "./common.ts";
 
 export interface Takeovers {
   leasehold: TakeoverResult;
@@ -45,6 +47,9 @@ export interface BenchResults {
     coldStart?: ColdStartResult;
     phases?: PhasesResult;
     scale?: ScaleResult;
+    coordinated?: CoordinatedResults;
+    /** One result per timing set (bench.ts runs one; older files hold a single object). */
+    shards?: ShardsBenchResult | ShardsBenchResult[];
   };
   targets?: Target[];
   failures: string[];
@@ -78,6 +83,18 @@ function medianOf(xs: (number | undefined)[]): number | undefined {
   const v = xs.filter((x): x is number => typeof x === "number").sort((a, b) => a - b);
   return v.length ? v[Math.ceil(v.length / 2) - 1] : undefined;
 }
+
+/** "15s/10s/2s" or "4s/3s/500ms": LeaseDuration/RenewDeadline/RetryPeriod. */
+const timingsLabel = (t: Timings) =>
+  [t.leaseDuration, t.renewDeadline, t.retryPeriod].map((ms) => (ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`))
+    .join("/");
+
+/** A count per term: whole numbers as they are, averages to two decimals. */
+const perTerm = (v: number | undefined) => (v !== undefined && Number.isInteger(v) ? String(v) : fmt(v, 2));
+
+/** The shards results as a list, one per timing set. */
+const shardRuns = (x: ShardsBenchResult | ShardsBenchResult[] | undefined): ShardsBenchResult[] =>
+  x === undefined ? [] : Array.isArray(x) ? x : [x];
 
 /** "deno" from "leasehold (deno, bundle)". */
 const runtimeOf = (impl: string) => /^leasehold \((\w+)/.exec(impl)?.[1] ?? impl;
@@ -157,6 +174,49 @@ export function evaluateTargets(r: BenchResults): Target[] {
         met: v <= limit,
       });
     }
+  }
+  const big = r.benchmarks.scale?.shared?.find((p) => p.mode === "shared" && p.leases === 1000);
+  if (big) {
+    const what = "1000 Leases in one process, one client and one watch";
+    t.push({
+      benchmark: "scale",
+      target: `${what}: ≤ 200 µs CPU per renewal`,
+      value: `${fmt(big.cpuUsPerRenewal)} µs`,
+      met: big.cpuUsPerRenewal <= 200,
+    });
+    t.push({
+      benchmark: "scale",
+      target: `${what}: ≤ 64 KiB RSS per Lease`,
+      value: `${fmt(big.rssPerLeaseKiB)} KiB`,
+      met: big.rssPerLeaseKiB <= 64,
+    });
+    if (big.connections) {
+      t.push({
+        benchmark: "scale",
+        target: `${what}: ≤ 2 TCP connections to the API server`,
+        value: `${big.connections.most} at once, ${big.connections.distinct} over the window`,
+        met: big.connections.most <= 2 && big.connections.distinct <= 2,
+      });
+    }
+  }
+  for (const sh of shardRuns(r.benchmarks.shards)) {
+    const name = `${sh.shards} shards over ${sh.replicas} replicas (${timingsLabel(sh.timings)})`;
+    for (const [when, x] of [["a join", sh.join], ["a graceful leave", sh.leave]] as const) {
+      t.push({
+        benchmark: name,
+        target: `balanced (max − min ≤ 1) within 2 × RetryPeriod (${sh.targetMs} ms) after ${when}, every round`,
+        value: (x ? `median ${fmt(x.median)} ms, max ${fmt(x.max)} ms (n=${x.n})` : "not measured") +
+          (sh.errors.length ? `; ${sh.errors.length} round(s) failed` : ""),
+        // A failed round is one that did not balance in time (or could not start).
+        met: !!x && x.max <= sh.targetMs && sh.errors.length === 0,
+      });
+    }
+    t.push({
+      benchmark: name,
+      target: "0 overlaps per shard (a shard's work started while another replica's still ran)",
+      value: String(sh.overlaps),
+      met: sh.overlaps === 0,
+    });
   }
   return t;
 }
@@ -309,6 +369,48 @@ export function markdownReport(r: BenchResults): string {
       ]);
     }
   }
+  const co = b.coordinated;
+  if (co) {
+    const a = co.handover.leasehold, c = co.handover.clientGo;
+    rows.push([
+      `7. Coordinated hand-over, preferredHolder written → new holder (${timingsLabel(co.timings)})`,
+      `median ms (n=${a?.n ?? 0})`,
+      fmt(a?.median),
+      fmt(c?.median),
+      ratio(a?.median, c?.median),
+      "",
+    ]);
+    rows.push(["", "p99 ms", fmt(a?.p99), fmt(c?.p99), ratio(a?.p99, c?.p99), ""]);
+    const el = co.events.leasehold, ec = co.events.clientGo;
+    rows.push([
+      "7. Events, one replica's term (start, lead, SIGTERM)",
+      "requests per term for Events",
+      perTerm(el?.perTerm),
+      perTerm(ec?.perTerm),
+      ratio(el?.perTerm, ec?.perTerm),
+      "",
+    ]);
+  }
+  for (const sh of shardRuns(b.shards)) {
+    const t = `≤ ${sh.targetMs} ms`;
+    rows.push([
+      `8. ${sh.shards} shards over ${sh.replicas} replicas (${timingsLabel(sh.timings)})`,
+      `balanced after a join, median ms (n=${sh.join?.n ?? 0}; max)`,
+      sh.join ? `${fmt(sh.join.median)} (${fmt(sh.join.max)})` : "–",
+      "no counterpart",
+      "–",
+      t,
+    ]);
+    rows.push([
+      "",
+      `balanced after a graceful leave, median ms (n=${sh.leave?.n ?? 0}; max)`,
+      sh.leave ? `${fmt(sh.leave.median)} (${fmt(sh.leave.max)})` : "–",
+      "no counterpart",
+      "–",
+      t,
+    ]);
+    rows.push(["", "overlaps, all shards and rounds", String(sh.overlaps), "no counterpart", "–", "0"]);
+  }
   out.push(
     table(
       ["Benchmark", "Metric", "leasehold", "client-go", "leasehold/client-go", "Target"],
@@ -318,7 +420,8 @@ export function markdownReport(r: BenchResults): string {
   );
   out.push("");
 
-  const targets = r.targets ?? evaluateTargets(r);
+  // Evaluated afresh, so a re-render shows the targets of the current code.
+  const targets = evaluateTargets(r);
   if (targets.length) {
     out.push("Targets:");
     out.push("");
@@ -522,7 +625,7 @@ export function markdownReport(r: BenchResults): string {
       `**6. Scale.** (a) One Deno process runs one LeaderElector per Lease (same identity, all leaders, ` +
         `default timings, the admin token), each with its own client and connection as \`createLeaseApi\` makes ` +
         `them, started evenly over one RetryPeriod (5 ms apart for large counts); counted over ${s.windowSeconds} s ` +
-        `once all lead and have renewed. (One client shared by all electors does not work on Deno: see below.) CPU is the process's user + system time (all threads) per ` +
+        `once all lead and have renewed. (One client shared by electors that each open their own watch starves on HTTP/2: see below; the shared way further down shares the watch too.) CPU is the process's user + system time (all threads) per ` +
         `successful renewal; memory per Lease is the RSS growth over the process with only the client loaded. ` +
         `client-go has no in-process counterpart here (one LeaderElector per process in its usual use).`,
     );
@@ -557,9 +660,12 @@ export function markdownReport(r: BenchResults): string {
       out.push("");
       out.push(
         "The same Leases in the same run, the shared way: one KubeClient and one LeaseWatchHub (one LIST + WATCH " +
-          "of the labelled Leases) for all. `shared` sends through the library's Deno transport for a cluster CA " +
-          "(node:https, a connection per request); `shared-pooled` through one pooled HTTP/2 `Deno.HttpClient` " +
-          "(which adds the CA to the default roots instead of replacing them). TCP connections: established to the " +
+          "of the labelled Leases) for all. `shared` sends through the library's Deno transport for a cluster CA: " +
+          "one HTTP/2 session (`node:http2` over `node:tls`, the CA the only trust anchor) that carries every " +
+          "request and the watch over one TCP connection (a server that offers no HTTP/2 in ALPN would get " +
+          "`node:https`, a connection per request). `shared-pooled` sends through one pooled HTTP/2 " +
+          "`Deno.HttpClient`, which adds the CA to the default roots instead of replacing them: the library does " +
+          "not use it with a cluster CA, it is here for comparison only. TCP connections: established to the " +
           "API server, sampled every 100 ms over the window: the most at once, and how many distinct ones were seen.",
       );
       out.push("");
@@ -588,11 +694,13 @@ export function markdownReport(r: BenchResults): string {
     }
     out.push("");
     out.push(
-      "Why one client per Lease: on Deno, one client sends everything over one HTTP/2 connection, and " +
+      "Why the old way gives each Lease its own client: on Deno, one client sends everything over one HTTP/2 " +
+        "connection (the library's session, as a pooled `Deno.HttpClient` does), and " +
         "kube-apiserver allows 100 concurrent streams per connection by default. Every candidate that is not " +
         "leading keeps a watch open, which holds a stream; with 100 watches open on one client, any further request " +
         "on it waits for a free stream and times out. 1000 electors sharing one client (tried while building this " +
-        "benchmark) lost leadership one after another as their renewals timed out, and none recovered.",
+        "benchmark) lost leadership one after another as their renewals timed out, and none recovered. The " +
+        "shared way shares the watch too: its one LeaseWatchHub holds one stream for all the Leases.",
     );
     out.push("");
     out.push(
@@ -626,7 +734,137 @@ export function markdownReport(r: BenchResults): string {
       out.push(`client-go at ${s.clientGoExtrapolated.replicas}: ${s.clientGoExtrapolated.how}.\n`);
     }
   }
+  if (co) out.push(...coordinatedSection(co));
+  const shards = shardRuns(b.shards);
+  if (shards.length) out.push(...shardsSection(shards));
   return out.join("\n");
+}
+
+/** Section 7: the coordinated election (tests/bench/coordinated.ts). */
+function coordinatedSection(co: CoordinatedResults): string[] {
+  const out: string[] = [];
+  const h = co.handover;
+  const n = Math.max(h.leasehold?.n ?? 0, h.clientGo?.n ?? 0);
+  out.push(
+    `**7. Coordinated election.** The API server runs with CoordinatedLeaderElection on, so its election ` +
+      `controller picks the holder among the LeaseCandidates: the oldest emulation version wins. A leader runs on ` +
+      `one Lease at ${timingsLabel(co.timings)}; each round a candidate with an older emulation version joins, the ` +
+      `controller writes \`spec.preferredHolder\` naming it, and writes it in as holder once the old leader has ` +
+      `released the Lease (or it expired); the old leader is then stopped and the newcomer leads the next round ` +
+      `(${n} round(s) per implementation). The sample is the time from the Lease version carrying ` +
+      `preferredHolder to the first version naming the newcomer as holder, both as an admin watch of the Lease ` +
+      `delivers them. Under coordinated election leasehold's leader watches its Lease too, so it sees preferredHolder at once, stops its work and releases. ` +
+      `client-go (\`Coordinated: true\`, ReleaseOnCancel, its quickest way out) stops renewing when it sees ` +
+      `preferredHolder, stops leading once RenewDeadline has passed without a renewal, then releases.`,
+  );
+  out.push("");
+  out.push(table(
+    ["preferredHolder → holder", "n", "min", "median", "mean", "p99", "max"],
+    ([["leasehold", h.leasehold], ["client-go", h.clientGo]] as [string, Summary | undefined][]).map((
+      [name, x],
+    ) => [name, String(x?.n ?? 0), fmt(x?.min), fmt(x?.median), fmt(x?.mean), fmt(x?.p99), fmt(x?.max)]),
+  ));
+  out.push("");
+  out.push(
+    "All times in ms; leasehold/client-go: " +
+      `median ${ratio(h.leasehold?.median, h.clientGo?.median)}, p99 ${ratio(h.leasehold?.p99, h.clientGo?.p99)}.`,
+  );
+  out.push("");
+  const ev = co.events;
+  out.push(
+    `The cost of Events: one replica alone on its own Lease, ${ev.terms} term(s) each of start, lead, SIGTERM ` +
+      `and exit (${
+        timingsLabel(FAST_TIMINGS)
+      }), once with Events and once without, every request counted by an HTTPS proxy in ` +
+      `front of the API server. What Events cost is the requests on \`events\` plus any Lease reads beyond those ` +
+      `of the run without Events (a recorder that reads the Lease for its uid); the rest of the two totals differs ` +
+      `only by retries. Per term:`,
+  );
+  out.push("");
+  const breakdown = (x?: Record<string, number>) =>
+    x ? Object.entries(x).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k} ${perTerm(v)}`).join(", ") : "–";
+  out.push(table(
+    [
+      "",
+      "requests with Events",
+      "without",
+      "on events",
+      "extra Lease reads",
+      "Events cost",
+      "requests with Events, by kind",
+    ],
+    ([["leasehold", ev.leasehold], ["client-go", ev.clientGo]] as [string, EventCost | undefined][]).map((
+      [name, e],
+    ) => [
+      name,
+      perTerm(e?.withEvents),
+      perTerm(e?.withoutEvents),
+      perTerm(e?.eventWrites),
+      perTerm(e?.extraLeaseReads),
+      perTerm(e?.perTerm),
+      breakdown(e?.breakdown),
+    ]),
+    ["---", "---:", "---:", "---:", "---:", "---:", "---"],
+  ));
+  out.push("");
+  out.push(
+    `Events cost leasehold/client-go: ${ratio(ev.leasehold?.perTerm, ev.clientGo?.perTerm)}. Both kinds run ` +
+      "the plain (not coordinated) election in this part, so no LeaseCandidate requests are in the totals.",
+  );
+  out.push("");
+  for (const e of co.errors) out.push(`- failed: ${e.split("\n")[0]}`);
+  if (co.errors.length) out.push("");
+  return out;
+}
+
+/** Section 8: sharded work (tests/bench/shards.ts). */
+function shardsSection(runs: ShardsBenchResult[]): string[] {
+  const out: string[] = [];
+  const first = runs[0];
+  out.push(
+    `**8. Sharded work.** ${first.shards} shards (Leases \`bench-0\` … \`bench-${first.shards - 1}\`) ` +
+      `over ${first.replicas} replicas, each a \`ShardedLeaseSet\` in the benchmark process with its own client ` +
+      `(one connection) and one shared LIST + WATCH of the shard Leases. Two replicas start and balance (8 + 8); ` +
+      `each round a third joins, and the sample is the time from its start until the held counts sum to ` +
+      `${first.shards} with max − min ≤ 1 (6 + 5 + 5: the others gave their surplus up gracefully, stopping that ` +
+      `shard's work before releasing it); after a pause of 2 × RetryPeriod the third leaves gracefully, and the ` +
+      `sample is the time from its stop until the two left are balanced again (8 + 8). Every change of any ` +
+      `replica's held set is looked at. Overlaps: a shard's work started by one replica while another replica's ` +
+      `work on it still ran (work ends when its AbortSignal fired and its promise settled), counted over all ` +
+      `shards and rounds. client-go has no sharded counterpart. Target: balanced within 2 × RetryPeriod after a ` +
+      `join or a graceful leave, in every round; 0 overlaps.`,
+  );
+  out.push("");
+  out.push(table(
+    [
+      "timings",
+      "rounds",
+      "balanced after a join: median ms (min–max)",
+      "after a graceful leave",
+      "target",
+      "overlaps",
+      "WATCH starts per staying replica",
+    ],
+    runs.map((sh) => [
+      timingsLabel(sh.timings),
+      `${Math.min(sh.join?.n ?? 0, sh.leave?.n ?? 0)}${sh.errors.length ? ` (+ ${sh.errors.length} failed)` : ""}`,
+      sh.join ? `${fmt(sh.join.median)} (${fmt(sh.join.min)}–${fmt(sh.join.max)})` : "–",
+      sh.leave ? `${fmt(sh.leave.median)} (${fmt(sh.leave.min)}–${fmt(sh.leave.max)})` : "–",
+      `≤ ${sh.targetMs} ms`,
+      String(sh.overlaps),
+      sh.watchesPerReplica.length ? sh.watchesPerReplica.join(", ") : "–",
+    ]),
+    ["---", "---:", "---:", "---:", "---:", "---:", "---:"],
+  ));
+  out.push("");
+  out.push(
+    "The last column counts the WATCH requests of the shared watch of each of the two replicas that stay, over " +
+      "the whole run: 1 means it was opened once and never had to start again.",
+  );
+  out.push("");
+  for (const sh of runs) for (const e of sh.errors) out.push(`- failed round (${timingsLabel(sh.timings)}): ${e}`);
+  if (runs.some((sh) => sh.errors.length)) out.push("");
+  return out;
 }
 
 /** A log-scale dot plot of the hand-over samples, leasehold against client-go. Hand-written SVG. */

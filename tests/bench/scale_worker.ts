@@ -39,8 +39,9 @@ export interface WorkerParams {
   timings: { leaseDuration: number; renewDeadline: number; retryPeriod: number };
   /**
    * Shared mode only: send through one pooled HTTP/2 `Deno.HttpClient` trusting
-   * the CA (in addition to the default roots) instead of the library's Deno
-   * transport for a custom CA (`node:https`, a connection per request).
+   * the CA (in addition to the default roots, so for comparison only) instead of
+   * the library's Deno transport for a custom CA (one `node:http2` session over
+   * `node:tls` with the CA as the only trust anchor).
    */
   pooled?: boolean;
 }
