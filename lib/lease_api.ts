@@ -150,9 +150,14 @@ export class KubeLeaseApi implements LeaseApi {
     return v;
   }
 
-  /** PUT the Lease with its `resourceVersion`. */
+  /**
+   * PUT the Lease with its `resourceVersion`. `metadata.managedFields` is left
+   * out: the API server keeps the stored ones when a write omits them, and the
+   * renewal stays small.
+   */
   async update(lease: Lease, signal?: AbortSignal): Promise<Lease> {
-    const body = { apiVersion: "coordination.k8s.io/v1", kind: "Lease", ...lease };
+    const { managedFields: _, ...metadata } = lease.metadata as Lease["metadata"] & { managedFields?: unknown };
+    const body = { apiVersion: "coordination.k8s.io/v1", kind: "Lease", ...lease, metadata };
     const v = await this.#client.request("PUT", this.#path(true), { body, signal, intent: this.#intent("update") });
     assertLease(v, `PUT lease ${this.namespace}/${this.name}`);
     return v;

@@ -91,6 +91,10 @@ serverTest(
     assert.equal(read?.spec?.renewTime, "2026-01-01T00:00:00.123456Z");
     const updated = await api.update({ ...read!, spec: { ...read!.spec, holderIdentity: "b" } });
     assert.notEqual(updated.metadata.resourceVersion, read!.metadata.resourceVersion);
+    // The PUT leaves managedFields out (a smaller renewal); the server keeps the stored ones.
+    const managed = (m: unknown) => (m as { managedFields?: { manager?: string }[] }).managedFields ?? [];
+    assert.ok(managed(read!.metadata).length > 0, "the server records managedFields");
+    assert.deepEqual(managed(updated.metadata).map((f) => f.manager), managed(read!.metadata).map((f) => f.manager));
     await assert.rejects(api.update({ ...read!, spec: { ...read!.spec, holderIdentity: "c" } }), (e: unknown) => {
       assert.ok(isConflict(e), `expected 409 Conflict, got ${e}`);
       return true;

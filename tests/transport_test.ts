@@ -406,6 +406,24 @@ function authServerFetch(
   };
 }
 
+test("a PUT leaves metadata.managedFields out of its body; the rest of the Lease goes as read", async () => {
+  const bodies: string[] = [];
+  const f = (_input: string | URL | Request, init?: RequestInit) => {
+    bodies.push(String(init?.body));
+    return Promise.resolve(Response.json(LEASE));
+  };
+  const api = new KubeLeaseApi(new KubeClient({ server: "http://127.0.0.1:1", fetch: f }), "default", "l");
+  const managedFields = [{ manager: "someone", operation: "Update", fieldsV1: { "f:spec": {} } }];
+  await api.update({
+    metadata: { ...LEASE.metadata, labels: { a: "b" }, managedFields },
+    spec: { holderIdentity: "me" },
+  });
+  const sent = JSON.parse(bodies[0]);
+  assert.equal("managedFields" in sent.metadata, false);
+  assert.deepEqual(sent.metadata, { ...LEASE.metadata, labels: { a: "b" } });
+  assert.deepEqual(sent.spec, { holderIdentity: "me" });
+});
+
 test("a 401 on a watch re-reads the token and watches with the new one", async () => {
   const tokens = rotatingTokens();
   const api = new KubeLeaseApi(
