@@ -369,8 +369,8 @@ export class ShardedLeaseSet extends EventTarget {
     this.dispatchEvent(new Event("change"));
   }
 
-  async #sleep(until: number, stop: AbortSignal): Promise<void> {
+  #sleep(until: number, stop: AbortSignal): Promise<void> {
     this.#changed();
-    await this.#requeue.wait(until, stop);
+    return this.#requeue.wait(until, stop);
   }
 }
