@@ -3,16 +3,15 @@
 import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
 import { shutdown, until } from "./support/manual_clock_wait.ts";
+import { type ShardReplica, type ShardReplicaOptions, startShardReplica } from "./support/shard_replica.ts";
 import {
   assignShards,
   ConfigError,
-  KubeApiError,
   ManualClock,
   memberLeaseName,
   MemoryLeaseStore,
   SHARD_SET_LABEL,
   ShardedLeaseSet,
-  type ShardedLeaseSetOptions,
   shardQuotas,
   validateShardedLeaseSetOptions,
 } from "../mod.ts";
@@ -38,35 +37,15 @@ class Work {
   }
 }
 
-interface Replica {
-  id: string;
-  set: ShardedLeaseSet;
-  stop: AbortController;
-  done: Promise<void>;
-  /** Makes every request of this replica fail (a replica cut off from the API server). */
-  down: boolean;
-  /** The shared watch streams open now deliver nothing more, without ending (a black-holed connection). */
-  deafen: () => void;
-}
-
 function replica(
   store: MemoryLeaseStore,
   clock: ManualClock,
   work: Work,
   id: string,
   shards = 16,
-  extra: Partial<ShardedLeaseSetOptions> = {},
-): Replica {
-  const r = { id, down: false } as Replica;
-  let streams = 0, deafUpTo = 0;
-  r.deafen = () => (deafUpTo = streams);
-  const fault = () =>
-    r.down
-      ? new KubeApiError("unavailable", { code: 503, reason: "ServiceUnavailable", method: "", url: "memory://" })
-      : undefined;
-  const source = store.listSource(NS, { key: SHARD_SET_LABEL, value: PREFIX });
-  r.stop = new AbortController();
-  r.set = new ShardedLeaseSet({
+  extra: Partial<ShardReplicaOptions> = {},
+): ShardReplica {
+  return startShardReplica(store, {
     namespace: NS,
     prefix: PREFIX,
     shards,
@@ -74,25 +53,6 @@ function replica(
     ...TIMING,
     clock,
     random: () => 0.5,
-    leaseApi: (name) => {
-      const api = store.api(NS, name);
-      api.fault = fault;
-      return api;
-    },
-    source: {
-      list: (signal) => {
-        const e = fault();
-        return e ? Promise.reject(e) : source.list(signal);
-      },
-      async *watch(rv, signal) {
-        const stream = ++streams;
-        for await (const ev of source.watch(rv, signal)) {
-          if (r.down) throw fault();
-          if (stream <= deafUpTo) continue;
-          yield ev;
-        }
-      },
-    },
     onStartedLeading: async (shard, { signal, fencingToken }) => {
       work.start(shard, id);
       work.tokens.push({ shard, id, token: fencingToken.value, transitions: fencingToken.leaseTransitions });
@@ -101,12 +61,10 @@ function replica(
     },
     ...extra,
   });
-  r.done = r.set.run(r.stop.signal);
-  return r;
 }
 
-const counts = (rs: Replica[]) => rs.map((r) => r.set.held().length);
-const balanced = (rs: Replica[], shards = 16) => {
+const counts = (rs: ShardReplica[]) => rs.map((r) => r.set.held().length);
+const balanced = (rs: ShardReplica[], shards = 16) => {
   const c = counts(rs);
   return c.reduce((a, b) => a + b, 0) === shards && Math.max(...c) - Math.min(...c) <= 1;
 };
