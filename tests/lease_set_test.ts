@@ -68,6 +68,15 @@ const balanced = (rs: ShardReplica[], shards = 16) => {
   const c = counts(rs);
   return c.reduce((a, b) => a + b, 0) === shards && Math.max(...c) - Math.min(...c) <= 1;
 };
+/** Replicas a, b and c over 16 shards on a fresh store and clock, run until balanced. */
+async function threeBalanced() {
+  const clock = new ManualClock();
+  const store = new MemoryLeaseStore();
+  const work = new Work();
+  const rs = ["a", "b", "c"].map((id) => replica(store, clock, work, id));
+  await until(clock, () => balanced(rs));
+  return { clock, store, work, rs };
+}
 /** Every shard's holder as the store has it. */
 const holders = (store: MemoryLeaseStore, shards = 16) =>
   Array.from({ length: shards }, (_, i) => store.peek(NS, `${PREFIX}-${i}`)?.spec?.holderIdentity ?? "");
@@ -196,11 +205,7 @@ test("lease set: 16 shards over 3 replicas balance (6/5/5) within 2 × retryPeri
 });
 
 test("lease set: after a graceful leave the others take its shards within 2 × retryPeriod", async () => {
-  const clock = new ManualClock();
-  const store = new MemoryLeaseStore();
-  const work = new Work();
-  const rs = ["a", "b", "c"].map((id) => replica(store, clock, work, id));
-  await until(clock, () => balanced(rs));
+  const { clock, store, work, rs } = await threeBalanced();
   const [a, b, c] = rs;
   c.stop.abort();
   const took = await until(clock, () => balanced([a, b]), 60000, 10);
@@ -214,11 +219,7 @@ test("lease set: after a graceful leave the others take its shards within 2 × r
 });
 
 test("lease set: a replica cut off stops its work; the others take its shards once they expire, no overlap", async () => {
-  const clock = new ManualClock();
-  const store = new MemoryLeaseStore();
-  const work = new Work();
-  const rs = ["a", "b", "c"].map((id) => replica(store, clock, work, id));
-  await until(clock, () => balanced(rs));
+  const { clock, work, rs } = await threeBalanced();
   const [a, b, c] = rs;
   const cShards = c.set.held();
   c.down = true;
@@ -241,11 +242,7 @@ test("lease set: a replica cut off stops its work; the others take its shards on
 });
 
 test("lease set: a replica that comes back after being cut off rejoins and the set balances again", async () => {
-  const clock = new ManualClock();
-  const store = new MemoryLeaseStore();
-  const work = new Work();
-  const rs = ["a", "b", "c"].map((id) => replica(store, clock, work, id));
-  await until(clock, () => balanced(rs));
+  const { clock, work, rs } = await threeBalanced();
   const c = rs[2];
   c.down = true;
   await until(clock, () => balanced(rs.slice(0, 2)), 60000, 50);
