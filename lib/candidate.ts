@@ -14,39 +14,28 @@
  * @module
  */
 
-import { ConfigError, isAlreadyExists, isConflict, isNotFound, TimeoutError } from "./errors.ts";
+import { isAlreadyExists, isConflict, isNotFound } from "./errors.ts";
 import type { KubeClient } from "./kube_client.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import { type Logger, silentLogger } from "./log.ts";
-import { formatMicroTime, parseMicroTime } from "./lease.ts";
-import { DEFAULT_WATCH_IDLE_TIMEOUT_MS, WatchExpiredError, watchStream } from "./lease_api.ts";
+import { formatMicroTime } from "./lease.ts";
+import { DEFAULT_WATCH_IDLE_TIMEOUT_MS } from "./lease_api.ts";
+import { watchCandidatePings } from "./candidate_watch.ts";
+import {
+  candidatePinged,
+  checkCandidateVersions,
+  type LeaseCandidate,
+  leaseCandidateIntent,
+  leaseCandidatePath,
+  OLDEST_EMULATION_VERSION,
+} from "./lease_candidate.ts";
 
-/** The strategy built into the API server's election controller. */
-export const OLDEST_EMULATION_VERSION = "OldestEmulationVersion";
-
-/** `spec` of a LeaseCandidate. */
-export interface LeaseCandidateSpec {
-  /** The Lease this candidate contends for. Immutable. */
-  leaseName: string;
-  /** Semver without a leading `v`, e.g. `1.4.0`. */
-  binaryVersion: string;
-  /** Semver, at most `binaryVersion`; required by `OldestEmulationVersion`. */
-  emulationVersion?: string;
-  /** Election strategy, e.g. `OldestEmulationVersion`. */
-  strategy: string;
-  /** Set by the controller when it wants candidates to prove they are alive. */
-  pingTime?: string;
-  /** Set by the candidate. */
-  renewTime?: string;
-}
-
-/** A LeaseCandidate object, as far as leasehold reads it. */
-export interface LeaseCandidate {
-  /** Standard object metadata. */
-  metadata: { name?: string; namespace?: string; resourceVersion?: string; uid?: string };
-  /** The candidate's spec. */
-  spec?: LeaseCandidateSpec;
-}
+export {
+  compareSemver,
+  type LeaseCandidate,
+  type LeaseCandidateSpec,
+  OLDEST_EMULATION_VERSION,
+} from "./lease_candidate.ts";
 
 /** Options of {@linkcode LeaseCandidateKeeper}. Durations are in milliseconds. */
 export interface LeaseCandidateOptions {
@@ -81,8 +70,6 @@ export interface LeaseCandidateOptions {
   /** Time source. @default systemClock */
   clock?: Clock;
 }
-
-const SEMVER = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$/;
 
 /**
  * Keeps this replica's LeaseCandidate: creates it, answers the controller's
@@ -122,20 +109,7 @@ export class LeaseCandidateKeeper {
   constructor(options: LeaseCandidateOptions) {
     const binaryVersion = options.binaryVersion;
     const emulationVersion = options.emulationVersion ?? binaryVersion;
-    for (const [name, v] of [["binaryVersion", binaryVersion], ["emulationVersion", emulationVersion]]) {
-      if (!SEMVER.test(v)) {
-        throw new ConfigError(
-          `${name} ${
-            JSON.stringify(v)
-          } is not a version like 1.4.0 (semver, no leading "v"): set --binary-version / --emulation-version`,
-        );
-      }
-    }
-    if (compareSemver(emulationVersion, binaryVersion) > 0) {
-      throw new ConfigError(
-        `emulationVersion ${emulationVersion} is newer than binaryVersion ${binaryVersion}: it must be at most the binary's version`,
-      );
-    }
+    checkCandidateVersions(binaryVersion, emulationVersion);
     this.#client = options.client;
     this.#log = options.logger ?? silentLogger;
     this.#clock = options.clock ?? systemClock;
@@ -181,19 +155,11 @@ export class LeaseCandidateKeeper {
   }
 
   #path(withName: boolean): string {
-    const base = `/apis/coordination.k8s.io/v1beta1/namespaces/${
-      encodeURIComponent(this.#o.namespace)
-    }/leasecandidates`;
-    return withName ? `${base}/${encodeURIComponent(this.#o.identity)}` : base;
+    return leaseCandidatePath(this.#o.namespace, withName ? this.#o.identity : undefined);
   }
 
   #intent(verb: string) {
-    return {
-      verb,
-      resource: "leasecandidates.coordination.k8s.io",
-      namespace: this.#o.namespace,
-      name: this.#o.identity,
-    };
+    return leaseCandidateIntent(verb, this.#o.namespace, this.#o.identity);
   }
 
   /** Reads the candidate; `undefined` when it does not exist. */
@@ -252,10 +218,7 @@ export class LeaseCandidateKeeper {
 
   /** True when the controller pinged after the candidate's last renewal. */
   static pinged(c: LeaseCandidate | undefined): boolean {
-    const ping = parseMicroTime(c?.spec?.pingTime);
-    if (!ping) return false;
-    const renew = parseMicroTime(c?.spec?.renewTime);
-    return !renew || ping.getTime() > renew.getTime();
+    return candidatePinged(c);
   }
 
   /**
@@ -311,102 +274,28 @@ export class LeaseCandidateKeeper {
 
   #watchWarned = false;
 
-  /**
-   * Watches the candidate from `from`'s resourceVersion, answering pings and
-   * renewing when due. Resolves `"reopen"` when the watch ended in a way that
-   * calls for a fresh read and a new watch at once (the server closed it after a
-   * healthy while, 410 Gone, the candidate was deleted), `"failed"` when it could
-   * not be kept (the caller polls for a while). Errors of the renewals propagate.
-   */
-  async #watchPings(from: LeaseCandidate, signal: AbortSignal): Promise<"reopen" | "failed"> {
-    const q = new URLSearchParams({
-      watch: "1",
-      fieldSelector: `metadata.name=${this.#o.identity}`,
-      allowWatchBookmarks: "true",
-      timeoutSeconds: "300",
-    });
-    if (from.metadata.resourceVersion) q.set("resourceVersion", from.metadata.resourceVersion);
-    const stop = new AbortController();
-    const onAbort = () => stop.abort(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    const it = watchStream(this.#client, `${this.#path(false)}?${q}`, {
-      signal: stop.signal,
-      intent: this.#intent("watch"),
+  /** Watches the candidate to answer pings at once (see {@linkcode watchCandidatePings}). */
+  #watchPings(from: LeaseCandidate, signal: AbortSignal): Promise<"reopen" | "failed"> {
+    return watchCandidatePings(from, {
+      client: this.#client,
+      clock: this.#clock,
+      namespace: this.#o.namespace,
+      name: this.#o.identity,
+      renewIntervalMs: this.#o.renewIntervalMs,
+      pollMs: this.#o.pollMs,
       idleMs: this.#o.watchIdleTimeoutMs,
-      where: `watch leasecandidate ${this.#o.namespace}/${this.#o.identity}`,
-    })[Symbol.asyncIterator]();
-    type Next = IteratorResult<{ type: string; object: unknown }> | { error: unknown };
-    const pull = (): Promise<Next> => it.next().then((r) => r, (error) => ({ error }));
-    const opened = this.#clock.now();
-    let events = 0;
-    let next = pull();
-    try {
-      for (;;) {
-        const timer = new AbortController();
-        const wait = Math.max(0, this.#o.renewIntervalMs - (this.#clock.now() - this.#renewedAt));
-        const tick = this.#clock.sleep(wait, timer.signal).then(() => "due" as const, () => "cancelled" as const);
-        const r = await Promise.race([next, tick]);
-        timer.abort();
-        if (signal.aborted) return "failed";
-        if (r === "due") {
-          await this.#renewFrom(undefined, signal);
-          continue;
-        }
-        if (r === "cancelled") continue;
-        if ("error" in r) {
-          // 410 Gone, or silent for watchIdleTimeoutMs (a dead connection): read and watch again.
-          if (r.error instanceof WatchExpiredError || r.error instanceof TimeoutError) return "reopen";
-          if (!this.#watchWarned) {
-            this.#watchWarned = true;
-            this.#log.warn("cannot watch the LeaseCandidate; checking for pings every pollMs instead", {
-              pollMs: this.#o.pollMs,
-              error: r.error instanceof Error ? r.error.message : String(r.error),
-            });
-          }
-          return "failed";
-        }
-        if (r.done) {
-          // A watch the server closed after a while is reopened at once; one that
-          // ends as soon as it opens (no watch support) counts as failed.
-          return events > 0 || this.#clock.now() - opened >= this.#o.pollMs ? "reopen" : "failed";
-        }
-        next = pull();
-        this.#watching = true;
-        events++;
-        const ev = r.value;
-        if (ev.type === "DELETED") return "reopen";
-        if (ev.type !== "ADDED" && ev.type !== "MODIFIED") continue;
-        const c = ev.object as LeaseCandidate;
-        if (LeaseCandidateKeeper.pinged(c)) {
-          await this.#renewFrom({ current: c }, signal);
-          this.#pingAnswered();
-        }
-      }
-    } finally {
-      this.#watching = false;
-      signal.removeEventListener("abort", onAbort);
-      stop.abort();
-      next.catch(() => {});
-      it.return?.(undefined).catch(() => {});
-    }
+      renewedAt: () => this.#renewedAt,
+      renew: (read, signal) => this.#renewFrom(read, signal),
+      answered: () => this.#pingAnswered(),
+      watching: (open) => this.#watching = open,
+      cannotWatch: (error) => {
+        if (this.#watchWarned) return;
+        this.#watchWarned = true;
+        this.#log.warn("cannot watch the LeaseCandidate; checking for pings every pollMs instead", {
+          pollMs: this.#o.pollMs,
+          error: error instanceof Error ? error.message : String(error),
+        });
+      },
+    }, signal);
   }
-}
-
-/**
- * Compares two `MAJOR.MINOR.PATCH` versions: negative, zero or positive.
- *
- * @example Usage
- * ```ts
- * import { compareSemver } from "@leasehold/leasehold";
- * console.log(compareSemver("1.10.0", "1.9.3") > 0); // true
- * ```
- */
-export function compareSemver(a: string, b: string): number {
-  const pa = a.split(".").map(Number);
-  const pb = b.split(".").map(Number);
-  for (let i = 0; i < 3; i++) {
-    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
-    if (d !== 0) return d;
-  }
-  return 0;
 }

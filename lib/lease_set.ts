@@ -27,23 +27,26 @@
  */
 
 import { type Clock, systemClock } from "./clock.ts";
-import { LeaderElector } from "./elector.ts";
+import type { LeaderElector } from "./elector.ts";
 import { ConfigError, LeaseholdError } from "./errors.ts";
 import { LeaseWatchHub } from "./lease_hub.ts";
 import { type Logger, silentLogger } from "./log.ts";
+import { balanceShards } from "./lease_set_balance.ts";
+import { memberElector } from "./lease_set_member.ts";
 import {
-  assignShards,
-  fnv1a,
   memberLeaseName,
   SHARD_SET_LABEL,
   type ShardedLeaseSetOptions,
   type ShardedLeaseSetState,
+  shardLeaseName,
   shardQuotas,
   type ShardState,
   validateShardedLeaseSetOptions,
 } from "./lease_set_rules.ts";
 import { LeaseSetView } from "./lease_set_view.ts";
-import { ShardSlot, watchedLeaseApi } from "./lease_set_slot.ts";
+import { LeaseSetWatch } from "./lease_set_watch.ts";
+import { pickElectorOptions, ShardSlot } from "./lease_set_slot.ts";
+import { Requeue } from "./requeue.ts";
 
 export {
   assignShards,
@@ -110,16 +113,12 @@ export class ShardedLeaseSet extends EventTarget {
   #clock: Clock;
   #log: Logger;
   #view: LeaseSetView;
-  #hubStop = new AbortController();
-  #hubDone: Promise<void> = Promise.resolve();
-  #restarting?: Promise<void>;
-  #watchRestarts = 0;
+  #watch: LeaseSetWatch;
+  #requeue: Requeue;
   #slots = new Map<number, ShardSlot>();
   #counters: ShardCounters[];
   #running = false;
   #stopping = false;
-  #kick?: () => void;
-  #kicked = false;
   #member?: LeaderElector;
   #quota = 0;
   #members: string[] = [];
@@ -142,6 +141,7 @@ export class ShardedLeaseSet extends EventTarget {
     this.#clock = options.clock ?? systemClock;
     this.#log = options.logger ?? silentLogger;
     this.#counters = Array.from({ length: options.shards }, () => ({ startedTotal: 0, givenUpTotal: 0, lostTotal: 0 }));
+    this.#requeue = new Requeue(this.#clock);
     this.#view = new LeaseSetView({
       clock: this.#clock,
       defaultDurationMs: options.leaseDuration ?? 15000,
@@ -155,15 +155,22 @@ export class ShardedLeaseSet extends EventTarget {
       logger: this.#log,
       random: options.random,
     });
+    this.#watch = new LeaseSetWatch({
+      hub: this.hub,
+      view: this.#view,
+      logger: this.#log,
+      stopping: () => this.#stopping,
+      restarted: () => this.#wake(),
+    });
     // Checks identity and timings now (a ConfigError), as every shard's elector will.
-    this.#member = this.#memberElector();
+    this.#member = memberElector(options, this.hub, this.#view);
     this.#members = [this.identity];
     this.#quota = shardQuotas(this.shardCount, this.#members).get(this.identity) ?? 0;
   }
 
   /** The Lease name of shard `i`. */
   shardLease(i: number): string {
-    return `${this.prefix}-${i}`;
+    return shardLeaseName(this.prefix, i);
   }
 
   /** Shards this replica holds now, ascending. */
@@ -241,11 +248,9 @@ export class ShardedLeaseSet extends EventTarget {
     this.#running = true;
     this.#stopping = false;
     const stop = signal ?? new AbortController().signal;
-    this.#view.clearUnechoed();
-    this.#hubStop = new AbortController();
-    this.#hubDone = this.hub.run(this.#hubStop.signal);
+    this.#watch.start();
     const memberStop = new AbortController();
-    const member = this.#member ??= this.#memberElector();
+    const member = this.#member ??= memberElector(this.#o, this.hub, this.#view);
     this.#member = undefined; // a new one for the next run
     const memberDone = member.run(memberStop.signal);
     const onStop = () => this.#wake();
@@ -269,9 +274,7 @@ export class ShardedLeaseSet extends EventTarget {
         await this.#sleep(this.#clock.now() + (this.#o.retryPeriod ?? 2000), new AbortController().signal);
       }
       await Promise.all([memberDone.catch(() => {}), ...[...this.#slots.values()].map((s) => s.done)]);
-      await this.#restarting;
-      this.#hubStop.abort();
-      await this.#hubDone.catch(() => {});
+      await this.#watch.stop();
       this.#members = [];
       this.#quota = 0;
       this.#running = false;
@@ -279,46 +282,9 @@ export class ShardedLeaseSet extends EventTarget {
     }
   }
 
-  // ---- balancing -------------------------------------------------------------
-
-  /**
-   * The shared watch is stale when a write of this replica's own member Lease
-   * has not come back on it within max(2 × retryPeriod, 1 s): a stream that
-   * stays open but delivers nothing (a connection black-holed and healed) would
-   * otherwise leave this replica's view of the members and shards frozen until
-   * the watch's idle timeout. It is listed and watched again.
-   */
-  #checkWatch(now: number, retry: number): void {
-    if (this.#restarting || this.#stopping || !this.hub.synced) return;
-    const oldest = this.#view.oldestUnechoed();
-    const limit = Math.max(2 * retry, 1000);
-    if (now - oldest <= limit) return;
-    this.#watchRestarts++;
-    this.#log.warn("the shared lease watch missed this replica's own write; listing and watching again", {
-      missedForMs: Math.round(now - oldest),
-    });
-    this.#view.clearUnechoed();
-    const old = this.#hubDone;
-    this.#hubStop.abort();
-    this.#restarting = (async () => {
-      await old.catch(() => {});
-      if (!this.#stopping) {
-        this.#hubStop = new AbortController();
-        this.#hubDone = this.hub.run(this.#hubStop.signal);
-      }
-      this.#restarting = undefined;
-      this.#wake();
-    })();
-  }
-
-  /** Times the shared watch was found stale and opened again. */
+  /** Times the shared watch was found stale (it missed this replica's own write) and opened again. */
   get watchRestarts(): number {
-    return this.#watchRestarts;
-  }
-
-  /** Rendezvous order: this replica's preference for a shard (higher first). */
-  #score(shard: number): number {
-    return fnv1a(`${this.identity}/${this.prefix}/${shard}`);
+    return this.#watch.restarts;
   }
 
   /** One balancing step; returns when to look again (monotonic ms). */
@@ -332,98 +298,25 @@ export class ShardedLeaseSet extends EventTarget {
     this.#quota = quota;
     if (changed) this.#log.info("shard quota", { quota, members: members.length });
     const retry = this.#o.retryPeriod ?? 2000;
-    this.#checkWatch(now, retry);
+    this.#watch.check(now, retry);
     if (!this.#view.listed) return now + retry;
-    const active = [...this.#slots.values()].filter((s) => !s.givingUp);
-    const leading = active.filter((s) => s.isLeader);
-    let contending = active.filter((s) => !s.isLeader && !s.elector.workSettling);
-    // A contender whose shard a live member (not this replica) now holds steps back.
-    for (const s of contending) {
-      const seen = this.#view.seen.get(this.shardLease(s.shard));
-      if (
-        seen && seen.holder && seen.holder !== this.identity && live.has(seen.holder) && !this.#view.expired(seen, now)
-      ) {
-        this.#giveUp(s, "held by a live member");
-      }
-    }
-    contending = contending.filter((s) => !s.givingUp);
-    // Over the share: give up the least preferred shards, contenders first. A
-    // contender whose write is on its way keeps going until it is answered (it
-    // may have won, and a won shard is then given up properly, released).
-    let surplus = leading.length + contending.length - quota;
-    for (const s of [...contending].sort((a, b) => this.#score(a.shard) - this.#score(b.shard))) {
-      if (surplus <= 0) break;
-      if (this.#giveUp(s, "over quota")) surplus--;
-    }
-    for (const s of [...leading].sort((a, b) => this.#score(a.shard) - this.#score(b.shard))) {
-      if (surplus <= 0) break;
-      this.#counters[s.shard].givenUpTotal++;
-      this.#giveUp(s, "over quota");
-      surplus--;
-    }
-    // Under the share: contend for free shards first, then those of holders that are gone.
-    // Every replica assigns them the same way from what it sees (each to the live member
-    // with room that scores it highest), so replicas seldom race for one shard: a loser's
-    // next elector would start observing a claim afresh and wait it out again.
-    let room = -surplus;
-    if (room > 0 && !this.#stopping) {
-      const free: number[] = [], orphaned: number[] = [];
-      const heldBy = new Map<string, number>();
-      for (let i = 0; i < this.shardCount; i++) {
-        const seen = this.#view.seen.get(this.shardLease(i));
-        if (!seen || seen.holder === "") free.push(i);
-        // Held by a replica that is gone, or by this one without an elector (a write
-        // that landed after its elector stopped), or unchanged past its duration:
-        // each shard's own elector waits the claim out before it takes it.
-        else if (
-          (seen.holder === this.identity && !this.#slots.has(i)) || !live.has(seen.holder) ||
-          this.#view.expired(seen, now)
-        ) orphaned.push(i);
-        else heldBy.set(seen.holder, (heldBy.get(seen.holder) ?? 0) + 1);
-      }
-      const assigned = assignShards(this.prefix, this.shardCount, members, [...free, ...orphaned], heldBy);
-      for (const [i, m] of assigned) {
-        if (m !== this.identity || this.#slots.has(i)) continue;
-        if (room <= 0) break;
-        this.#contend(i);
-        room--;
-      }
-    }
-    return Math.min(nextExpiry, now + retry);
-  }
-
-  /** The member Lease's elector: only this replica writes that Lease, so each write must come back on the watch. */
-  #memberElector(): LeaderElector {
-    const o = this.#o;
-    const name = this.memberLease;
-    return new LeaderElector({
-      lease: watchedLeaseApi(this.hub.api(o.leaseApi(name)), (r) => r, (p) => {
-        p.then((l) => this.#view.ownWrite(name, l), () => {});
-        return p;
-      }),
-      ...this.#electorOptions(),
-      releaseOnCancel: true,
+    const set = { identity: this.identity, prefix: this.prefix, shardCount: this.shardCount, view: this.#view };
+    balanceShards({ ...set, members, live, quota, now, stopping: this.#stopping, slots: this.#slots }, {
+      giveUp: (slot, why) => this.#giveUp(slot, why),
+      shed: (slot) => {
+        this.#counters[slot.shard].givenUpTotal++;
+        this.#giveUp(slot, "over quota");
+      },
+      contend: (shard) => this.#contend(shard),
     });
-  }
-
-  #electorOptions() {
-    const o = this.#o;
-    return {
-      identity: o.identity,
-      leaseDuration: o.leaseDuration,
-      renewDeadline: o.renewDeadline,
-      retryPeriod: o.retryPeriod,
-      clock: o.clock,
-      logger: o.logger,
-      random: o.random,
-    };
+    return Math.min(nextExpiry, now + retry);
   }
 
   #contend(shard: number): void {
     const name = this.shardLease(shard);
     const counters = this.#counters[shard];
     const o = this.#o;
-    const slot: ShardSlot = new ShardSlot(shard, this.#electorOptions(), {
+    const slot: ShardSlot = new ShardSlot(shard, pickElectorOptions(o), {
       api: this.hub.api(o.leaseApi(name)),
       read: (r) => this.#view.fresh(name, r),
       work: o.onStartedLeading ? (ctx) => o.onStartedLeading!(shard, ctx) : undefined,
@@ -469,34 +362,15 @@ export class ShardedLeaseSet extends EventTarget {
   // ---- waiting ---------------------------------------------------------------
 
   #wake(): void {
-    this.#kicked = true;
-    this.#kick?.();
+    this.#requeue.trigger();
   }
 
   #changed(): void {
     this.dispatchEvent(new Event("change"));
   }
 
-  async #sleep(until: number, stop: AbortSignal): Promise<void> {
+  #sleep(until: number, stop: AbortSignal): Promise<void> {
     this.#changed();
-    if (this.#kicked) {
-      this.#kicked = false;
-      // Let the events of the same moment arrive before looking again.
-      await Promise.resolve();
-      return;
-    }
-    const ctl = new AbortController();
-    this.#kick = () => ctl.abort();
-    const onStop = () => ctl.abort();
-    stop.addEventListener("abort", onStop, { once: true });
-    try {
-      await this.#clock.sleep(Math.max(1, until - this.#clock.now()), ctl.signal);
-    } catch {
-      // woken
-    } finally {
-      stop.removeEventListener("abort", onStop);
-      this.#kick = undefined;
-      this.#kicked = false;
-    }
+    return this.#requeue.wait(until, stop);
   }
 }

@@ -110,6 +110,19 @@ export function fnv1a(s: string): number {
 }
 
 /**
+ * The Lease name of shard `shard` in the set `prefix`.
+ *
+ * @example Usage
+ * ```ts
+ * import { shardLeaseName } from "./lease_set_rules.ts";
+ * console.log(shardLeaseName("work", 3)); // "work-3"
+ * ```
+ */
+export function shardLeaseName(prefix: string, shard: number): string {
+  return `${prefix}-${shard}`;
+}
+
+/**
  * The member Lease name of `identity` in the set `prefix`: the identity itself
  * when it is a valid name part, else a cleaned form plus a hash of the identity.
  *

@@ -33,6 +33,29 @@ export interface SetElectorOptions {
 }
 
 /**
+ * The elector settings of `o` alone (a set's options carry more, such as its
+ * per-shard callbacks, which no single elector must see).
+ *
+ * @example Usage
+ * ```ts
+ * import { pickElectorOptions } from "./lease_set_slot.ts";
+ * const setOptions = { identity: "a", retryPeriod: 1000, prefix: "work" };
+ * console.log(Object.keys(pickElectorOptions(setOptions)).includes("prefix")); // false
+ * ```
+ */
+export function pickElectorOptions(o: SetElectorOptions): SetElectorOptions {
+  return {
+    identity: o.identity,
+    leaseDuration: o.leaseDuration,
+    renewDeadline: o.renewDeadline,
+    retryPeriod: o.retryPeriod,
+    clock: o.clock,
+    logger: o.logger,
+    random: o.random,
+  };
+}
+
+/**
  * `api` with its reads passed through `read` and its writes reported to
  * `wrote` (the write's promise, before the caller sees it settle).
  *

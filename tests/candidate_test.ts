@@ -2,7 +2,15 @@
 // of the candidate endpoint with resourceVersion checks.
 import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
-import { ConfigError, KubeClient, type LeaseCandidate, LeaseCandidateKeeper, ManualClock, settle } from "../mod.ts";
+import {
+  ConfigError,
+  KubeClient,
+  type LeaseCandidate,
+  LeaseCandidateKeeper,
+  type LeaseCandidateOptions,
+  ManualClock,
+  settle,
+} from "../mod.ts";
 
 /**
  * A fake of the candidate endpoint. `watch`: "none" answers a watch with the
@@ -84,9 +92,16 @@ function fakeCandidates(watch: "none" | "stream" | "forbidden" = "none") {
   };
 }
 
-test("candidate: created with the Lease name, versions and strategy; pings answered; deleted on stop", async () => {
+/**
+ * A keeper of candidate "pod-a" for Lease ns1/app (binary 1.5.0) on the fake
+ * endpoint and a manual clock at 2026-11-26T10:00:00Z, already running.
+ */
+function runKeeper(
+  watch: "none" | "stream" | "forbidden",
+  options: Partial<LeaseCandidateOptions>,
+) {
   const clock = new ManualClock(new Date("2026-11-26T10:00:00Z"));
-  const api = fakeCandidates();
+  const api = fakeCandidates(watch);
   const client = new KubeClient({ server: "https://k", fetch: api.fetch, clock });
   const keeper = new LeaseCandidateKeeper({
     client,
@@ -95,11 +110,14 @@ test("candidate: created with the Lease name, versions and strategy; pings answe
     leaseName: "app",
     identity: "pod-a",
     binaryVersion: "1.5.0",
-    emulationVersion: "1.4.0",
-    pollMs: 1000,
+    ...options,
   });
   const stop = new AbortController();
-  const done = keeper.run(stop.signal);
+  return { clock, api, keeper, stop, done: keeper.run(stop.signal) };
+}
+
+test("candidate: created with the Lease name, versions and strategy; pings answered; deleted on stop", async () => {
+  const { clock, api, keeper, stop, done } = runKeeper("none", { emulationVersion: "1.4.0", pollMs: 1000 });
   await settle();
   const c = api.get()!;
   assert.equal(c.metadata.name, "pod-a");
@@ -163,20 +181,7 @@ test("candidate: pinged() compares pingTime with renewTime", () => {
 const count = (calls: string[], m: string) => calls.filter((c) => c === m).length;
 
 test("candidate: with a watch, a ping is answered as it arrives, nothing is polled, and renewals keep their period", async () => {
-  const clock = new ManualClock(new Date("2026-11-26T10:00:00Z"));
-  const api = fakeCandidates("stream");
-  const client = new KubeClient({ server: "https://k", fetch: api.fetch, clock });
-  const keeper = new LeaseCandidateKeeper({
-    client,
-    clock,
-    namespace: "ns1",
-    leaseName: "app",
-    identity: "pod-a",
-    binaryVersion: "1.5.0",
-    renewIntervalMs: 60000,
-  });
-  const stop = new AbortController();
-  const done = keeper.run(stop.signal);
+  const { clock, api, keeper, stop, done } = runKeeper("stream", { renewIntervalMs: 60000 });
   await settle();
   assert.deepEqual(api.calls, ["GET", "POST", "WATCH"], "read, create, then watch");
   assert.equal(api.watchers(), 1);
@@ -203,8 +208,6 @@ test("candidate: with a watch, a ping is answered as it arrives, nothing is poll
 });
 
 test("candidate: a refused watch (403) falls back to polling, warns once, and is tried again later", async () => {
-  const clock = new ManualClock(new Date("2026-11-26T10:00:00Z"));
-  const api = fakeCandidates("forbidden");
   const warnings: string[] = [];
   const logger = {
     debug() {},
@@ -214,19 +217,7 @@ test("candidate: a refused watch (403) falls back to polling, warns once, and is
     },
     error() {},
   };
-  const client = new KubeClient({ server: "https://k", fetch: api.fetch, clock });
-  const keeper = new LeaseCandidateKeeper({
-    client,
-    clock,
-    logger,
-    namespace: "ns1",
-    leaseName: "app",
-    identity: "pod-a",
-    binaryVersion: "1.5.0",
-    pollMs: 1000,
-  });
-  const stop = new AbortController();
-  const done = keeper.run(stop.signal);
+  const { clock, api, keeper, stop, done } = runKeeper("forbidden", { logger, pollMs: 1000 });
   await settle();
   await clock.advance(500);
   api.ping("2026-11-26T10:00:00.500000Z");
@@ -245,20 +236,7 @@ test("candidate: a refused watch (403) falls back to polling, warns once, and is
 });
 
 test("candidate: a server that answers a watch with a plain object is polled, not re-watched in a tight loop", async () => {
-  const clock = new ManualClock(new Date("2026-11-26T10:00:00Z"));
-  const api = fakeCandidates("none");
-  const client = new KubeClient({ server: "https://k", fetch: api.fetch, clock });
-  const keeper = new LeaseCandidateKeeper({
-    client,
-    clock,
-    namespace: "ns1",
-    leaseName: "app",
-    identity: "pod-a",
-    binaryVersion: "1.5.0",
-    pollMs: 1000,
-  });
-  const stop = new AbortController();
-  const done = keeper.run(stop.signal);
+  const { clock, api, stop, done } = runKeeper("none", { pollMs: 1000 });
   await clock.advance(10000);
   await settle();
   assert.ok(count(api.calls, "WATCH") <= 4, `watch tries in 10 s: ${count(api.calls, "WATCH")}`);

@@ -65,6 +65,19 @@ async function setup(
   return { info, proxy, caCert, fetch, client };
 }
 
+/** A test with a proxy in front of the test API server, closed after it; skipped when there is no server. */
+function proxyTest(name: string, body: (s: Setup) => Promise<void>): void {
+  test(name, async (t) => {
+    const s = await setup(t);
+    if (!s) return;
+    try {
+      await body(s);
+    } finally {
+      await s.proxy.close();
+    }
+  });
+}
+
 const NS_PATH = "/api/v1/namespaces/default";
 const LEASES = "/apis/coordination.k8s.io/v1/namespaces/default/leases";
 
@@ -102,256 +115,190 @@ async function readUntil(body: ReadableStream<Uint8Array>, pred: (s: string) => 
   }
 }
 
-test("fault proxy: passes requests through unchanged and counts them", async (t) => {
-  const s = await setup(t);
-  if (!s) return;
-  try {
-    const ns = (await s.client().request("GET", NS_PATH)) as { kind: string; metadata: { name: string } };
-    assert.equal(ns.kind, "Namespace");
-    assert.equal(ns.metadata.name, "default");
-    const list = (await s.client().request("GET", LEASES)) as { kind: string };
-    assert.equal(list.kind, "LeaseList");
-    assert.equal(s.proxy.stats.requests, 2);
-    assert.equal(s.proxy.stats.byMethod.GET, 2);
-    assert.equal(s.proxy.stats.faulted, 0);
-    assert.equal(s.proxy.stats.watches, 0);
-    // An error from the real server passes through as is.
-    await assert.rejects(
-      s.client().request("GET", `${LEASES}/${unique("missing")}`),
-      isA(KubeApiError, (e) => assert.equal((e as KubeApiError).code, 404)),
+proxyTest("fault proxy: passes requests through unchanged and counts them", async (s) => {
+  const ns = (await s.client().request("GET", NS_PATH)) as { kind: string; metadata: { name: string } };
+  assert.equal(ns.kind, "Namespace");
+  assert.equal(ns.metadata.name, "default");
+  const list = (await s.client().request("GET", LEASES)) as { kind: string };
+  assert.equal(list.kind, "LeaseList");
+  assert.equal(s.proxy.stats.requests, 2);
+  assert.equal(s.proxy.stats.byMethod.GET, 2);
+  assert.equal(s.proxy.stats.faulted, 0);
+  assert.equal(s.proxy.stats.watches, 0);
+  // An error from the real server passes through as is.
+  await assert.rejects(
+    s.client().request("GET", `${LEASES}/${unique("missing")}`),
+    isA(KubeApiError, (e) => assert.equal((e as KubeApiError).code, 404)),
+  );
+});
+
+proxyTest("fault proxy: latency delays the request and the response", async (s) => {
+  const client = s.client();
+  await client.request("GET", NS_PATH); // warm the connection
+  s.proxy.set({ kind: "latency", ms: 300 });
+  const start = performance.now();
+  const ns = (await client.request("GET", NS_PATH)) as { kind: string };
+  const took = performance.now() - start;
+  assert.equal(ns.kind, "Namespace");
+  assert.ok(took >= 590, `latency 300 ms each way should add >= 600 ms, took ${took.toFixed(0)} ms`);
+  assert.equal(s.proxy.stats.faulted, 1);
+});
+
+proxyTest("fault proxy: blackhole makes requests time out; clearing it lets new requests through", async (s) => {
+  const client = s.client(800);
+  await client.request("GET", NS_PATH);
+  s.proxy.set({ kind: "blackhole" });
+  const start = performance.now();
+  await assert.rejects(client.request("GET", NS_PATH), isA(TimeoutError));
+  assert.ok(performance.now() - start >= 750, "the request should hang until the client's timeout");
+  s.proxy.clear();
+  const ns = (await client.request("GET", NS_PATH)) as { kind: string };
+  assert.equal(ns.kind, "Namespace");
+});
+
+proxyTest("fault proxy: reset gives a NetworkError; clearing it lets new requests through", async (s) => {
+  const client = s.client();
+  await client.request("GET", NS_PATH);
+  s.proxy.set({ kind: "reset" });
+  await assert.rejects(client.request("GET", NS_PATH), isA(NetworkError));
+  s.proxy.clear();
+  assert.equal(((await client.request("GET", NS_PATH)) as { kind: string }).kind, "Namespace");
+});
+
+proxyTest("fault proxy: an HTML 502 page from a proxy is a KubeApiError 502 that blames a proxy", async (s) => {
+  s.proxy.set({
+    kind: "status",
+    status: 502,
+    contentType: "text/html",
+    body: "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1>nginx</body></html>",
+  });
+  await assert.rejects(
+    s.client().request("GET", NS_PATH),
+    isA(KubeApiError, (e) => {
+      const k = e as KubeApiError;
+      assert.equal(k.code, 502);
+      assert.match(k.message, /proxy/);
+      assert.match(k.message, /text\/html/);
+    }),
+  );
+});
+
+proxyTest("fault proxy: 429 with Retry-After and 500 with a Status body become KubeApiErrors", async (s) => {
+  s.proxy.set({
+    kind: "status",
+    status: 429,
+    body: "Too many requests, please try again later.\n",
+    headers: { "Retry-After": "3" },
+  });
+  await assert.rejects(
+    s.client().request("GET", NS_PATH),
+    isA(KubeApiError, (e) => {
+      const k = e as KubeApiError;
+      assert.equal(k.code, 429);
+      assert.equal(k.reason, "TooManyRequests");
+      assert.equal(k.retryAfterSeconds, 3);
+    }),
+  );
+  s.proxy.set({
+    kind: "status",
+    status: 500,
+    contentType: "application/json",
+    body: JSON.stringify({
+      kind: "Status",
+      apiVersion: "v1",
+      metadata: {},
+      status: "Failure",
+      message: "etcdserver: request timed out",
+      reason: "InternalError",
+      code: 500,
+    }),
+  });
+  await assert.rejects(
+    s.client().request("GET", NS_PATH),
+    isA(KubeApiError, (e) => {
+      const k = e as KubeApiError;
+      assert.equal(k.code, 500);
+      assert.equal(k.reason, "InternalError");
+      assert.equal(k.serverMessage, "etcdserver: request timed out");
+    }),
+  );
+  assert.equal(s.proxy.stats.faulted, 2);
+});
+
+proxyTest("fault proxy: a truncated body is an InvalidResponseError or a NetworkError", async (s) => {
+  s.proxy.set({ kind: "truncated" });
+  await assert.rejects(s.client().request("GET", NS_PATH), (e: unknown) => {
+    assert.ok(
+      e instanceof InvalidResponseError || e instanceof NetworkError,
+      `expected InvalidResponseError or NetworkError, got ${e instanceof Error ? `${e.name}: ${e.message}` : e}`,
     );
-  } finally {
-    await s.proxy.close();
-  }
+    return true;
+  });
 });
 
-test("fault proxy: latency delays the request and the response", async (t) => {
-  const s = await setup(t);
-  if (!s) return;
-  try {
-    const client = s.client();
-    await client.request("GET", NS_PATH); // warm the connection
-    s.proxy.set({ kind: "latency", ms: 300 });
-    const start = performance.now();
-    const ns = (await client.request("GET", NS_PATH)) as { kind: string };
-    const took = performance.now() - start;
-    assert.equal(ns.kind, "Namespace");
-    assert.ok(took >= 590, `latency 300 ms each way should add >= 600 ms, took ${took.toFixed(0)} ms`);
-    assert.equal(s.proxy.stats.faulted, 1);
-  } finally {
-    await s.proxy.close();
-  }
+proxyTest("fault proxy: a 10 MB body is refused at the client's 1 MiB cap, without buffering it", async (s) => {
+  s.proxy.set({ kind: "huge", bytes: 10 * 1024 * 1024 });
+  const before = process.memoryUsage().rss;
+  const start = performance.now();
+  await assert.rejects(
+    s.client(5000).request("GET", NS_PATH),
+    isA(InvalidResponseError, (e) => assert.match(e.message, /larger than 1048576 bytes/)),
+  );
+  const grew = process.memoryUsage().rss - before;
+  assert.ok(performance.now() - start < 4000, "the cap should stop the read early");
+  assert.ok(grew < 64 * 1024 * 1024, `memory grew by ${(grew / 1048576).toFixed(1)} MiB`);
+
+  // Read in full on a raw socket, the body is exactly `bytes` long and looks like JSON.
+  s.proxy.set({ kind: "huge", bytes: 3 * 1024 * 1024 + 7 });
+  const res = await s.fetch(s.proxy.url + NS_PATH);
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("content-type"), "application/json");
+  const text = await res.text();
+  assert.equal(text.length, 3 * 1024 * 1024 + 7);
+  assert.ok(text.startsWith('{"kind":"Lease"') && text.endsWith('"}}}'));
+  assert.equal((JSON.parse(text) as { kind: string }).kind, "Lease");
 });
 
-test("fault proxy: blackhole makes requests time out; clearing it lets new requests through", async (t) => {
-  const s = await setup(t);
-  if (!s) return;
-  try {
-    const client = s.client(800);
-    await client.request("GET", NS_PATH);
-    s.proxy.set({ kind: "blackhole" });
-    const start = performance.now();
-    await assert.rejects(client.request("GET", NS_PATH), isA(TimeoutError));
-    assert.ok(performance.now() - start >= 750, "the request should hang until the client's timeout");
-    s.proxy.clear();
-    const ns = (await client.request("GET", NS_PATH)) as { kind: string };
-    assert.equal(ns.kind, "Namespace");
-  } finally {
-    await s.proxy.close();
-  }
+proxyTest("fault proxy: a never-ending body is a TimeoutError", async (s) => {
+  s.proxy.set({ kind: "never-ending" });
+  const start = performance.now();
+  await assert.rejects(s.client(1000).request("GET", NS_PATH), isA(TimeoutError));
+  assert.ok(performance.now() - start >= 950);
 });
 
-test("fault proxy: reset gives a NetworkError; clearing it lets new requests through", async (t) => {
-  const s = await setup(t);
-  if (!s) return;
-  try {
-    const client = s.client();
-    await client.request("GET", NS_PATH);
-    s.proxy.set({ kind: "reset" });
-    await assert.rejects(client.request("GET", NS_PATH), isA(NetworkError));
-    s.proxy.clear();
-    assert.equal(((await client.request("GET", NS_PATH)) as { kind: string }).kind, "Namespace");
-  } finally {
-    await s.proxy.close();
-  }
+proxyTest("fault proxy: trickle slows the body down", async (s) => {
+  const size = (await (await s.fetch(s.proxy.url + NS_PATH, {
+    headers: { authorization: `Bearer ${s.info.adminToken}` },
+  })).arrayBuffer()).byteLength;
+  const bps = Math.max(200, Math.ceil(size / 0.8)); // about 0.8 s for the body
+  s.proxy.set({ kind: "trickle", bytesPerSecond: bps });
+  const start = performance.now();
+  const ns = (await s.client(5000).request("GET", NS_PATH)) as { kind: string };
+  const took = performance.now() - start;
+  assert.equal(ns.kind, "Namespace");
+  const expected = ((size - Math.floor(bps / 10)) / bps) * 1000; // the last slice needs no wait before it
+  assert.ok(took >= expected * 0.9, `${size} bytes at ${bps} B/s took only ${took.toFixed(0)} ms`);
 });
 
-test("fault proxy: an HTML 502 page from a proxy is a KubeApiError 502 that blames a proxy", async (t) => {
-  const s = await setup(t);
-  if (!s) return;
-  try {
-    s.proxy.set({
-      kind: "status",
-      status: 502,
-      contentType: "text/html",
-      body: "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1>nginx</body></html>",
-    });
-    await assert.rejects(
-      s.client().request("GET", NS_PATH),
-      isA(KubeApiError, (e) => {
-        const k = e as KubeApiError;
-        assert.equal(k.code, 502);
-        assert.match(k.message, /proxy/);
-        assert.match(k.message, /text\/html/);
-      }),
-    );
-  } finally {
-    await s.proxy.close();
-  }
-});
+proxyTest("fault proxy: times applies a rule to the next N matching requests; match filters by method", async (s) => {
+  const client = s.client();
+  s.proxy.set({ fault: { kind: "status", status: 503, body: "busy" }, times: 1 });
+  await assert.rejects(
+    client.request("GET", NS_PATH),
+    isA(KubeApiError, (e) => assert.equal((e as KubeApiError).code, 503)),
+  );
+  assert.equal(((await client.request("GET", NS_PATH)) as { kind: string }).kind, "Namespace");
+  assert.equal(s.proxy.stats.faulted, 1);
 
-test("fault proxy: 429 with Retry-After and 500 with a Status body become KubeApiErrors", async (t) => {
-  const s = await setup(t);
-  if (!s) return;
-  try {
-    s.proxy.set({
-      kind: "status",
-      status: 429,
-      body: "Too many requests, please try again later.\n",
-      headers: { "Retry-After": "3" },
-    });
-    await assert.rejects(
-      s.client().request("GET", NS_PATH),
-      isA(KubeApiError, (e) => {
-        const k = e as KubeApiError;
-        assert.equal(k.code, 429);
-        assert.equal(k.reason, "TooManyRequests");
-        assert.equal(k.retryAfterSeconds, 3);
-      }),
-    );
-    s.proxy.set({
-      kind: "status",
-      status: 500,
-      contentType: "application/json",
-      body: JSON.stringify({
-        kind: "Status",
-        apiVersion: "v1",
-        metadata: {},
-        status: "Failure",
-        message: "etcdserver: request timed out",
-        reason: "InternalError",
-        code: 500,
-      }),
-    });
-    await assert.rejects(
-      s.client().request("GET", NS_PATH),
-      isA(KubeApiError, (e) => {
-        const k = e as KubeApiError;
-        assert.equal(k.code, 500);
-        assert.equal(k.reason, "InternalError");
-        assert.equal(k.serverMessage, "etcdserver: request timed out");
-      }),
-    );
-    assert.equal(s.proxy.stats.faulted, 2);
-  } finally {
-    await s.proxy.close();
-  }
-});
-
-test("fault proxy: a truncated body is an InvalidResponseError or a NetworkError", async (t) => {
-  const s = await setup(t);
-  if (!s) return;
-  try {
-    s.proxy.set({ kind: "truncated" });
-    await assert.rejects(s.client().request("GET", NS_PATH), (e: unknown) => {
-      assert.ok(
-        e instanceof InvalidResponseError || e instanceof NetworkError,
-        `expected InvalidResponseError or NetworkError, got ${e instanceof Error ? `${e.name}: ${e.message}` : e}`,
-      );
-      return true;
-    });
-  } finally {
-    await s.proxy.close();
-  }
-});
-
-test("fault proxy: a 10 MB body is refused at the client's 1 MiB cap, without buffering it", async (t) => {
-  const s = await setup(t);
-  if (!s) return;
-  try {
-    s.proxy.set({ kind: "huge", bytes: 10 * 1024 * 1024 });
-    const before = process.memoryUsage().rss;
-    const start = performance.now();
-    await assert.rejects(
-      s.client(5000).request("GET", NS_PATH),
-      isA(InvalidResponseError, (e) => assert.match(e.message, /larger than 1048576 bytes/)),
-    );
-    const grew = process.memoryUsage().rss - before;
-    assert.ok(performance.now() - start < 4000, "the cap should stop the read early");
-    assert.ok(grew < 64 * 1024 * 1024, `memory grew by ${(grew / 1048576).toFixed(1)} MiB`);
-
-    // Read in full on a raw socket, the body is exactly `bytes` long and looks like JSON.
-    s.proxy.set({ kind: "huge", bytes: 3 * 1024 * 1024 + 7 });
-    const res = await s.fetch(s.proxy.url + NS_PATH);
-    assert.equal(res.status, 200);
-    assert.equal(res.headers.get("content-type"), "application/json");
-    const text = await res.text();
-    assert.equal(text.length, 3 * 1024 * 1024 + 7);
-    assert.ok(text.startsWith('{"kind":"Lease"') && text.endsWith('"}}}'));
-    assert.equal((JSON.parse(text) as { kind: string }).kind, "Lease");
-  } finally {
-    await s.proxy.close();
-  }
-});
-
-test("fault proxy: a never-ending body is a TimeoutError", async (t) => {
-  const s = await setup(t);
-  if (!s) return;
-  try {
-    s.proxy.set({ kind: "never-ending" });
-    const start = performance.now();
-    await assert.rejects(s.client(1000).request("GET", NS_PATH), isA(TimeoutError));
-    assert.ok(performance.now() - start >= 950);
-  } finally {
-    await s.proxy.close();
-  }
-});
-
-test("fault proxy: trickle slows the body down", async (t) => {
-  const s = await setup(t);
-  if (!s) return;
-  try {
-    const size = (await (await s.fetch(s.proxy.url + NS_PATH, {
-      headers: { authorization: `Bearer ${s.info.adminToken}` },
-    })).arrayBuffer()).byteLength;
-    const bps = Math.max(200, Math.ceil(size / 0.8)); // about 0.8 s for the body
-    s.proxy.set({ kind: "trickle", bytesPerSecond: bps });
-    const start = performance.now();
-    const ns = (await s.client(5000).request("GET", NS_PATH)) as { kind: string };
-    const took = performance.now() - start;
-    assert.equal(ns.kind, "Namespace");
-    const expected = ((size - Math.floor(bps / 10)) / bps) * 1000; // the last slice needs no wait before it
-    assert.ok(took >= expected * 0.9, `${size} bytes at ${bps} B/s took only ${took.toFixed(0)} ms`);
-  } finally {
-    await s.proxy.close();
-  }
-});
-
-test("fault proxy: times applies a rule to the next N matching requests; match filters by method", async (t) => {
-  const s = await setup(t);
-  if (!s) return;
-  try {
-    const client = s.client();
-    s.proxy.set({ fault: { kind: "status", status: 503, body: "busy" }, times: 1 });
-    await assert.rejects(
-      client.request("GET", NS_PATH),
-      isA(KubeApiError, (e) => assert.equal((e as KubeApiError).code, 503)),
-    );
-    assert.equal(((await client.request("GET", NS_PATH)) as { kind: string }).kind, "Namespace");
-    assert.equal(s.proxy.stats.faulted, 1);
-
-    s.proxy.set({ fault: { kind: "status", status: 500, body: "no writes" }, match: { method: "post" } });
-    assert.equal(((await client.request("GET", NS_PATH)) as { kind: string }).kind, "Namespace");
-    await assert.rejects(
-      client.request("POST", LEASES, { body: { metadata: { name: unique("never") } } }),
-      isA(KubeApiError, (e) => assert.equal((e as KubeApiError).code, 500)),
-    );
-    assert.equal(s.proxy.stats.faulted, 2);
-    assert.equal(s.proxy.stats.byMethod.POST, 1);
-    assert.throws(() => s.proxy.set({ kind: "trickle", bytesPerSecond: 0 }), TypeError);
-  } finally {
-    await s.proxy.close();
-  }
+  s.proxy.set({ fault: { kind: "status", status: 500, body: "no writes" }, match: { method: "post" } });
+  assert.equal(((await client.request("GET", NS_PATH)) as { kind: string }).kind, "Namespace");
+  await assert.rejects(
+    client.request("POST", LEASES, { body: { metadata: { name: unique("never") } } }),
+    isA(KubeApiError, (e) => assert.equal((e as KubeApiError).code, 500)),
+  );
+  assert.equal(s.proxy.stats.faulted, 2);
+  assert.equal(s.proxy.stats.byMethod.POST, 1);
+  assert.throws(() => s.proxy.set({ kind: "trickle", bytesPerSecond: 0 }), TypeError);
 });
 
 test("fault proxy: every request on a kept-alive connection sees the current fault", async (t) => {
@@ -399,65 +346,53 @@ test("fault proxy: every request on a kept-alive connection sees the current fau
   }
 });
 
-test("fault proxy: a watch streams through and delivers an event for a new Lease", async (t) => {
-  const s = await setup(t);
-  if (!s) return;
-  try {
-    const client = s.client();
-    const list = (await client.request("GET", LEASES)) as { metadata: { resourceVersion: string } };
-    const res = await client.stream(`${LEASES}?watch=1&resourceVersion=${list.metadata.resourceVersion}`);
-    assert.equal(res.status, 200);
-    assert.equal(s.proxy.stats.watches, 1);
-    const name = unique("fp-watch");
-    const seen = readUntil(res.body!, (text) => text.includes(`"name":"${name}"`), 5000);
-    await client.request("POST", LEASES, {
-      body: { metadata: { name }, spec: { holderIdentity: "x", leaseDurationSeconds: 15 } },
-    });
-    const text = await seen;
-    const line = text.split("\n").find((l) => l.includes(`"name":"${name}"`))!;
-    const event = JSON.parse(line) as { type: string; object: { spec: { holderIdentity: string } } };
-    assert.equal(event.type, "ADDED");
-    assert.equal(event.object.spec.holderIdentity, "x");
-  } finally {
-    await s.proxy.close();
-  }
+proxyTest("fault proxy: a watch streams through and delivers an event for a new Lease", async (s) => {
+  const client = s.client();
+  const list = (await client.request("GET", LEASES)) as { metadata: { resourceVersion: string } };
+  const res = await client.stream(`${LEASES}?watch=1&resourceVersion=${list.metadata.resourceVersion}`);
+  assert.equal(res.status, 200);
+  assert.equal(s.proxy.stats.watches, 1);
+  const name = unique("fp-watch");
+  const seen = readUntil(res.body!, (text) => text.includes(`"name":"${name}"`), 5000);
+  await client.request("POST", LEASES, {
+    body: { metadata: { name }, spec: { holderIdentity: "x", leaseDurationSeconds: 15 } },
+  });
+  const text = await seen;
+  const line = text.split("\n").find((l) => l.includes(`"name":"${name}"`))!;
+  const event = JSON.parse(line) as { type: string; object: { spec: { holderIdentity: string } } };
+  assert.equal(event.type, "ADDED");
+  assert.equal(event.object.spec.holderIdentity, "x");
 });
 
-test("fault proxy: blackhole freezes an open watch, reset breaks it", async (t) => {
-  const s = await setup(t);
-  if (!s) return;
-  try {
-    const client = s.client();
-    const watch = async () => {
-      const list = (await client.request("GET", LEASES)) as { metadata: { resourceVersion: string } };
-      return await client.stream(`${LEASES}?watch=1&resourceVersion=${list.metadata.resourceVersion}`);
-    };
-    const create = (name: string) =>
-      s.client().request("POST", LEASES, {
-        body: { metadata: { name }, spec: { holderIdentity: "x", leaseDurationSeconds: 15 } },
-      });
-
-    // Blackhole: the open watch stays open but delivers nothing.
-    const frozen = await watch();
-    s.proxy.set({ fault: { kind: "blackhole" }, match: { watch: true } });
-    const name = unique("fp-frozen");
-    await create(name); // a plain POST does not match the rule
-    await assert.rejects(
-      readUntil(frozen.body!, (text) => text.includes(name), 1500),
-      /not seen within 1500 ms/,
-    );
-    s.proxy.clear();
-
-    // Reset: the open watch breaks.
-    const broken = await watch();
-    s.proxy.set({ kind: "reset" });
-    await assert.rejects(readUntil(broken.body!, () => false, 3000), (e: unknown) => {
-      assert.ok(!(e instanceof Error && /not seen within/.test(e.message)), `the watch did not break: ${e}`);
-      return true;
+proxyTest("fault proxy: blackhole freezes an open watch, reset breaks it", async (s) => {
+  const client = s.client();
+  const watch = async () => {
+    const list = (await client.request("GET", LEASES)) as { metadata: { resourceVersion: string } };
+    return await client.stream(`${LEASES}?watch=1&resourceVersion=${list.metadata.resourceVersion}`);
+  };
+  const create = (name: string) =>
+    s.client().request("POST", LEASES, {
+      body: { metadata: { name }, spec: { holderIdentity: "x", leaseDurationSeconds: 15 } },
     });
-  } finally {
-    await s.proxy.close();
-  }
+
+  // Blackhole: the open watch stays open but delivers nothing.
+  const frozen = await watch();
+  s.proxy.set({ fault: { kind: "blackhole" }, match: { watch: true } });
+  const name = unique("fp-frozen");
+  await create(name); // a plain POST does not match the rule
+  await assert.rejects(
+    readUntil(frozen.body!, (text) => text.includes(name), 1500),
+    /not seen within 1500 ms/,
+  );
+  s.proxy.clear();
+
+  // Reset: the open watch breaks.
+  const broken = await watch();
+  s.proxy.set({ kind: "reset" });
+  await assert.rejects(readUntil(broken.body!, () => false, 3000), (e: unknown) => {
+    assert.ok(!(e instanceof Error && /not seen within/.test(e.message)), `the watch did not break: ${e}`);
+    return true;
+  });
 });
 
 test("fault proxy: close() does not hang on blackholed and never-ending connections", async (t) => {
@@ -534,10 +469,9 @@ test("fault proxy: lose-response lets the write happen and resets the client wit
   }
 });
 
-test("fault proxy: end-watch answers a watch with a stream that ends at once, counted as a faulted watch", async (t) => {
-  const s = await setup(t);
-  if (!s) return;
-  try {
+proxyTest(
+  "fault proxy: end-watch answers a watch with a stream that ends at once, counted as a faulted watch",
+  async (s) => {
     s.proxy.set({ fault: { kind: "end-watch" }, match: { watch: true } });
     const res = await s.client().stream(`${LEASES}?watch=1`);
     assert.equal(res.status, 200);
@@ -547,48 +481,40 @@ test("fault proxy: end-watch answers a watch with a stream that ends at once, co
     // A plain GET does not match.
     await s.client().request("GET", LEASES);
     assert.equal(s.proxy.stats.faulted, 1);
-  } finally {
-    await s.proxy.close();
-  }
-});
+  },
+);
 
-test("fault proxy: injectWatchEvent writes an event into an open watch; dropWatches breaks it", async (t) => {
-  const s = await setup(t);
-  if (!s) return;
-  try {
-    const client = s.client();
-    const list = (await client.request("GET", LEASES)) as { metadata: { resourceVersion: string } };
-    const res = await client.stream(`${LEASES}?watch=1&resourceVersion=${list.metadata.resourceVersion}`);
-    const body = res.body!;
-    const marker = unique("fp-injected");
-    let n = 0;
-    for (let i = 0; i < 100 && n === 0; i++) {
-      n = s.proxy.injectWatchEvent(
-        JSON.stringify({ type: "MODIFIED", object: { kind: "Lease", metadata: { name: marker } } }),
-      );
-      if (n === 0) await new Promise((r) => setTimeout(r, 20));
-    }
-    assert.equal(n, 1);
-    assert.equal(s.proxy.stats.injected, 1);
-    const reader = body.getReader();
-    let text = "";
-    while (!text.includes(marker)) {
-      const r = await reader.read();
-      assert.ok(!r.done, "the watch ended before the injected event");
-      text += new TextDecoder().decode(r.value);
-    }
-    assert.equal(JSON.parse(text.trim().split("\n").pop()!).object.metadata.name, marker);
-    assert.equal(s.proxy.dropWatches(), 1);
-    await assert.rejects(
-      (async () => {
-        for (;;) if ((await reader.read()).done) throw new Error("ended cleanly");
-      })(),
-      (e: unknown) => e instanceof Error && !/ended cleanly/.test(e.message),
+proxyTest("fault proxy: injectWatchEvent writes an event into an open watch; dropWatches breaks it", async (s) => {
+  const client = s.client();
+  const list = (await client.request("GET", LEASES)) as { metadata: { resourceVersion: string } };
+  const res = await client.stream(`${LEASES}?watch=1&resourceVersion=${list.metadata.resourceVersion}`);
+  const body = res.body!;
+  const marker = unique("fp-injected");
+  let n = 0;
+  for (let i = 0; i < 100 && n === 0; i++) {
+    n = s.proxy.injectWatchEvent(
+      JSON.stringify({ type: "MODIFIED", object: { kind: "Lease", metadata: { name: marker } } }),
     );
-    assert.equal(s.proxy.stats.dropped, 1);
-  } finally {
-    await s.proxy.close();
+    if (n === 0) await new Promise((r) => setTimeout(r, 20));
   }
+  assert.equal(n, 1);
+  assert.equal(s.proxy.stats.injected, 1);
+  const reader = body.getReader();
+  let text = "";
+  while (!text.includes(marker)) {
+    const r = await reader.read();
+    assert.ok(!r.done, "the watch ended before the injected event");
+    text += new TextDecoder().decode(r.value);
+  }
+  assert.equal(JSON.parse(text.trim().split("\n").pop()!).object.metadata.name, marker);
+  assert.equal(s.proxy.dropWatches(), 1);
+  await assert.rejects(
+    (async () => {
+      for (;;) if ((await reader.read()).done) throw new Error("ended cleanly");
+    })(),
+    (e: unknown) => e instanceof Error && !/ended cleanly/.test(e.message),
+  );
+  assert.equal(s.proxy.stats.dropped, 1);
 });
 
 test("tcp proxy: freeze silences established connections without closing them; new ones pass; heal resumes", async (t) => {
@@ -631,18 +557,12 @@ test("tcp proxy: freeze silences established connections without closing them; n
   }
 });
 
-test("fault proxy: watch-events answers a watch with the given events and holds it open", async (t) => {
-  const s = await setup(t);
-  if (!s) return;
-  try {
-    const line = JSON.stringify({ type: "MODIFIED", object: { kind: "Lease", spec: { holderIdentity: 42 } } });
-    s.proxy.set({ fault: { kind: "watch-events", events: [line] }, match: { watch: true } });
-    const res = await s.client().stream(`${LEASES}?watch=1`);
-    assert.equal(res.status, 200);
-    const text = await readUntil(res.body!, (t) => t.includes("\n"), 3000);
-    assert.equal(text.trim(), line);
-    assert.equal(s.proxy.stats.byFault["watch-events watch"], 1);
-  } finally {
-    await s.proxy.close();
-  }
+proxyTest("fault proxy: watch-events answers a watch with the given events and holds it open", async (s) => {
+  const line = JSON.stringify({ type: "MODIFIED", object: { kind: "Lease", spec: { holderIdentity: 42 } } });
+  s.proxy.set({ fault: { kind: "watch-events", events: [line] }, match: { watch: true } });
+  const res = await s.client().stream(`${LEASES}?watch=1`);
+  assert.equal(res.status, 200);
+  const text = await readUntil(res.body!, (t) => t.includes("\n"), 3000);
+  assert.equal(text.trim(), line);
+  assert.equal(s.proxy.stats.byFault["watch-events watch"], 1);
 });

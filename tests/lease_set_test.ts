@@ -3,16 +3,15 @@
 import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
 import { shutdown, until } from "./support/manual_clock_wait.ts";
+import { type ShardReplica, type ShardReplicaOptions, startShardReplica } from "./support/shard_replica.ts";
 import {
   assignShards,
   ConfigError,
-  KubeApiError,
   ManualClock,
   memberLeaseName,
   MemoryLeaseStore,
   SHARD_SET_LABEL,
   ShardedLeaseSet,
-  type ShardedLeaseSetOptions,
   shardQuotas,
   validateShardedLeaseSetOptions,
 } from "../mod.ts";
@@ -38,35 +37,15 @@ class Work {
   }
 }
 
-interface Replica {
-  id: string;
-  set: ShardedLeaseSet;
-  stop: AbortController;
-  done: Promise<void>;
-  /** Makes every request of this replica fail (a replica cut off from the API server). */
-  down: boolean;
-  /** The shared watch streams open now deliver nothing more, without ending (a black-holed connection). */
-  deafen: () => void;
-}
-
 function replica(
   store: MemoryLeaseStore,
   clock: ManualClock,
   work: Work,
   id: string,
   shards = 16,
-  extra: Partial<ShardedLeaseSetOptions> = {},
-): Replica {
-  const r = { id, down: false } as Replica;
-  let streams = 0, deafUpTo = 0;
-  r.deafen = () => (deafUpTo = streams);
-  const fault = () =>
-    r.down
-      ? new KubeApiError("unavailable", { code: 503, reason: "ServiceUnavailable", method: "", url: "memory://" })
-      : undefined;
-  const source = store.listSource(NS, { key: SHARD_SET_LABEL, value: PREFIX });
-  r.stop = new AbortController();
-  r.set = new ShardedLeaseSet({
+  extra: Partial<ShardReplicaOptions> = {},
+): ShardReplica {
+  return startShardReplica(store, {
     namespace: NS,
     prefix: PREFIX,
     shards,
@@ -74,25 +53,6 @@ function replica(
     ...TIMING,
     clock,
     random: () => 0.5,
-    leaseApi: (name) => {
-      const api = store.api(NS, name);
-      api.fault = fault;
-      return api;
-    },
-    source: {
-      list: (signal) => {
-        const e = fault();
-        return e ? Promise.reject(e) : source.list(signal);
-      },
-      async *watch(rv, signal) {
-        const stream = ++streams;
-        for await (const ev of source.watch(rv, signal)) {
-          if (r.down) throw fault();
-          if (stream <= deafUpTo) continue;
-          yield ev;
-        }
-      },
-    },
     onStartedLeading: async (shard, { signal, fencingToken }) => {
       work.start(shard, id);
       work.tokens.push({ shard, id, token: fencingToken.value, transitions: fencingToken.leaseTransitions });
@@ -101,15 +61,22 @@ function replica(
     },
     ...extra,
   });
-  r.done = r.set.run(r.stop.signal);
-  return r;
 }
 
-const counts = (rs: Replica[]) => rs.map((r) => r.set.held().length);
-const balanced = (rs: Replica[], shards = 16) => {
+const counts = (rs: ShardReplica[]) => rs.map((r) => r.set.held().length);
+const balanced = (rs: ShardReplica[], shards = 16) => {
   const c = counts(rs);
   return c.reduce((a, b) => a + b, 0) === shards && Math.max(...c) - Math.min(...c) <= 1;
 };
+/** Replicas a, b and c over 16 shards on a fresh store and clock, run until balanced. */
+async function threeBalanced() {
+  const clock = new ManualClock();
+  const store = new MemoryLeaseStore();
+  const work = new Work();
+  const rs = ["a", "b", "c"].map((id) => replica(store, clock, work, id));
+  await until(clock, () => balanced(rs));
+  return { clock, store, work, rs };
+}
 /** Every shard's holder as the store has it. */
 const holders = (store: MemoryLeaseStore, shards = 16) =>
   Array.from({ length: shards }, (_, i) => store.peek(NS, `${PREFIX}-${i}`)?.spec?.holderIdentity ?? "");
@@ -238,11 +205,7 @@ test("lease set: 16 shards over 3 replicas balance (6/5/5) within 2 × retryPeri
 });
 
 test("lease set: after a graceful leave the others take its shards within 2 × retryPeriod", async () => {
-  const clock = new ManualClock();
-  const store = new MemoryLeaseStore();
-  const work = new Work();
-  const rs = ["a", "b", "c"].map((id) => replica(store, clock, work, id));
-  await until(clock, () => balanced(rs));
+  const { clock, store, work, rs } = await threeBalanced();
   const [a, b, c] = rs;
   c.stop.abort();
   const took = await until(clock, () => balanced([a, b]), 60000, 10);
@@ -256,11 +219,7 @@ test("lease set: after a graceful leave the others take its shards within 2 × r
 });
 
 test("lease set: a replica cut off stops its work; the others take its shards once they expire, no overlap", async () => {
-  const clock = new ManualClock();
-  const store = new MemoryLeaseStore();
-  const work = new Work();
-  const rs = ["a", "b", "c"].map((id) => replica(store, clock, work, id));
-  await until(clock, () => balanced(rs));
+  const { clock, work, rs } = await threeBalanced();
   const [a, b, c] = rs;
   const cShards = c.set.held();
   c.down = true;
@@ -283,11 +242,7 @@ test("lease set: a replica cut off stops its work; the others take its shards on
 });
 
 test("lease set: a replica that comes back after being cut off rejoins and the set balances again", async () => {
-  const clock = new ManualClock();
-  const store = new MemoryLeaseStore();
-  const work = new Work();
-  const rs = ["a", "b", "c"].map((id) => replica(store, clock, work, id));
-  await until(clock, () => balanced(rs));
+  const { clock, work, rs } = await threeBalanced();
   const c = rs[2];
   c.down = true;
   await until(clock, () => balanced(rs.slice(0, 2)), 60000, 50);

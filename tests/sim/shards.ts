@@ -12,8 +12,8 @@
 // in-memory store's (faults are whole-replica: every request fails, or the
 // watch stops delivering).
 
-import { ManualClock, MemoryLeaseStore, SHARD_SET_LABEL, ShardedLeaseSet } from "../../mod.ts";
-import { KubeApiError } from "../../lib/errors.ts";
+import { ManualClock, MemoryLeaseStore } from "../../mod.ts";
+import { type ShardReplica, startShardReplica } from "../support/shard_replica.ts";
 import { Rng } from "./prng.ts";
 
 const NS = "sim";
@@ -31,16 +31,6 @@ export interface ShardsSimResult {
   settledMs: number;
 }
 
-interface Replica {
-  id: string;
-  set: ShardedLeaseSet;
-  stop: AbortController;
-  done: Promise<void>;
-  down: boolean;
-  deafUpTo: number;
-  streams: number;
-}
-
 /** One seed: builds the world, runs the schedule, checks, shuts everything down. */
 export async function runShardsSeed(seed: number, opts: { seconds?: number } = {}): Promise<ShardsSimResult> {
   const rng = new Rng(seed, "shards");
@@ -52,18 +42,11 @@ export async function runShardsSeed(seed: number, opts: { seconds?: number } = {
   const active = new Map<number, string>();
   const transitions = new Map<number, number>();
   let terms = 0;
-  const replicas = new Map<string, Replica>();
+  const replicas = new Map<string, ShardReplica>();
   const ids: string[] = [];
 
-  const start = (id: string): Replica => {
-    const r = { id, down: false, deafUpTo: 0, streams: 0 } as Replica;
-    const fault = () =>
-      r.down
-        ? new KubeApiError("unavailable", { code: 503, reason: "ServiceUnavailable", method: "", url: "sim://" })
-        : undefined;
-    const source = store.listSource(NS, { key: SHARD_SET_LABEL, value: PREFIX });
-    r.stop = new AbortController();
-    r.set = new ShardedLeaseSet({
+  const start = (id: string): ShardReplica => {
+    const r = startShardReplica(store, {
       namespace: NS,
       prefix: PREFIX,
       shards,
@@ -71,22 +54,6 @@ export async function runShardsSeed(seed: number, opts: { seconds?: number } = {
       ...TIMING,
       clock,
       random: () => rng.next(),
-      leaseApi: (name) => {
-        const api = store.api(NS, name);
-        api.fault = fault;
-        return api;
-      },
-      source: {
-        list: (signal) => (fault() ? Promise.reject(fault()) : source.list(signal)),
-        async *watch(rv, signal) {
-          const stream = ++r.streams;
-          for await (const ev of source.watch(rv, signal)) {
-            if (r.down) throw fault();
-            if (stream <= r.deafUpTo) continue;
-            yield ev;
-          }
-        },
-      },
       onStartedLeading: async (shard, { signal, fencingToken }) => {
         terms++;
         const other = active.get(shard);
@@ -105,7 +72,6 @@ export async function runShardsSeed(seed: number, opts: { seconds?: number } = {
         if (active.get(shard) === id) active.delete(shard);
       },
     });
-    r.done = r.set.run(r.stop.signal);
     r.done.catch((e) => problems.push(`${id}: run() threw ${e}`));
     replicas.set(id, r);
     return r;
@@ -139,7 +105,7 @@ export async function runShardsSeed(seed: number, opts: { seconds?: number } = {
       actions.push({ at, run: () => replicas.get(id) && (replicas.get(id)!.down = true) });
       actions.push({ at: at + dur, run: () => replicas.get(id) && (replicas.get(id)!.down = false) });
     } else if (kind === "deaf") {
-      actions.push({ at, run: () => replicas.get(id) && (replicas.get(id)!.deafUpTo = replicas.get(id)!.streams) });
+      actions.push({ at, run: () => replicas.get(id)?.deafen() });
     } else {
       actions.push({
         at,
