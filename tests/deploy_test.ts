@@ -83,6 +83,7 @@ interface Deployment extends KubeObject {
 interface SkaffoldConfig extends KubeObject {
   build?: { artifacts?: { image?: string; context?: string; docker?: { dockerfile?: string } }[] };
   manifests?: { rawYaml?: string[] };
+  profiles?: { name?: string; manifests?: { rawYaml?: string[] } }[];
 }
 
 function deployPath(name: string): string {
@@ -298,7 +299,10 @@ test("skaffold.yaml points at files that exist", async () => {
   const config = await loadOne<SkaffoldConfig>("skaffold.yaml", "Config");
   const raw = config.manifests?.rawYaml ?? [];
   assert.ok(raw.length > 0, "manifests.rawYaml is empty");
-  for (const entry of raw) {
+  // The "shards" profile deploys the sharded mode instead.
+  const shards = config.profiles?.find((p) => p.name === "shards")?.manifests?.rawYaml;
+  assert.deepEqual(shards, ["rbac.shards.yaml", "deployment.shards.yaml"], "the shards profile's manifests");
+  for (const entry of [...raw, ...shards]) {
     assert.ok(await exists(deployPath(entry)), `rawYaml entry ${entry} does not exist next to skaffold.yaml`);
   }
   // Skaffold resolves the build context against the config's own directory and
