@@ -619,8 +619,8 @@ function shardedObjects(): Obj[] {
     if (d.kind !== "Deployment") continue;
     // deno-lint-ignore no-explicit-any
     const spec = (d as any).spec;
-    const env = spec.template.spec.containers[0].env as { name: string; value?: string }[];
-    if (spec.replicas !== 3 || env.find((e) => e.name === "SHARDS")?.value !== String(SHARDED.shards)) {
+    const args = spec.template.spec.containers[0].args as string[];
+    if (spec.replicas !== 3 || args[args.indexOf("--shards") + 1] !== String(SHARDED.shards)) {
       throw new Error("deploy/deployment.shards.yaml no longer runs 3 replicas of 6 shards: update SHARDED");
     }
     // As for the other programs: only the locally built image, never pulled.
