@@ -398,15 +398,22 @@ test("deployment.deno.yaml is deployment.yaml but for the image and its args", a
 
 // ---------------------------------------------------------------- the sharded mode
 
-/** One request to the Lease API as RBAC sees it: a verb, and the Lease's name when the request names one. */
+/** One request as RBAC sees it: a resource, a verb, and the object's name when the request names one. */
 interface LeaseRequest {
+  resource: "leases" | "events";
   verb: string;
   name?: string;
 }
 
-/** The RBAC verb and name of a request to `/apis/coordination.k8s.io/v1/namespaces/<ns>/leases[/<name>]`. */
+/**
+ * The RBAC verb and name of a request to `/apis/coordination.k8s.io/v1/namespaces/<ns>/leases[/<name>]`,
+ * or an Event's creation.
+ */
 function leaseRequest(method: string, target: string): LeaseRequest {
   const url = new URL(target, "http://x");
+  if (method === "POST" && /^\/api\/v1\/namespaces\/[^/]+\/events$/.test(url.pathname)) {
+    return { resource: "events", verb: "create" };
+  }
   const m = /^\/apis\/coordination\.k8s\.io\/v1\/namespaces\/[^/]+\/leases(?:\/([^/]+))?$/.exec(url.pathname);
   assert.ok(m, `not a Lease request: ${method} ${target}`);
   const name = m[1] && decodeURIComponent(m[1]);
@@ -414,24 +421,25 @@ function leaseRequest(method: string, target: string): LeaseRequest {
   const field = /^metadata\.name=(.+)$/.exec(url.searchParams.get("fieldSelector") ?? "")?.[1];
   switch (method) {
     case "GET":
-      if (name) return { verb: "get", name };
-      return { verb: url.searchParams.get("watch") === "1" ? "watch" : "list", name: field };
+      if (name) return { resource: "leases", verb: "get", name };
+      return { resource: "leases", verb: url.searchParams.get("watch") === "1" ? "watch" : "list", name: field };
     case "POST":
-      return { verb: "create" };
+      return { resource: "leases", verb: "create" };
     case "PUT":
-      return { verb: "update", name };
+      return { resource: "leases", verb: "update", name };
     case "PATCH":
-      return { verb: "patch", name };
+      return { resource: "leases", verb: "patch", name };
     case "DELETE":
-      return { verb: name ? "delete" : "deletecollection", name };
+      return { resource: "leases", verb: name ? "delete" : "deletecollection", name };
   }
   assert.fail(`unexpected method ${method} ${target}`);
 }
 
-/** Whether a Role allows a Lease request, as the RBAC authorizer decides it. */
+/** Whether a Role allows a request, as the RBAC authorizer decides it. */
 function allows(role: Role, r: LeaseRequest): boolean {
   return (role.rules ?? []).some((rule) =>
-    (rule.apiGroups ?? []).includes(LEASE_GROUP) && (rule.resources ?? []).includes("leases") &&
+    (rule.apiGroups ?? []).includes(r.resource === "leases" ? LEASE_GROUP : "") &&
+    (rule.resources ?? []).includes(r.resource) &&
     (rule.verbs ?? []).includes(r.verb) &&
     (rule.resourceNames === undefined || rule.resourceNames.length === 0 ||
       (r.name !== undefined && rule.resourceNames.includes(r.name)))
@@ -520,21 +528,26 @@ test("rbac.shards.yaml holds a ServiceAccount, a Role and a RoleBinding of that 
 
 test("the shards Role grants exactly the Lease verbs the sharded mode uses, which rbac.yaml's Role refuses", async () => {
   const role = await loadOne<Role>("rbac.shards.yaml", "Role");
-  for (const [i, rule] of (role.rules ?? []).entries()) {
+  // Events on the shard Leases: create only, in the core group, as in rbac.yaml.
+  const events = (role.rules ?? []).filter((r) => r.resources?.includes("events"));
+  assert.deepEqual(events, [{ apiGroups: [""], resources: ["events"], verbs: ["create"] }]);
+  const leaseRules = (role.rules ?? []).filter((r) => !r.resources?.includes("events"));
+  for (const [i, rule] of leaseRules.entries()) {
     assert.deepEqual(rule.apiGroups, [LEASE_GROUP], `rule ${i}: apiGroups`);
     assert.deepEqual(rule.resources, ["leases"], `rule ${i}: resources`);
     for (const field of [rule.apiGroups, rule.resources, rule.resourceNames ?? [], rule.verbs ?? []]) {
       assert.ok(!field.includes("*"), `rule ${i} uses a "*" wildcard`);
     }
   }
-  const requests = await shardedModeRequests();
+  const all = await shardedModeRequests();
+  assert.ok(all.some((r) => r.resource === "events"), "the sharded mode records Events on its shard Leases");
+  assert.deepEqual(all.filter((r) => !allows(role, r)), [], "requests the shards Role refuses");
+  const requests = all.filter((r) => r.resource === "leases");
   const used = new Set(requests.map((r) => r.verb));
   // Confirmed from the run: the shared LIST + WATCH by label, create, and get +
   // update (release is an update); never delete or patch.
   assert.deepEqual([...used].sort(), ["create", "get", "list", "update", "watch"]);
-  const refused = requests.filter((r) => !allows(role, r));
-  assert.deepEqual(refused, [], "requests the shards Role refuses");
-  const granted = new Set((role.rules ?? []).flatMap((r) => r.verbs ?? []));
+  const granted = new Set(leaseRules.flatMap((r) => r.verbs ?? []));
   assert.deepEqual([...granted].sort(), [...used].sort(), "the Role grants verbs the sharded mode never uses");
   // The single-Lease Role is not enough: it refuses the list, the label watch,
   // and every get and update but those of the one Lease it names.
@@ -552,7 +565,9 @@ test("deployment.shards.yaml runs 3 replicas of 6 shards as the shards ServiceAc
   const podName = env.get("POD_NAME");
   assert.ok(podName, "POD_NAME is not set");
   assert.equal(podName.valueFrom?.fieldRef?.fieldPath, "metadata.name");
-  assert.equal(env.get("SHARDS")?.value, "6");
+  const args = container.args ?? [];
+  assert.deepEqual(args.slice(0, 3), ["--shards", "6", "--"]);
+  assert.equal(env.get("SHARDS"), undefined, "the shard count is given twice");
   assert.ok(env.get("LEASE_NAME")?.value, "LEASE_NAME (the shard Lease prefix) has no literal value");
   const names = [...env.keys()];
   assert.deepEqual(
@@ -587,8 +602,9 @@ test("deployment.shards.yaml is deployment.yaml's pod hardening and probes, with
 test("deployment.shards.yaml's command is in the Bun image, and logs its shard and token on start and on SIGTERM", async () => {
   const { container } = await leaseholdContainer("deployment.shards.yaml");
   const args = container.args ?? [];
-  assert.equal(args[0], "--", "the args are the command after --, the settings come from env");
-  const command = args.slice(1);
+  // Bun drops a "--" that directly follows the script: a flag must come first.
+  assert.notEqual(args[0], "--", "Bun would drop this --, and take the command for leasehold's arguments");
+  const command = args.slice(args.indexOf("--") + 1);
   const bun = await readFile(deployPath("Dockerfile"), "utf8");
   assert.match(bun, new RegExp(`^COPY --from=build \\S+ ${command[0]}$`, "m"), `${command[0]} is not in the image`);
   assert.deepEqual(command.slice(1, 2), ["-e"]);
