@@ -121,3 +121,22 @@ serverTest(
     );
   },
 );
+
+serverTest("cli --shards under deploy/rbac.yaml (one named Lease, no list) holds nothing and names the Role it needs", {
+  timeout: 60000,
+}, async (_t, info) => {
+  const ns = await freshNamespace(info, "shardsrbac1");
+  const id = await podIdentity(info, ns, "work");
+  const a = replica(id, ns, "replica-a", 2);
+  const isListWarning = (l: Line) => l.level === "warn" && l.msg.startsWith("cannot list or watch the shard leases");
+  try {
+    await until("a warning about the list", 20000, () => a.lines.some(isListWarning), () => "none");
+  } finally {
+    a.stop();
+  }
+  assert.equal(await a.exited, 0);
+  const warn = a.lines.find(isListWarning)!;
+  assert.match(warn.msg, /cannot list or watch the shard leases .*deploy\/rbac\.shards\.yaml/);
+  assert.match(String(warn.error), /Forbidden: not allowed to list leases/);
+  assert.equal(a.lines.filter((l) => l.msg === "holding shard").length, 0, "no shard held without the list");
+});
