@@ -160,7 +160,13 @@ export function parseArgs(args: string[], env: (name: string) => string | undefi
       help = true;
       continue;
     }
-    if (!a.startsWith("--")) throw new ConfigError(`unexpected argument ${JSON.stringify(a)}; put a command after --`);
+    if (!a.startsWith("--")) {
+      // `bun script.js -- cmd` reaches us without the "--": Bun takes it for its own.
+      const bun = i === 0 && "Bun" in globalThis
+        ? " (Bun drops a -- that directly follows the script: put a flag before it, e.g. --shards 6 -- CMD)"
+        : "";
+      throw new ConfigError(`unexpected argument ${JSON.stringify(a)}; put a command after --${bun}`);
+    }
     const eq = a.indexOf("=");
     const name = eq >= 0 ? a.slice(2, eq) : a.slice(2);
     const spec = FLAGS.find((f) => f.flag === name);

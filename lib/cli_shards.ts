@@ -5,6 +5,9 @@
  * its environment, each stopped as a process group (SIGTERM, then SIGKILL
  * before another replica could take the shard) when its shard is given up or
  * lost; `/leader` lists the held shards and `/metrics` has one series per shard.
+ * With events on (the default), each shard Lease gets the Events
+ * `<identity> became leader` / `<identity> stopped leading`, as the single
+ * Lease does.
  *
  * @module
  */
@@ -15,8 +18,13 @@ import { type ClusterConfig, createLeaseApi, inClusterConfig, kubeconfigConfig }
 import { endpointRequest } from "./cli_http.ts";
 import { childGraceMargin, type CliSettings } from "./cli_settings.ts";
 import { ConfigError } from "./errors.ts";
-import type { ShardedLeaseSet } from "./lease_set.ts";
-import { kubeShardedLeaseSet } from "./lease_set_kube.ts";
+import { type LeaderEventAction, LeaderEventRecorder } from "./events.ts";
+import type { KubeClient } from "./kube_client.ts";
+import type { Lease } from "./lease.ts";
+import { KubeLeaseApi, type LeaseApi } from "./lease_api.ts";
+import { kubeLeaseListSource } from "./lease_hub.ts";
+import { ShardedLeaseSet } from "./lease_set.ts";
+import { SHARD_SET_LABEL } from "./lease_set_rules.ts";
 import type { Logger } from "./log.ts";
 import { CommandSupervisor } from "./supervisor.ts";
 
@@ -96,6 +104,93 @@ export function shardsMetricsText(set: ShardedLeaseSet): string {
     "# TYPE leasehold_shard_set_quota gauge",
     `leasehold_shard_set_quota{${l}} ${st.quota}`,
   ].join("\n") + "\n";
+}
+
+/** How long the last Events may take to be written when the run ends. */
+const EVENT_FLUSH_MS = 2000;
+
+/**
+ * Leadership Events on each shard Lease: `<identity> became leader` when this
+ * replica starts a term of the shard, `<identity> stopped leading` when the
+ * term ends, with the shard Lease as involvedObject (its uid as last seen in
+ * this replica's own reads and writes of it). One rate-limited recorder per
+ * shard Lease; writes never delay the set. A warning (e.g. a Role without
+ * events) is logged once for the whole set, not once per shard.
+ */
+class ShardEvents {
+  readonly #recorders = new Map<number, LeaderEventRecorder>();
+  readonly #uids = new Map<string, string>();
+  readonly #warned = new Set<string>();
+  readonly log: Logger;
+  constructor(
+    readonly client: KubeClient,
+    readonly namespace: string,
+    readonly identity: string,
+    log: Logger,
+  ) {
+    this.log = {
+      debug: (msg, fields) => log.debug(msg, fields),
+      info: (msg, fields) => log.info(msg, fields),
+      warn: (msg, fields) => {
+        if (this.#warned.has(msg)) return log.debug(msg, fields);
+        this.#warned.add(msg);
+        log.warn(msg, fields);
+      },
+      error: (msg, fields) => log.error(msg, fields),
+    };
+  }
+
+  /** Wraps a Lease's API so that the uid of every Lease it reads or writes is remembered. */
+  track(api: LeaseApi): LeaseApi {
+    const seen = <T extends Lease | undefined>(p: Promise<T>): Promise<T> =>
+      p.then((l) => {
+        const uid = l?.metadata?.uid;
+        if (typeof uid === "string" && uid) this.#uids.set(api.name, uid);
+        return l;
+      });
+    return {
+      namespace: api.namespace,
+      name: api.name,
+      get: (signal) => seen(api.get(signal)),
+      create: (lease, signal) => seen(api.create(lease, signal)),
+      update: (lease, signal) => seen(api.update(lease, signal)),
+      watch: api.watch ? (rv, signal) => api.watch!(rv, signal) : undefined,
+      clock: api.clock,
+    };
+  }
+
+  /** Records on the set's `started` and `stopped` events. */
+  attach(set: ShardedLeaseSet): void {
+    const on = (action: LeaderEventAction) => (e: Event) => {
+      const shard = (e as CustomEvent<{ shard: number }>).detail.shard;
+      const lease = set.shardLease(shard);
+      let r = this.#recorders.get(shard);
+      if (!r) {
+        r = new LeaderEventRecorder({
+          client: this.client,
+          namespace: this.namespace,
+          leaseName: lease,
+          identity: this.identity,
+          logger: this.log,
+          timeoutMs: EVENT_FLUSH_MS,
+        });
+        this.#recorders.set(shard, r);
+      }
+      void r.record(action, this.#uids.get(lease));
+    };
+    set.addEventListener("started", on("became leader"));
+    set.addEventListener("stopped", on("stopped leading"));
+  }
+
+  /** Waits (at most EVENT_FLUSH_MS) for the Events queued so far. */
+  async flush(): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.all([...this.#recorders.values()].map((r) => r.flush())),
+      new Promise((r) => (timer = setTimeout(r, EVENT_FLUSH_MS))),
+    ]);
+    clearTimeout(timer);
+  }
 }
 
 const SHARD_PATHS: ReadonlySet<string> = new Set(["/healthz", "/readyz", "/metrics", "/leader", "/"]);
@@ -191,6 +286,7 @@ export async function runShards(settings: CliSettings, o: ShardsRunOptions): Pro
   let exitCode: number | undefined;
   let server: Server | undefined;
   let set: ShardedLeaseSet;
+  let events: ShardEvents | undefined;
   const supervisors = new Map<number, CommandSupervisor>();
   try {
     const config: ClusterConfig = settings.kubeconfig
@@ -215,7 +311,15 @@ export async function runShards(settings: CliSettings, o: ShardsRunOptions): Pro
       childGrace: settings.childGrace,
       command: settings.command.join(" "),
     });
-    set = kubeShardedLeaseSet(first.client, {
+    const client = first.client;
+    if (settings.events) events = new ShardEvents(client, namespace, settings.identity, log);
+    // As kubeShardedLeaseSet builds it, with each Lease's uid remembered for its Events.
+    set = new ShardedLeaseSet({
+      leaseApi: (name) => {
+        const api = new KubeLeaseApi(client, namespace, name);
+        return events ? events.track(api) : api;
+      },
+      source: kubeLeaseListSource(client, namespace, { key: SHARD_SET_LABEL, value: settings.leaseName }),
       namespace,
       prefix: settings.leaseName,
       shards: n,
@@ -247,6 +351,7 @@ export async function runShards(settings: CliSettings, o: ShardsRunOptions): Pro
         });
       },
     });
+    events?.attach(set);
     o.onSet?.(set);
     if (settings.httpAddr) {
       const { createServer } = await import("node:http");
@@ -273,6 +378,8 @@ export async function runShards(settings: CliSettings, o: ShardsRunOptions): Pro
   }
   try {
     await set.run(stop.signal);
+    // The last "stopped leading" Events are written before the process exits, within EVENT_FLUSH_MS.
+    await events?.flush();
     const code = exitCode ?? o.signalCode() ?? 0;
     log.info("exiting", { code });
     return code;

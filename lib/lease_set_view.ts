@@ -68,9 +68,10 @@ export class LeaseSetView {
       const msg = e instanceof Error ? e.message : String(e);
       if (msg === this.#lastWarn) return;
       this.#lastWarn = msg;
-      this.#log?.warn("cannot list or watch the shard leases (grant list and watch on leases in the namespace)", {
-        error: msg,
-      });
+      this.#log?.warn(
+        "cannot list or watch the shard leases (grant list and watch on leases in the namespace, not limited by name, as deploy/rbac.shards.yaml does)",
+        { error: msg },
+      );
     };
     return {
       list: async (signal) => {

@@ -3,9 +3,12 @@
 // configuration found bad at start. No API server needed.
 import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
 import { FLAGS, main, maxChildGrace, parseArgs, parseDuration, resolveSettings } from "../lib/cli.ts";
 import { ConfigError } from "../mod.ts";
 
@@ -206,4 +209,19 @@ test("--coordinated needs --binary-version; --emulation-version defaults to it; 
   assert.equal(settings(["--identity", "a"]).coordinated, undefined);
   assert.equal(settings(["--identity", "a"]).events, true);
   assert.equal(settings(["--identity", "a"], { EVENTS: "false" }).events, false);
+});
+
+test("under Bun, a -- right after the script is dropped by Bun: the error says to put a flag before it", () => {
+  const bun = process.versions.bun ? process.execPath : "bun";
+  const cli = fileURLToPath(new URL("../lib/cli.ts", import.meta.url));
+  const r = spawnSync(bun, [cli, "--", "sleep", "1"], {
+    env: { PATH: process.env.PATH, LEASE_NAME: "x", POD_NAME: "a" },
+    encoding: "utf8",
+  });
+  assert.equal(r.status, 2, r.stderr + r.stdout);
+  const out = r.stderr + r.stdout;
+  assert.match(out, /unexpected argument \\"sleep\\"; put a command after --/);
+  assert.match(out, /Bun drops a -- that directly follows the script: put a flag before it/);
+  // With a flag first, Bun leaves the -- alone.
+  assert.deepEqual(parseArgs(["--lease-name", "x", "--", "sleep", "1"], () => undefined).command, ["sleep", "1"]);
 });

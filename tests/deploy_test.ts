@@ -7,10 +7,15 @@
  */
 import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
-import { access, readdir, readFile } from "node:fs/promises";
+import { spawn } from "node:child_process";
+import { access, mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { parseAllDocuments } from "yaml";
-import { FLAGS } from "../lib/cli.ts";
+import { FLAGS, main } from "../lib/cli.ts";
+import { startLeaseServer } from "./support/lease_server.ts";
 
 /** The environment variables the entrypoint reads: those of its flag table. */
 export const ENTRYPOINT_ENV_NAMES: readonly string[] = FLAGS.flatMap((f) => (f.env ? [f.env] : []));
@@ -78,6 +83,7 @@ interface Deployment extends KubeObject {
 interface SkaffoldConfig extends KubeObject {
   build?: { artifacts?: { image?: string; context?: string; docker?: { dockerfile?: string } }[] };
   manifests?: { rawYaml?: string[] };
+  profiles?: { name?: string; manifests?: { rawYaml?: string[] } }[];
 }
 
 function deployPath(name: string): string {
@@ -137,7 +143,17 @@ function finalBaseImage(dockerfile: string): string | undefined {
 
 test("every deploy/*.yaml parses and each document has apiVersion and kind", async () => {
   const files = (await readdir(fileURLToPath(DEPLOY_DIR))).filter((f) => f.endsWith(".yaml")).sort();
-  for (const expected of ["deployment.yaml", "deployment.deno.yaml", "kind.yaml", "rbac.yaml", "skaffold.yaml"]) {
+  for (
+    const expected of [
+      "deployment.yaml",
+      "deployment.deno.yaml",
+      "deployment.shards.yaml",
+      "kind.yaml",
+      "rbac.yaml",
+      "rbac.shards.yaml",
+      "skaffold.yaml",
+    ]
+  ) {
     assert.ok(files.includes(expected), `deploy/${expected} is missing`);
   }
   for (const file of files) {
@@ -283,7 +299,10 @@ test("skaffold.yaml points at files that exist", async () => {
   const config = await loadOne<SkaffoldConfig>("skaffold.yaml", "Config");
   const raw = config.manifests?.rawYaml ?? [];
   assert.ok(raw.length > 0, "manifests.rawYaml is empty");
-  for (const entry of raw) {
+  // The "shards" profile deploys the sharded mode instead.
+  const shards = config.profiles?.find((p) => p.name === "shards")?.manifests?.rawYaml;
+  assert.deepEqual(shards, ["rbac.shards.yaml", "deployment.shards.yaml"], "the shards profile's manifests");
+  for (const entry of [...raw, ...shards]) {
     assert.ok(await exists(deployPath(entry)), `rawYaml entry ${entry} does not exist next to skaffold.yaml`);
   }
   // Skaffold resolves the build context against the config's own directory and
@@ -375,4 +394,249 @@ test("deployment.deno.yaml is deployment.yaml but for the image and its args", a
   assert.deepEqual(strip(deno), strip(bun));
   const image = deno.spec?.template?.spec?.containers?.[0]?.image ?? "";
   assert.notEqual(image, bun.spec?.template?.spec?.containers?.[0]?.image, "both Deployments run the same image");
+});
+
+// ---------------------------------------------------------------- the sharded mode
+
+/** One request as RBAC sees it: a resource, a verb, and the object's name when the request names one. */
+interface LeaseRequest {
+  resource: "leases" | "events";
+  verb: string;
+  name?: string;
+}
+
+/**
+ * The RBAC verb and name of a request to `/apis/coordination.k8s.io/v1/namespaces/<ns>/leases[/<name>]`,
+ * or an Event's creation.
+ */
+function leaseRequest(method: string, target: string): LeaseRequest {
+  const url = new URL(target, "http://x");
+  if (method === "POST" && /^\/api\/v1\/namespaces\/[^/]+\/events$/.test(url.pathname)) {
+    return { resource: "events", verb: "create" };
+  }
+  const m = /^\/apis\/coordination\.k8s\.io\/v1\/namespaces\/[^/]+\/leases(?:\/([^/]+))?$/.exec(url.pathname);
+  assert.ok(m, `not a Lease request: ${method} ${target}`);
+  const name = m[1] && decodeURIComponent(m[1]);
+  // A list or watch names one Lease only through a metadata.name field selector.
+  const field = /^metadata\.name=(.+)$/.exec(url.searchParams.get("fieldSelector") ?? "")?.[1];
+  switch (method) {
+    case "GET":
+      if (name) return { resource: "leases", verb: "get", name };
+      return { resource: "leases", verb: url.searchParams.get("watch") === "1" ? "watch" : "list", name: field };
+    case "POST":
+      return { resource: "leases", verb: "create" };
+    case "PUT":
+      return { resource: "leases", verb: "update", name };
+    case "PATCH":
+      return { resource: "leases", verb: "patch", name };
+    case "DELETE":
+      return { resource: "leases", verb: name ? "delete" : "deletecollection", name };
+  }
+  assert.fail(`unexpected method ${method} ${target}`);
+}
+
+/** Whether a Role allows a request, as the RBAC authorizer decides it. */
+function allows(role: Role, r: LeaseRequest): boolean {
+  return (role.rules ?? []).some((rule) =>
+    (rule.apiGroups ?? []).includes(r.resource === "leases" ? LEASE_GROUP : "") &&
+    (rule.resources ?? []).includes(r.resource) &&
+    (rule.verbs ?? []).includes(r.verb) &&
+    (rule.resourceNames === undefined || rule.resourceNames.length === 0 ||
+      (r.name !== undefined && rule.resourceNames.includes(r.name)))
+  );
+}
+
+/**
+ * Every Lease request of two sharded replicas against the in-memory Lease
+ * server: a starts alone and takes every shard, b joins and takes its half, b
+ * leaves (releasing its member and shard Leases) and a takes them back.
+ */
+async function shardedModeRequests(): Promise<LeaseRequest[]> {
+  const server = await startLeaseServer();
+  const dir = await mkdtemp(join(tmpdir(), "leasehold-deploy-"));
+  const kubeconfig = join(dir, "kubeconfig");
+  await writeFile(
+    kubeconfig,
+    JSON.stringify({
+      apiVersion: "v1",
+      kind: "Config",
+      clusters: [{ name: "c", cluster: { server: server.url } }],
+      users: [{ name: "u", user: { token: "t" } }],
+      contexts: [{ name: "x", context: { cluster: "c", user: "u", namespace: "default" } }],
+      "current-context": "x",
+    }),
+  );
+  const replicas: { stop: AbortController; exited: Promise<number>; held: Set<number> }[] = [];
+  const start = (identity: string) => {
+    const held = new Set<number>();
+    const stop = new AbortController();
+    const args = ["--lease-name", "work", "--identity", identity, "--kubeconfig", kubeconfig, "--shards", "4"];
+    const exited = main(
+      [...args, "--lease-duration", "2s", "--renew-deadline", "1s", "--retry-period", "250ms", "--", "sleep", "600"],
+      {
+        write: (text) => {
+          const l = JSON.parse(text);
+          if (l.msg === "holding shard") held.add(l.shard);
+          if (l.msg === "stopped holding shard") held.delete(l.shard);
+        },
+        handleSignals: false,
+        env: () => undefined,
+        signal: stop.signal,
+      },
+    );
+    const r = { stop, exited, held };
+    replicas.push(r);
+    return r;
+  };
+  // The replicas' logs are the only signal of what they hold: polled.
+  const until = async (what: string, cond: () => boolean) => {
+    const end = Date.now() + 20000;
+    while (!cond()) {
+      if (Date.now() > end) assert.fail(`${what}: not within 20 s`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  try {
+    const a = start("a");
+    await until("a holding every shard", () => a.held.size === 4);
+    const b = start("b");
+    await until("a and b holding 2 each", () => a.held.size === 2 && b.held.size === 2);
+    b.stop.abort();
+    assert.equal(await b.exited, 0);
+    await until("a holding every shard again", () => a.held.size === 4);
+  } finally {
+    for (const r of replicas) r.stop.abort();
+    await Promise.all(replicas.map((r) => r.exited));
+    await server.close();
+  }
+  return server.requests.map((r) => leaseRequest(r.method, r.path));
+}
+
+test("rbac.shards.yaml holds a ServiceAccount, a Role and a RoleBinding of that Role to that ServiceAccount", async () => {
+  const docs = await loadYaml("rbac.shards.yaml");
+  assert.deepEqual(docs.map((d) => d.kind), ["ServiceAccount", "Role", "RoleBinding"]);
+  for (const doc of docs) assert.equal(doc.metadata?.namespace, undefined, `${doc.kind} must not pin a namespace`);
+  const [sa, role, binding] = docs as [KubeObject, Role, RoleBinding];
+  assert.deepEqual(binding.roleRef, { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: role.metadata?.name });
+  assert.deepEqual(binding.subjects, [{ kind: "ServiceAccount", name: sa.metadata?.name }]);
+  // Its own names: both files can be applied into one namespace.
+  const single = await loadYaml("rbac.yaml");
+  for (const [i, doc] of docs.entries()) {
+    assert.notEqual(doc.metadata?.name, single[i].metadata?.name, `${doc.kind} has the name of rbac.yaml's`);
+  }
+});
+
+test("the shards Role grants exactly the Lease verbs the sharded mode uses, which rbac.yaml's Role refuses", async () => {
+  const role = await loadOne<Role>("rbac.shards.yaml", "Role");
+  // Events on the shard Leases: create only, in the core group, as in rbac.yaml.
+  const events = (role.rules ?? []).filter((r) => r.resources?.includes("events"));
+  assert.deepEqual(events, [{ apiGroups: [""], resources: ["events"], verbs: ["create"] }]);
+  const leaseRules = (role.rules ?? []).filter((r) => !r.resources?.includes("events"));
+  for (const [i, rule] of leaseRules.entries()) {
+    assert.deepEqual(rule.apiGroups, [LEASE_GROUP], `rule ${i}: apiGroups`);
+    assert.deepEqual(rule.resources, ["leases"], `rule ${i}: resources`);
+    for (const field of [rule.apiGroups, rule.resources, rule.resourceNames ?? [], rule.verbs ?? []]) {
+      assert.ok(!field.includes("*"), `rule ${i} uses a "*" wildcard`);
+    }
+  }
+  const all = await shardedModeRequests();
+  assert.ok(all.some((r) => r.resource === "events"), "the sharded mode records Events on its shard Leases");
+  assert.deepEqual(all.filter((r) => !allows(role, r)), [], "requests the shards Role refuses");
+  const requests = all.filter((r) => r.resource === "leases");
+  const used = new Set(requests.map((r) => r.verb));
+  // Confirmed from the run: the shared LIST + WATCH by label, create, and get +
+  // update (release is an update); never delete or patch.
+  assert.deepEqual([...used].sort(), ["create", "get", "list", "update", "watch"]);
+  const granted = new Set(leaseRules.flatMap((r) => r.verbs ?? []));
+  assert.deepEqual([...granted].sort(), [...used].sort(), "the Role grants verbs the sharded mode never uses");
+  // The single-Lease Role is not enough: it refuses the list, the label watch,
+  // and every get and update but those of the one Lease it names.
+  const single = await loadOne<Role>("rbac.yaml", "Role");
+  const refusedBySingle = new Set(requests.filter((r) => !allows(single, r)).map((r) => r.verb));
+  assert.deepEqual([...refusedBySingle].sort(), ["get", "list", "update", "watch"]);
+});
+
+test("deployment.shards.yaml runs 3 replicas of 6 shards as the shards ServiceAccount, POD_NAME from the downward API", async () => {
+  const sa = await loadOne<KubeObject>("rbac.shards.yaml", "ServiceAccount");
+  const { deployment, container } = await leaseholdContainer("deployment.shards.yaml");
+  assert.equal(deployment.spec?.replicas, 3);
+  assert.equal(deployment.spec?.template?.spec?.serviceAccountName, sa.metadata?.name);
+  const env = new Map((container.env ?? []).map((e) => [e.name, e]));
+  const podName = env.get("POD_NAME");
+  assert.ok(podName, "POD_NAME is not set");
+  assert.equal(podName.valueFrom?.fieldRef?.fieldPath, "metadata.name");
+  const args = container.args ?? [];
+  assert.deepEqual(args.slice(0, 3), ["--shards", "6", "--"]);
+  assert.equal(env.get("SHARDS"), undefined, "the shard count is given twice");
+  assert.ok(env.get("LEASE_NAME")?.value, "LEASE_NAME (the shard Lease prefix) has no literal value");
+  const names = [...env.keys()];
+  assert.deepEqual(
+    names.filter((n) => !ENTRYPOINT_ENV_NAMES.includes(n)),
+    [],
+    "env names the entrypoint does not read",
+  );
+  assert.equal(names.length, (container.env ?? []).length, "an env var is set twice");
+  // Not the single-Lease Deployment's name or Lease: both can run in one namespace.
+  const single = await leaseholdContainer();
+  assert.notEqual(deployment.metadata?.name, single.deployment.metadata?.name);
+  assert.notEqual(
+    env.get("LEASE_NAME")?.value,
+    single.container.env?.find((e) => e.name === "LEASE_NAME")?.value,
+  );
+});
+
+test("deployment.shards.yaml is deployment.yaml's pod hardening and probes, with the Bun image", async () => {
+  const single = await leaseholdContainer();
+  const { deployment, container } = await leaseholdContainer("deployment.shards.yaml");
+  assert.equal(container.image, single.container.image, "the Bun image (deploy/Dockerfile)");
+  assert.deepEqual(container.securityContext, single.container.securityContext);
+  assert.deepEqual(
+    deployment.spec?.template?.spec?.securityContext,
+    single.deployment.spec?.template?.spec?.securityContext,
+  );
+  assert.deepEqual(container.livenessProbe, single.container.livenessProbe);
+  assert.deepEqual(container.ports, single.container.ports);
+  assert.ok(container.resources?.requests?.cpu && container.resources?.requests?.memory, "resource requests");
+});
+
+test("deployment.shards.yaml's command is in the Bun image, and logs its shard and token on start and on SIGTERM", async () => {
+  const { container } = await leaseholdContainer("deployment.shards.yaml");
+  const args = container.args ?? [];
+  // Bun drops a "--" that directly follows the script: a flag must come first.
+  assert.notEqual(args[0], "--", "Bun would drop this --, and take the command for leasehold's arguments");
+  const command = args.slice(args.indexOf("--") + 1);
+  const bun = await readFile(deployPath("Dockerfile"), "utf8");
+  assert.match(bun, new RegExp(`^COPY --from=build \\S+ ${command[0]}$`, "m"), `${command[0]} is not in the image`);
+  assert.deepEqual(command.slice(1, 2), ["-e"]);
+  // Run it here as the entrypoint would, with bun from PATH (or this runtime, under Bun);
+  // SIGTERM once it has logged its start (the handler is installed by then).
+  const child = spawn(process.versions.bun ? process.execPath : "bun", command.slice(1), {
+    env: {
+      PATH: process.env.PATH,
+      LEASEHOLD_SHARD: "4",
+      LEASEHOLD_SHARDS: "6",
+      LEASEHOLD_FENCING_TOKEN: "7/pod-a",
+      BUN_RUNTIME_TRANSPILER_CACHE_PATH: "0",
+    },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let out = "";
+  const exited = new Promise<void>((resolve, reject) => {
+    child.once("error", reject);
+    child.once("close", () => resolve());
+  });
+  child.stdout.setEncoding("utf8");
+  child.stdout.on("data", (chunk: string) => {
+    const first = !out.includes("\n");
+    out += chunk;
+    if (first && out.includes("\n")) child.kill("SIGTERM");
+  });
+  // (Its exit status is not checked: Deno's node:child_process reports a child that
+  // exited 0 in its SIGTERM handler as killed by SIGTERM.)
+  await exited;
+  const lines = out.split("\n").filter(Boolean).map((l) => JSON.parse(l));
+  assert.deepEqual(lines, [
+    { msg: "working on shard", shard: 4, shards: 6, fencingToken: "7/pod-a" },
+    { msg: "stopped working on shard", shard: 4, shards: 6, fencingToken: "7/pod-a" },
+  ]);
 });

@@ -153,3 +153,113 @@ export function analyse(iv: Interval[], fromAction: number, to: number): Analysi
   }
   return { overlaps, leaderlessMs: Math.max(0, to - from - covered), handovers };
 }
+
+// ---------------------------------------------------------------- the sharded mode
+
+/** One term of a shard's command, from its "working on shard" line to its "stopped working on shard" line. */
+export interface ShardTerm {
+  shard: number;
+  /** pod#run of the container whose command it was. */
+  who: string;
+  pod: string;
+  start: number;
+  /** Infinity while the command runs (or if it never reported its stop). */
+  end: number;
+  /** The fencing token the command was given. */
+  fencingToken: string;
+  /** The end is the command's own "stopped" line. */
+  reported: boolean;
+}
+
+/** A shard command's line (deploy/deployment.shards.yaml's stand-in command), else undefined. */
+export function shardLine(
+  text: string,
+): { kind: "start" | "end"; shard: number; fencingToken: string } | undefined {
+  if (!text.startsWith("{")) return undefined;
+  try {
+    const o = JSON.parse(text);
+    const kind = o.msg === "working on shard" ? "start" : o.msg === "stopped working on shard" ? "end" : undefined;
+    if (!kind || !Number.isInteger(o.shard) || typeof o.fencingToken !== "string") return undefined;
+    return { kind, shard: o.shard, fencingToken: o.fencingToken };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Every shard command's term, from the containers' logs, by start time. */
+export function shardTerms(insts: Instance[]): ShardTerm[] {
+  const out: ShardTerm[] = [];
+  for (const inst of insts) {
+    const open = new Map<number, ShardTerm>();
+    for (const l of inst.lines) {
+      const s = shardLine(l.text);
+      if (!s) continue;
+      if (s.kind === "start") {
+        const prev = open.get(s.shard);
+        if (prev) out.push(prev); // a second start without a stop: the first stays open
+        open.set(s.shard, {
+          shard: s.shard,
+          who: `${inst.pod}#${inst.run}`,
+          pod: inst.pod,
+          start: l.t,
+          end: Infinity,
+          fencingToken: s.fencingToken,
+          reported: false,
+        });
+      } else {
+        const t = open.get(s.shard);
+        if (!t) continue;
+        t.end = l.t;
+        t.reported = true;
+        out.push(t);
+        open.delete(s.shard);
+      }
+    }
+    out.push(...open.values());
+  }
+  return out.sort((a, b) => a.start - b.start);
+}
+
+/**
+ * What is wrong with the terms of the shards: two terms of one shard that
+ * overlap, a fencing token whose leaseTransitions (`<n>/<holder>`) does not
+ * grow from one term to the next, and a term of a container that is gone
+ * (`gone(who)`) without a reported stop.
+ */
+export function shardProblems(terms: ShardTerm[], gone: (who: string) => boolean): string[] {
+  const problems: string[] = [];
+  const byShard = new Map<number, ShardTerm[]>();
+  for (const t of terms) byShard.set(t.shard, [...(byShard.get(t.shard) ?? []), t]);
+  for (const [shard, ts] of [...byShard].sort((a, b) => a[0] - b[0])) {
+    for (let i = 0; i < ts.length; i++) {
+      for (let j = i + 1; j < ts.length; j++) {
+        const o = Math.min(ts[i].end, ts[j].end) - Math.max(ts[i].start, ts[j].start);
+        if (o > 0) {
+          problems.push(
+            `shard ${shard}: ${ts[i].who} and ${ts[j].who} both worked for ${o === Infinity ? "ever" : `${o} ms`}`,
+          );
+        }
+      }
+      if (i > 0) {
+        const n = (t: ShardTerm) => Number(t.fencingToken.split("/")[0]);
+        if (!(n(ts[i]) > n(ts[i - 1]))) {
+          problems.push(`shard ${shard}: fencing token ${ts[i].fencingToken} after ${ts[i - 1].fencingToken}`);
+        }
+      }
+      if (ts[i].end === Infinity && gone(ts[i].who)) {
+        problems.push(`shard ${shard}: the command of ${ts[i].who} never reported its stop`);
+      }
+    }
+  }
+  return problems;
+}
+
+/** The shards each pod's commands work on now (terms still open), by pod. */
+export function shardsHeld(terms: ShardTerm[]): Map<string, number[]> {
+  const held = new Map<string, number[]>();
+  for (const t of terms) {
+    if (t.end !== Infinity) continue;
+    held.set(t.pod, [...(held.get(t.pod) ?? []), t.shard].sort((a, b) => a - b));
+  }
+  return held;
+}

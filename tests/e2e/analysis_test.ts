@@ -6,7 +6,16 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { analyse, type AuditEvent, buildIntervals, classify, type Instance } from "./analysis.ts";
+import {
+  analyse,
+  type AuditEvent,
+  buildIntervals,
+  classify,
+  type Instance,
+  shardProblems,
+  shardsHeld,
+  shardTerms,
+} from "./analysis.ts";
 
 const json = (msg: string) => JSON.stringify({ ts: "x", level: "info", msg });
 const klog = (msg: string) => `I1126 19:30:00.000000       1 main.go:60] "${msg}"`;
@@ -117,4 +126,58 @@ test("a term still open overlaps any later one", () => {
   const a = analyse(iv, T, T + 10_000);
   assert.equal(a.overlaps.length, 1);
   assert.equal(a.leaderlessMs, 0);
+});
+
+const shardJson = (msg: string, shard: number, token: string) =>
+  JSON.stringify({ msg, shard, shards: 6, fencingToken: token });
+
+test("shard terms run from a command's start line to its stop line; leasehold's own lines are not terms", () => {
+  const insts: Instance[] = [
+    {
+      pod: "a",
+      run: 0,
+      lines: [
+        { t: T, text: json("holding shard") },
+        { t: T + 10, text: shardJson("working on shard", 0, "0/a") },
+        { t: T + 20, text: shardJson("working on shard", 1, "0/a") },
+        { t: T + 500, text: shardJson("stopped working on shard", 0, "0/a") },
+      ],
+    },
+    { pod: "b", run: 0, lines: [{ t: T + 600, text: shardJson("working on shard", 0, "1/b") }] },
+  ];
+  const terms = shardTerms(insts);
+  assert.deepEqual(
+    terms.map((x) => [x.shard, x.who, x.start - T, x.end === Infinity ? "open" : x.end - T, x.reported]),
+    [[0, "a#0", 10, 500, true], [1, "a#0", 20, "open", false], [0, "b#0", 600, "open", false]],
+  );
+  assert.deepEqual(Object.fromEntries(shardsHeld(terms)), { a: [1], b: [0] });
+  assert.deepEqual(shardProblems(terms, () => false), []);
+});
+
+test("two overlapping terms of a shard, a fencing token that does not grow and an unreported stop are problems", () => {
+  const insts: Instance[] = [
+    {
+      pod: "a",
+      run: 0,
+      lines: [
+        { t: T, text: shardJson("working on shard", 2, "3/a") },
+        { t: T + 1000, text: shardJson("stopped working on shard", 2, "3/a") },
+      ],
+    },
+    {
+      pod: "b",
+      run: 0,
+      lines: [
+        { t: T + 900, text: shardJson("working on shard", 2, "3/b") },
+        { t: T + 950, text: shardJson("working on shard", 4, "1/b") },
+      ],
+    },
+  ];
+  const problems = shardProblems(shardTerms(insts), (who) => who === "b#0");
+  assert.deepEqual(problems, [
+    "shard 2: a#0 and b#0 both worked for 100 ms",
+    "shard 2: fencing token 3/b after 3/a",
+    "shard 2: the command of b#0 never reported its stop",
+    "shard 4: the command of b#0 never reported its stop",
+  ]);
 });

@@ -7,11 +7,15 @@
  * 2. applies deploy/rbac.yaml and deploy/deployment.yaml as shipped (only the
  *    image and imagePullPolicy: Never patched) with the Bun image, and
  *    deploy/deployment.deno.yaml (the same, with the Deno image's --allow-net
- *    args) with the Deno image, and the blog post's program with its own
- *    manifests, each in its own namespace;
+ *    args) with the Deno image, the blog post's program with its own
+ *    manifests, and the sharded mode (deploy/rbac.shards.yaml and
+ *    deploy/deployment.shards.yaml, Bun image), each in its own namespace;
  * 3. runs the scenarios on all three at once, timing them from the containers'
  *    logs (containerd stamps every line) and checking from the leading
- *    intervals each replica reports that no two overlap;
+ *    intervals each replica reports that no two overlap; alongside the first
+ *    one, the sharded mode's scenario (6 shards held 2/2/2, a pod deleted, its
+ *    shards taken by the others, 2/2/2 again with its replacement, no shard
+ *    worked on twice at once, from the shard commands' own log lines);
  * 4. prints a table and `N passed, N failed`, and stops everything.
  *
  * Without root, Linux, apt-get or go (outside CI) it says loudly why it skips
@@ -23,7 +27,18 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseAllDocuments } from "yaml";
 import { type Kube, LocalNode, NODE_NAME, waitFor } from "./node.ts";
-import { analyse, type AuditEvent, buildIntervals, type Instance, type Interval, jtiOf, podOf } from "./analysis.ts";
+import {
+  analyse,
+  type AuditEvent,
+  buildIntervals,
+  type Instance,
+  type Interval,
+  jtiOf,
+  podOf,
+  shardProblems,
+  shardsHeld,
+  shardTerms,
+} from "./analysis.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const BIN = join(ROOT, ".cache", "bin");
@@ -278,7 +293,7 @@ interface Row {
 const rows: Row[] = [];
 const deaths = new Map<string, Map<string, number>>(PROGRAMS.map((p) => [p.ns, new Map()]));
 
-function record(scenario: string, p: Program, ok: boolean, figures: string, problems: string[] = []) {
+function record(scenario: string, p: { key: string }, ok: boolean, figures: string, problems: string[] = []) {
   rows.push({ scenario, program: p.key, ok, figures, problems });
   say(
     `${ok ? "PASS" : "FAIL"} ${scenario} / ${p.key}: ${figures}${problems.length ? ` -- ${problems.join("; ")}` : ""}`,
@@ -514,8 +529,8 @@ async function leaderWedged(node: LocalNode, p: Program) {
   }
 }
 
-/** The shipped Role (no list verb) allowed every request leasehold made. */
-function rbacCheck(node: LocalNode, p: Program) {
+/** The shipped Role (rbac.yaml: no list verb; rbac.shards.yaml: no delete) allowed every request leasehold made. */
+function rbacCheck(node: LocalNode, p: { ns: string; key: string }) {
   const name = "0. shipped Role suffices";
   const evs = audit(node).filter((e) => e.objectRef?.namespace === p.ns && podOf(e));
   const byVerb = new Map<string, number>();
@@ -579,6 +594,129 @@ function denoEntrypoint(): string[] {
   return [...argv("ENTRYPOINT"), ...argv("CMD")].map((a, i) =>
     i === 0 ? "/bin/deno" : a === "leasehold.js" ? "/app/leasehold.js" : a
   );
+}
+
+// ---------------------------------------------------------------- the sharded mode
+
+/** deploy/rbac.shards.yaml and deploy/deployment.shards.yaml as shipped, on the Bun image. */
+const SHARDED = {
+  key: "leasehold --shards 6 (Bun)",
+  ns: "e2e-shards",
+  image: "leasehold.test/leasehold-bun:e2e",
+  /** The Deployment's LEASE_NAME and SHARDS, and the entrypoint's default timings. */
+  prefix: "leasehold-shards",
+  shards: 6,
+  leaseDurationMs: 15000,
+  retryPeriodMs: 2000,
+};
+
+function shardedObjects(): Obj[] {
+  const docs: Obj[] = [];
+  for (const f of ["rbac.shards.yaml", "deployment.shards.yaml"]) {
+    for (const d of parseAllDocuments(readFileSync(join(ROOT, "deploy", f), "utf8"))) docs.push(d.toJS() as Obj);
+  }
+  for (const d of docs) {
+    if (d.kind !== "Deployment") continue;
+    // deno-lint-ignore no-explicit-any
+    const spec = (d as any).spec;
+    const args = spec.template.spec.containers[0].args as string[];
+    if (spec.replicas !== 3 || args[args.indexOf("--shards") + 1] !== String(SHARDED.shards)) {
+      throw new Error("deploy/deployment.shards.yaml no longer runs 3 replicas of 6 shards: update SHARDED");
+    }
+    // As for the other programs: only the locally built image, never pulled.
+    for (const c of spec.template.spec.containers) {
+      c.image = SHARDED.image;
+      c.imagePullPolicy = "Never";
+    }
+  }
+  return docs;
+}
+
+/** The pods of the sharded Deployment that are not being deleted, and whether each is ready. */
+async function shardPods(kube: Kube): Promise<Pod[]> {
+  return (await pods(kube, SHARDED.ns)).filter((x) => !x.metadata.deletionTimestamp);
+}
+
+/**
+ * Waits until 3 ready pods each run the commands of exactly 2 shards, all 6
+ * shards covered, and every shard Lease names the pod that works on it.
+ * Returns the shards of each pod.
+ */
+async function shardsBalanced(node: LocalNode, ms: number): Promise<Map<string, number[]>> {
+  return await waitFor(`${SHARDED.key}: 3 ready pods holding 2 shards each`, ms, async () => {
+    const ps = await shardPods(node.kube);
+    if (ps.length !== 3 || !ps.every((x) => x.status?.containerStatuses?.[0]?.ready)) return undefined;
+    const held = shardsHeld(shardTerms(logs.instances(SHARDED.ns)));
+    const names = new Set(ps.map((x) => x.metadata.name));
+    if ([...held.keys()].some((pod) => !names.has(pod))) return undefined; // a leaving pod still works
+    if (![...names].every((n) => held.get(n)?.length === 2)) return undefined;
+    if (new Set([...held.values()].flat()).size !== SHARDED.shards) return undefined;
+    const leases = await node.kube.json<
+      { items: { metadata: { name: string }; spec?: { holderIdentity?: string } }[] }
+    >(
+      "GET",
+      `/apis/coordination.k8s.io/v1/namespaces/${SHARDED.ns}/leases?labelSelector=${
+        encodeURIComponent(`leasehold.dev/shard-set=${SHARDED.prefix}`)
+      }`,
+    );
+    const holder = new Map(leases.items.map((l) => [l.metadata.name, l.spec?.holderIdentity]));
+    for (const [pod, shards] of held) {
+      if (!shards.every((i) => holder.get(`${SHARDED.prefix}-${i}`) === pod)) return undefined;
+    }
+    return held;
+  });
+}
+
+const spread = (held: Map<string, number[]>) =>
+  [...held].sort(([a], [b]) => a.localeCompare(b)).map(([pod, xs]) => `${pod.slice(-5)} [${xs.join(",")}]`).join(
+    " ",
+  );
+
+/**
+ * 6: the sharded mode: 6 shards over 3 pods, 2/2/2; one pod deleted (its
+ * shards released on SIGTERM) and taken by the other two within
+ * leaseDuration + 3 retry periods (the bound had they expired instead); its
+ * replacement joins and the shards are 2/2/2 again; over the whole run no
+ * shard's command ran in two pods at once and its fencing token grew with
+ * every term.
+ */
+async function shardedScenario(node: LocalNode) {
+  const name = "6. --shards 6 over 3 pods, one deleted";
+  try {
+    const before = await shardsBalanced(node, 60_000);
+    const [victim, itsShards] = [...before].sort(([a], [b]) => a.localeCompare(b))[0];
+    const from = Date.now();
+    await node.kube.json("DELETE", `/api/v1/namespaces/${SHARDED.ns}/pods/${victim}`);
+    const taken = await waitFor(`${SHARDED.key}: the shards of ${victim} taken by the others`, 60_000, () => {
+      const terms = shardTerms(logs.instances(SHARDED.ns));
+      const starts = itsShards.map((i) => terms.find((t) => t.shard === i && t.pod !== victim && t.start >= from));
+      return starts.every((t) => t) ? Math.max(...starts.map((t) => t!.start)) : undefined;
+    });
+    const after = await shardsBalanced(node, 90_000);
+    const to = Date.now();
+    const insts = logs.instances(SHARDED.ns);
+    const alive = new Set((await shardPods(node.kube)).map((x) => x.metadata.name));
+    const gone = (who: string) => {
+      const [pod, run] = who.split("#");
+      return !alive.has(pod) || insts.some((i) => i.pod === pod && i.run > Number(run));
+    };
+    const terms = shardTerms(insts);
+    const problems = shardProblems(terms, gone);
+    const bound = SHARDED.leaseDurationMs + 3 * SHARDED.retryPeriodMs;
+    if (taken - from > bound) problems.push(`its shards were taken ${s(taken - from)} after, over ${s(bound)}`);
+    record(
+      name,
+      SHARDED,
+      problems.length === 0,
+      `2/2/2: ${spread(before)}; ${victim.slice(-5)} deleted, its shards taken by the others after ${
+        s(taken - from)
+      }; 2/2/2 again with its replacement after ${s(to - from)}: ${spread(after)}; ${terms.length} shard terms, ` +
+        `${problems.length ? "" : "none overlapping"}`,
+      problems,
+    );
+  } catch (e) {
+    record(name, SHARDED, false, "", [(e as Error).message]);
+  }
 }
 
 // ---------------------------------------------------------------- main
@@ -692,15 +830,29 @@ async function main() {
         await node.kube.json("POST", collection(o, p.ns), o);
       }
     }
-    await Promise.all(PROGRAMS.map((p) => settled(node, p, 120_000)));
-    say(`deployed 3 x 3 replicas, each with a leader, in ${s(Date.now() - t)}`);
+    await node.kube.json("POST", "/api/v1/namespaces", {
+      apiVersion: "v1",
+      kind: "Namespace",
+      metadata: { name: SHARDED.ns },
+    });
+    for (const o of shardedObjects()) await node.kube.json("POST", collection(o, SHARDED.ns), o);
+    const [, , , shards] = await Promise.all([
+      ...PROGRAMS.map((p) => settled(node, p, 120_000)),
+      shardsBalanced(node, 120_000),
+    ]);
+    say(
+      `deployed 4 x 3 replicas, each with a leader (6 shards: ${spread(shards as Map<string, number[]>)}), in ${
+        s(Date.now() - t)
+      }`,
+    );
 
-    await Promise.all(PROGRAMS.map((p) => rollingUpdate(node, p)));
+    await Promise.all([...PROGRAMS.map((p) => rollingUpdate(node, p)), shardedScenario(node)]);
     await Promise.all(PROGRAMS.map((p) => leaderPodDeleted(node, p)));
     await Promise.all(PROGRAMS.map((p) => leaderProcessKilled(node, p)));
     await tokenRotated(node);
     await Promise.all(PROGRAMS.map((p) => leaderWedged(node, p)));
     for (const p of PROGRAMS.filter((p) => p.kind === "leasehold")) rbacCheck(node, p);
+    rbacCheck(node, SHARDED);
     node.recordNetns();
   } catch (e) {
     rows.push({ scenario: "node", program: "-", ok: false, figures: "", problems: [(e as Error).message] });

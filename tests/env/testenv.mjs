@@ -265,10 +265,10 @@ export async function freshNamespace(info, prefix = "t") {
 /**
  * @param {string} namespace
  * @param {string} leaseName
- * @param {{ dropVerbs?: string[] }} [options]
+ * @param {{ dropVerbs?: string[], file?: string }} [options] `file`: the RBAC file under deploy/ (default rbac.yaml)
  */
-export function rbacFromDeploy(namespace, leaseName, { dropVerbs = [] } = {}) {
-  const docs = parseAllDocuments(readFileSync(join(ROOT, "deploy", "rbac.yaml"), "utf8")).map((d) => d.toJSON());
+export function rbacFromDeploy(namespace, leaseName, { dropVerbs = [], file = "rbac.yaml" } = {}) {
+  const docs = parseAllDocuments(readFileSync(join(ROOT, "deploy", file), "utf8")).map((d) => d.toJSON());
   for (const d of docs) {
     d.metadata.namespace = namespace;
     if (d.kind === "Role") {
@@ -295,14 +295,15 @@ const PATHS = {
  * writes `token`, `ca.crt` and `namespace` into a directory. Returns the
  * directory, the env of a pod (KUBERNETES_SERVICE_HOST/PORT) and the token.
  * With `boundSecret`, the token is bound to a new Secret: deleting the Secret
- * revokes it at once.
+ * revokes it at once. With `file`, another RBAC file under deploy/ (e.g.
+ * rbac.shards.yaml) is applied instead of rbac.yaml.
  * @param {any} info
  * @param {string} namespace
  * @param {string} leaseName
- * @param {{ dropVerbs?: string[], boundSecret?: string, dir?: string }} [options]
+ * @param {{ dropVerbs?: string[], boundSecret?: string, dir?: string, file?: string }} [options]
  */
-export async function podIdentity(info, namespace, leaseName, { dropVerbs = [], boundSecret, dir } = {}) {
-  const docs = rbacFromDeploy(namespace, leaseName, { dropVerbs });
+export async function podIdentity(info, namespace, leaseName, { dropVerbs = [], boundSecret, dir, file } = {}) {
+  const docs = rbacFromDeploy(namespace, leaseName, { dropVerbs, file });
   for (const d of docs) await adminRequest(info, "POST", PATHS[d.kind](namespace), d);
   const sa = docs.find((d) => d.kind === "ServiceAccount").metadata.name;
   const token = await requestToken(info, namespace, sa, { boundSecret });

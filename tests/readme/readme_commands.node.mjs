@@ -261,6 +261,27 @@ const PROBES = [
     if (onPath("skaffold")) assert.equal(run("skaffold", ["run", "--help"]).status, 0);
     else console.error("# skaffold is not installed: checked deploy/skaffold.yaml only");
   }],
+  [/^skaffold run -f deploy\/skaffold\.yaml -p (\S+)$/, (_t, m) => {
+    const [cfg] = deployDocs("skaffold.yaml");
+    const profile = (cfg.profiles ?? []).find((p) => p.name === m[1]);
+    assert.ok(profile, `deploy/skaffold.yaml has no profile ${m[1]}`);
+    for (const f of profile.manifests.rawYaml) assert.ok(existsSync(join(fresh, "deploy", f)), f);
+    if (onPath("skaffold")) assert.equal(run("skaffold", ["run", "--help"]).status, 0);
+    else console.error("# skaffold is not installed: checked deploy/skaffold.yaml only");
+  }],
+  [/^kubectl get leases -l (\S+)=(\S+)$/, async (t, m) => {
+    // The label the sharded set puts on its Leases, and the prefix the sharded Deployment uses.
+    const rules = readFileSync(join(fresh, "lib", "lease_set_rules.ts"), "utf8");
+    assert.match(rules, new RegExp(`SHARD_SET_LABEL\\b[^=]*= "${m[1].replaceAll(".", "\\.")}"`), "the shard-set label");
+    const deployment = deployDocs("deployment.shards.yaml").find((d) => d.kind === "Deployment");
+    const env = deployment.spec.template.spec.containers[0].env;
+    assert.equal(m[2], env.find((e) => e.name === "LEASE_NAME").value, "the README's set is the Deployment's");
+    const info = await needServer(t);
+    if (!info || !onPath("kubectl")) return void (info && t.skip("kubectl is not installed"));
+    const r = run("kubectl", ["--kubeconfig", info.kubeconfig, "get", "leases", "-l", `${m[1]}=${m[2]}`]);
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stderr, /No resources found/, r.stdout + r.stderr);
+  }],
   [/^kubectl get lease (\S+) -o yaml$/, async (t, m) => {
     const deployment = deployDocs("deployment.yaml").find((d) => d.kind === "Deployment");
     const env = deployment.spec.template.spec.containers[0].env;
@@ -271,8 +292,9 @@ const PROBES = [
     assert.match(r.stderr, new RegExp(`leases.coordination.k8s.io "${m[1]}" not found`), r.stdout + r.stderr);
   }],
   [/^kubectl delete pod -l app=(\S+) --wait=false$/, async (t, m) => {
-    const deployment = deployDocs("deployment.yaml").find((d) => d.kind === "Deployment");
-    assert.equal(deployment.spec.template.metadata.labels.app, m[1], "the README's label is the pods'");
+    const apps = ["deployment.yaml", "deployment.shards.yaml"]
+      .map((f) => deployDocs(f).find((d) => d.kind === "Deployment").spec.template.metadata.labels.app);
+    assert.ok(apps.includes(m[1]), `the README's label is the pods' of a Deployment in deploy/ (${apps.join(", ")})`);
     const info = await needServer(t);
     if (!info || !onPath("kubectl")) return void (info && t.skip("kubectl is not installed"));
     const args = ["--kubeconfig", info.kubeconfig, "delete", "pod", "-l", `app=${m[1]}`, "--wait=false"];
