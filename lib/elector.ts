@@ -12,7 +12,7 @@ import { type LeaderElectorOptions, validateElectorOptions } from "./elector_opt
 import type { ElectorState, ElectorStats } from "./elector_types.ts";
 import { acquireLoop } from "./elector_acquire.ts";
 import { lead } from "./elector_term.ts";
-import { linkSignals } from "./signal.ts";
+import { followSignal } from "./signal.ts";
 
 export {
   JITTER_FACTOR,
@@ -184,11 +184,11 @@ export class LeaderElector extends EventTarget {
   async run(signal?: AbortSignal): Promise<void> {
     if (this.#running) throw new LeaseholdError("LeaderElector.run is already running");
     this.#running = true;
-    // One listener on the caller's signal for the whole run; every wait and
-    // request links to this elector's own signal instead. Many electors often
-    // share one signal, and adding and removing a listener costs time linear in
-    // the listeners it has: per step, that grew with the number of electors.
-    const own = linkSignals([signal]);
+    // One listener on the caller's signal for all electors that share it (see
+    // followSignal); every wait and request links to this elector's own signal.
+    // Adding and removing a listener costs time linear in the listeners a signal
+    // has: per step, that grew with the number of electors.
+    const own = followSignal(signal);
     const stop = own.signal;
     const onStop = () => this.#c.wake?.();
     stop.addEventListener("abort", onStop);

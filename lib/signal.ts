@@ -64,3 +64,57 @@ export function linkSignals(sources: (AbortSignal | undefined)[]): LinkedSignal 
   }
   return { signal: ctl.signal, dispose };
 }
+
+/** The followers of each source signal, served by one listener on it. */
+const followers = new WeakMap<AbortSignal, { fns: Set<() => void>; onAbort: () => void }>();
+
+/**
+ * A signal that aborts when `source` does, like `linkSignals([source])`, except
+ * that all followers of one source share a single listener on it. Many electors
+ * share the caller's signal: one listener each would make Node warn of a
+ * possible leak past 10 of them, and make every add or remove slower. The shared
+ * listener goes when the last follower is disposed.
+ *
+ * @example Usage
+ * ```ts
+ * import { followSignal } from "./signal.ts";
+ * const source = new AbortController();
+ * const a = followSignal(source.signal);
+ * const b = followSignal(source.signal);
+ * source.abort();
+ * console.log(a.signal.aborted && b.signal.aborted); // true
+ * ```
+ */
+export function followSignal(source: AbortSignal | undefined): LinkedSignal {
+  const ctl = new AbortController();
+  if (!source) return { signal: ctl.signal, dispose() {} };
+  if (source.aborted) {
+    ctl.abort(source.reason);
+    return { signal: ctl.signal, dispose() {} };
+  }
+  let entry = followers.get(source);
+  if (!entry) {
+    const fns = new Set<() => void>();
+    const onAbort = () => {
+      followers.delete(source);
+      for (const fn of [...fns]) fn();
+      fns.clear();
+    };
+    entry = { fns, onAbort };
+    followers.set(source, entry);
+    source.addEventListener("abort", onAbort, { once: true });
+  }
+  const { fns } = entry;
+  const fn = () => ctl.abort(source.reason);
+  fns.add(fn);
+  return {
+    signal: ctl.signal,
+    dispose() {
+      if (!fns.delete(fn) || fns.size > 0) return;
+      const e = followers.get(source);
+      if (e?.fns !== fns) return;
+      followers.delete(source);
+      source.removeEventListener("abort", e.onAbort);
+    },
+  };
+}
