@@ -194,13 +194,13 @@ export class ElectorCore {
 
   requestSignal(stop: AbortSignal, budget: number): { signal: AbortSignal; done: () => void } {
     const ms = clampDelay(Math.min(this.requestTimeout, budget), 1, this.requestTimeout);
-    const t = new AbortController();
+    // Two controllers per request, not three: the timer aborts the linked signal itself.
+    const linked = linkSignals([stop]);
     const cancel = new AbortController();
     this.clock.sleep(ms, cancel.signal).then(
-      () => t.abort(new TimeoutError(`lease request got no answer within ${ms} ms`)),
+      () => linked.abort(new TimeoutError(`lease request got no answer within ${ms} ms`)),
       () => {},
     );
-    const linked = linkSignals([stop, t.signal]);
     return {
       signal: linked.signal,
       done: () => {
@@ -220,16 +220,14 @@ export class ElectorCore {
    * token source) that never answers and ignores its abort signal.
    */
   async within<T>(p: Promise<T>, ms: number, stop?: AbortSignal): Promise<{ value: T } | undefined> {
-    const cancel = new AbortController();
-    const linked = linkSignals([stop, cancel.signal]);
+    const linked = linkSignals([stop]);
     try {
       return await Promise.race([
         p.then((value) => ({ value })),
         this.clock.sleep(clampDelay(ms), linked.signal).then(() => undefined, () => undefined),
       ]);
     } finally {
-      cancel.abort(ENDED);
-      linked.dispose();
+      linked.abort(ENDED);
     }
   }
 

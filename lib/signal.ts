@@ -26,6 +26,8 @@ export interface LinkedSignal {
   signal: AbortSignal;
   /** Removes the listeners from the sources; call it when the operation ends. */
   dispose(): void;
+  /** Aborts the linked signal itself with `reason` (unless it already was), then disposes. */
+  abort(reason: unknown): void;
 }
 
 /**
@@ -39,6 +41,9 @@ export interface LinkedSignal {
  * a.abort();
  * console.log(linked.signal.aborted); // true
  * linked.dispose();
+ * const own = linkSignals([new AbortController().signal]);
+ * own.abort("done"); // aborts the linked signal alone, and unlinks it
+ * console.log(own.signal.reason); // "done"
  * ```
  */
 export function linkSignals(sources: (AbortSignal | undefined)[]): LinkedSignal {
@@ -62,7 +67,14 @@ export function linkSignals(sources: (AbortSignal | undefined)[]): LinkedSignal 
     s.addEventListener("abort", fn, { once: true });
     hooked.push([s, fn]);
   }
-  return { signal: ctl.signal, dispose };
+  return {
+    signal: ctl.signal,
+    dispose,
+    abort(reason) {
+      dispose();
+      if (!ctl.signal.aborted) ctl.abort(reason);
+    },
+  };
 }
 
 /** The followers of each source signal, served by one listener on it. */
@@ -87,10 +99,13 @@ const followers = new WeakMap<AbortSignal, { fns: Set<() => void>; onAbort: () =
  */
 export function followSignal(source: AbortSignal | undefined): LinkedSignal {
   const ctl = new AbortController();
-  if (!source) return { signal: ctl.signal, dispose() {} };
+  const abortOwn = (reason: unknown) => {
+    if (!ctl.signal.aborted) ctl.abort(reason);
+  };
+  if (!source) return { signal: ctl.signal, dispose() {}, abort: abortOwn };
   if (source.aborted) {
     ctl.abort(source.reason);
-    return { signal: ctl.signal, dispose() {} };
+    return { signal: ctl.signal, dispose() {}, abort: abortOwn };
   }
   let entry = followers.get(source);
   if (!entry) {
@@ -105,16 +120,21 @@ export function followSignal(source: AbortSignal | undefined): LinkedSignal {
     source.addEventListener("abort", onAbort, { once: true });
   }
   const { fns } = entry;
-  const fn = () => ctl.abort(source.reason);
+  const fn = () => abortOwn(source.reason);
   fns.add(fn);
+  const dispose = () => {
+    if (!fns.delete(fn) || fns.size > 0) return;
+    const e = followers.get(source);
+    if (e?.fns !== fns) return;
+    followers.delete(source);
+    source.removeEventListener("abort", e.onAbort);
+  };
   return {
     signal: ctl.signal,
-    dispose() {
-      if (!fns.delete(fn) || fns.size > 0) return;
-      const e = followers.get(source);
-      if (e?.fns !== fns) return;
-      followers.delete(source);
-      source.removeEventListener("abort", e.onAbort);
+    dispose,
+    abort(reason) {
+      dispose();
+      abortOwn(reason);
     },
   };
 }
