@@ -665,7 +665,11 @@ export function markdownReport(r: BenchResults): string {
           "request and the watch over one TCP connection (a server that offers no HTTP/2 in ALPN would get " +
           "`node:https`, a connection per request). `shared-pooled` sends through one pooled HTTP/2 " +
           "`Deno.HttpClient`, which adds the CA to the default roots instead of replacing them: the library does " +
-          "not use it with a cluster CA, it is here for comparison only. TCP connections: established to the " +
+          "not use it with a cluster CA, it is here for comparison only. `shared-small-young` (largest count only) is " +
+          "`shared` in a process started with `--v8-flags=--max-semi-space-size=1`: V8 sizes its young generation " +
+          "to the allocation rate, up to 16 MiB per semi-space, and at hundreds of renewals a second that, not " +
+          "what the library keeps (the JavaScript heap per Lease, after a full collection), is most of the RSS growth. " +
+          "TCP connections: established to the " +
           "API server, sampled every 100 ms over the window: the most at once, and how many distinct ones were seen.",
       );
       out.push("");
@@ -676,6 +680,7 @@ export function markdownReport(r: BenchResults): string {
           "µs CPU / renewal",
           "RSS MiB",
           "KiB / Lease",
+          "heap KiB / Lease",
           "mean renew ms",
           "TCP at once (max)",
           "TCP over the window",
@@ -686,6 +691,7 @@ export function markdownReport(r: BenchResults): string {
           fmt(p.cpuUsPerRenewal),
           fmt(p.rssMiB),
           fmt(p.rssPerLeaseKiB),
+          p.heapPerLeaseKiB === undefined ? "–" : fmt(p.heapPerLeaseKiB),
           fmt(p.renewLatencyMeanMs, 2),
           p.connections === undefined ? "–" : String(p.connections.most),
           p.connections === undefined ? "–" : String(p.connections.distinct),

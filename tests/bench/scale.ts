@@ -26,13 +26,15 @@ export interface LeasesPoint {
   rssMiB: number;
   /** (RSS after the elections settled − RSS with only the client loaded) / leases, KiB. */
   rssPerLeaseKiB: number;
+  /** (JavaScript heap in use after the elections settled − with only the client loaded) / leases, KiB. */
+  heapPerLeaseKiB?: number;
   renewLatencyMeanMs: number | null;
   ownRequestsPerSecond: number;
   server: WindowCounts;
   serverRequestsPerSecond: number;
   errors: Record<string, number>;
   /** How the Leases were reached: a client each, or one client and one LeaseWatchHub for all. */
-  mode?: "client-per-lease" | "shared" | "shared-pooled";
+  mode?: "client-per-lease" | "shared" | "shared-pooled" | "shared-small-young";
   /** TCP connections of the process to the API server over the window. */
   connections?: ConnectionCounts;
 }
@@ -75,11 +77,19 @@ async function runWorker(
   ctx: BenchContext,
   events: LeaseEvents,
   params: WorkerParams,
+  v8Flags?: string,
 ): Promise<
   { lines: Record<string, Record<string, unknown>>; server: WindowCounts; connections: ConnectionCounts }
 > {
   const worker = new Proc(
-    [ctx.denoPath, "run", "-A", join(ctx.root, "tests", "bench", "scale_worker.ts"), JSON.stringify(params)],
+    [
+      ctx.denoPath,
+      "run",
+      "-A",
+      `--v8-flags=--expose-gc${v8Flags ? `,${v8Flags}` : ""}`,
+      join(ctx.root, "tests", "bench", "scale_worker.ts"),
+      JSON.stringify(params),
+    ],
     { logStream: "stdout", name: `scale worker ${params.mode} ${params.count}`, cwd: ctx.root },
   );
   try {
@@ -126,13 +136,21 @@ export async function scale(
   const result: ScaleResult = { windowSeconds: o.windowMs / 1000, leases: [], replicas: [], errors: [] };
   const base = { server: ctx.info.url, caFile: ctx.info.caFile, token: ctx.info.adminToken, timings: t };
 
+  // "shared-small-young": the shared way with V8's young generation capped at 1 MiB
+  // per semi-space (`--v8-flags=--max-semi-space-size=1`), at the largest count only.
+  // V8 sizes the young generation to the allocation rate (up to 16 MiB per semi-space),
+  // which at 500 renewals/s is most of the RSS growth; the JavaScript heap that stays
+  // is about 13 KiB per Lease.
   const modes = [
-    { mode: "client-per-lease", worker: "leases", pooled: false },
-    { mode: "shared", worker: "shared", pooled: false },
-    { mode: "shared-pooled", worker: "shared", pooled: true },
+    { mode: "client-per-lease", worker: "leases", pooled: false, v8: undefined },
+    { mode: "shared", worker: "shared", pooled: false, v8: undefined },
+    { mode: "shared-pooled", worker: "shared", pooled: true, v8: undefined },
+    { mode: "shared-small-young", worker: "shared", pooled: false, v8: "--max-semi-space-size=1" },
   ] as const;
+  const largest = Math.max(...o.leaseCounts);
   for (const count of o.leaseCounts) {
     for (const m of modes) {
+      if (m.v8 && count !== largest) continue;
       try {
         const namespace = await ctx.namespace("scale-leases");
         ctx.log(`  ${count} leases in one process (${m.mode}): electing, then counting for ${o.windowMs / 1000} s`);
@@ -144,7 +162,7 @@ export async function scale(
           namespace,
           settleMs: 2 * t.retryPeriod,
           windowMs: o.windowMs,
-        });
+        }, m.v8);
         const end = lines["window-end"] as {
           windowMs: number;
           cpuMs: number;
@@ -154,8 +172,9 @@ export async function scale(
           errors: Record<string, number>;
           rssKb: number;
         };
-        const ready = lines["ready"] as { acquireMs: number; rssKb: number };
+        const ready = lines["ready"] as { acquireMs: number; rssKb: number; heapKb?: number };
         const baseRss = (lines["base"] as { rssKb: number }).rssKb;
+        const baseHeap = (lines["base"] as { heapKb?: number }).heapKb;
         const secs = end.windowMs / 1000;
         const own = Object.values(end.requests).reduce((a, b) => a + b, 0);
         const p: LeasesPoint = {
@@ -171,6 +190,9 @@ export async function scale(
           rssBaseMiB: round(baseRss / 1024, 1),
           rssMiB: round(end.rssKb / 1024, 1),
           rssPerLeaseKiB: round((ready.rssKb - baseRss) / count, 1),
+          heapPerLeaseKiB: ready.heapKb !== undefined && baseHeap !== undefined
+            ? round((ready.heapKb - baseHeap) / count, 1)
+            : undefined,
           renewLatencyMeanMs: end.renewLatencyMeanMs === null ? null : round(end.renewLatencyMeanMs, 2),
           ownRequestsPerSecond: round(own / secs, 1),
           server,
@@ -181,7 +203,8 @@ export async function scale(
         if (m.mode === "client-per-lease") result.leases.push(p);
         else (result.shared ??= []).push(p);
         ctx.log(
-          `    ${p.cpuUsPerRenewal} µs CPU per renewal, ${p.rssMiB} MiB RSS, ${p.rssPerLeaseKiB} KiB per Lease, ` +
+          `    ${p.cpuUsPerRenewal} µs CPU per renewal, ${p.rssMiB} MiB RSS, ${p.rssPerLeaseKiB} KiB per Lease ` +
+            `(JavaScript heap ${p.heapPerLeaseKiB ?? "?"} KiB), ` +
             `${p.serverRequestsPerSecond} requests/s, TCP connections: at most ${connections.most} at once, ` +
             `${connections.distinct} over the window`,
         );

@@ -62,6 +62,11 @@ function pooledFetch(caCert: string) {
 
 const emit = (o: Record<string, unknown>) => console.log(JSON.stringify(o));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** JavaScript heap in use after a full collection when the process runs with --expose-gc, else as it is. */
+const heapKb = () => {
+  (globalThis as { gc?: () => void }).gc?.();
+  return Math.round(Deno.memoryUsage().heapUsed / 1024);
+};
 const rssKb = () => Number(/^VmRSS:\s+(\d+)/m.exec(Deno.readTextFileSync("/proc/self/status"))?.[1] ?? NaN);
 
 /**
@@ -118,7 +123,7 @@ async function main(p: WorkerParams): Promise<void> {
   await (client
     ? new KubeLeaseApi(client, p.namespace, "warm-up")
     : await createLeaseApi(config, { name: "warm-up", namespace: p.namespace, timeoutMs })).get();
-  emit({ event: "base", rssKb: rssKb() });
+  emit({ event: "base", rssKb: rssKb(), heapKb: heapKb() });
 
   // "leases" and "replicas": every elector gets its own client (createLeaseApi),
   // and each follower its own watch. Over one HTTP/2 connection those watches
@@ -166,7 +171,7 @@ async function main(p: WorkerParams): Promise<void> {
     await sleep(50);
   }
   const leaders = electors.filter((e) => e.isLeader).length;
-  emit({ event: "ready", acquireMs: Math.round(performance.now() - t0), leaders, rssKb: rssKb() });
+  emit({ event: "ready", acquireMs: Math.round(performance.now() - t0), leaders, rssKb: rssKb(), heapKb: heapKb() });
   await sleep(p.settleMs);
 
   const totals = () => {
