@@ -314,12 +314,13 @@ export async function runShards(settings: CliSettings, o: ShardsRunOptions): Pro
     const client = first.client;
     if (settings.events) events = new ShardEvents(client, namespace, settings.identity, log);
     // As kubeShardedLeaseSet builds it, with each Lease's uid remembered for its Events.
+    const roleFile = "deploy/rbac.shards.yaml"; // named by a 403; member Leases cannot be listed by name
     set = new ShardedLeaseSet({
       leaseApi: (name) => {
-        const api = new KubeLeaseApi(client, namespace, name);
+        const api = new KubeLeaseApi(client, namespace, name, { rbac: { roleFile, byName: false } });
         return events ? events.track(api) : api;
       },
-      source: kubeLeaseListSource(client, namespace, { key: SHARD_SET_LABEL, value: settings.leaseName }),
+      source: kubeLeaseListSource(client, namespace, { key: SHARD_SET_LABEL, value: settings.leaseName }, { roleFile }),
       namespace,
       prefix: settings.leaseName,
       shards: n,

@@ -91,6 +91,10 @@ export interface RequestIntent {
   namespace?: string;
   /** Object name. */
   name?: string;
+  /** The shipped manifest whose Role grants this, named in a 403. @default "deploy/rbac.yaml" */
+  roleFile?: string;
+  /** False when the Role cannot list the object in `resourceNames` (it covers many names). @default true */
+  byName?: boolean;
 }
 
 /** Options of one request. */

@@ -120,8 +120,8 @@ export function explain(
         ? `Forbidden: not allowed to ${what}. Grant it with a Role in namespace "${
           intent.namespace ?? "?"
         }" with apiGroups ["${group}"], resources ["${resource}"], verbs ["${intent.verb}"]${
-          intent.name && intent.verb !== "create" ? `, resourceNames ["${intent.name}"]` : ""
-        }, and a RoleBinding to this service account (see deploy/rbac.yaml)${server}`
+          intent.name && intent.verb !== "create" && intent.byName !== false ? `, resourceNames ["${intent.name}"]` : ""
+        }, and a RoleBinding to this service account (see ${intent.roleFile ?? "deploy/rbac.yaml"})${server}`
         : `Forbidden: ${what}${server}; the Role bound to this service account must grant it`;
     case "Unauthorized":
       return `Unauthorized: the API server rejected our credentials for ${what}; check the service-account token file (it is re-read after each 401) or the kubeconfig user${server}`;

@@ -64,6 +64,12 @@ export const DEFAULT_WATCH_IDLE_TIMEOUT_MS = 90_000;
 export interface KubeLeaseApiOptions {
   /** A watch that delivers nothing (not even a bookmark) for this long ends with a {@linkcode TimeoutError}. @default 90000 */
   watchIdleTimeoutMs?: number;
+  /**
+   * What a 403 names as the fix: the shipped manifest with the Role, and whether
+   * that Role can list this Lease in `resourceNames`.
+   * @default { roleFile: "deploy/rbac.yaml", byName: true }
+   */
+  rbac?: { roleFile?: string; byName?: boolean };
 }
 
 /**
@@ -105,11 +111,13 @@ export class KubeLeaseApi implements LeaseApi {
   readonly name: string;
   #client: KubeClient;
   #idleMs: number;
+  #rbac: { roleFile?: string; byName?: boolean };
 
   /** Creates the API for one Lease. */
   constructor(client: KubeClient, namespace: string, name: string, options: KubeLeaseApiOptions = {}) {
     this.#client = client;
     this.#idleMs = options.watchIdleTimeoutMs ?? DEFAULT_WATCH_IDLE_TIMEOUT_MS;
+    this.#rbac = options.rbac ?? {};
     this.namespace = namespace;
     this.name = name;
   }
@@ -125,7 +133,7 @@ export class KubeLeaseApi implements LeaseApi {
   }
 
   #intent(verb: string) {
-    return { verb, resource: RESOURCE, namespace: this.namespace, name: this.name };
+    return { verb, resource: RESOURCE, namespace: this.namespace, name: this.name, ...this.#rbac };
   }
 
   /** GET the Lease; `undefined` on 404. */

@@ -331,11 +331,16 @@ export function kubeLeaseListSource(
   client: KubeClient,
   namespace: string,
   label: { key: string; value: string },
-  options: { watchIdleTimeoutMs?: number } = {},
+  options: { watchIdleTimeoutMs?: number; roleFile?: string } = {},
 ): LeaseListSource {
   const base = `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/leases`;
   const labelSelector = `${label.key}=${label.value}`;
-  const intent = (verb: string) => ({ verb, resource: "leases.coordination.k8s.io", namespace });
+  const intent = (verb: string) => ({
+    verb,
+    resource: "leases.coordination.k8s.io",
+    namespace,
+    roleFile: options.roleFile,
+  });
   return {
     async list(signal) {
       // In pages, so that each answer stays small (the client refuses bodies over its

@@ -11,6 +11,9 @@ import { kubeLeaseListSource } from "./lease_hub.ts";
 import { ShardedLeaseSet } from "./lease_set.ts";
 import { SHARD_SET_LABEL, type ShardedLeaseSetOptions } from "./lease_set_rules.ts";
 
+/** The shipped manifest with the sharded mode's Role. */
+const SHARDS_ROLE_FILE = "deploy/rbac.shards.yaml";
+
 /** Options of {@linkcode kubeShardedLeaseSet}: those of the set without the Lease access. */
 export type KubeShardedLeaseSetOptions = Omit<ShardedLeaseSetOptions, "leaseApi" | "source"> & {
   /** A watch silent for this long is ended and opened again. @default 90000 */
@@ -42,9 +45,11 @@ export type KubeShardedLeaseSetOptions = Omit<ShardedLeaseSetOptions, "leaseApi"
 export function kubeShardedLeaseSet(client: KubeClient, options: KubeShardedLeaseSetOptions): ShardedLeaseSet {
   const label = { key: SHARD_SET_LABEL, value: options.prefix };
   const idle = { watchIdleTimeoutMs: options.watchIdleTimeoutMs };
+  // A 403 names the sharded mode's Role; it cannot list member Leases by name (they are named after pods).
+  const rbac = { roleFile: SHARDS_ROLE_FILE, byName: false };
   return new ShardedLeaseSet({
     ...options,
-    leaseApi: (name) => new KubeLeaseApi(client, options.namespace, name, idle),
-    source: kubeLeaseListSource(client, options.namespace, label, idle),
+    leaseApi: (name) => new KubeLeaseApi(client, options.namespace, name, { ...idle, rbac }),
+    source: kubeLeaseListSource(client, options.namespace, label, { ...idle, roleFile: SHARDS_ROLE_FILE }),
   });
 }
