@@ -3,12 +3,10 @@
 import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
-import { mkdtemp, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { type ElectorView, main, serveHttp, type WorkView } from "../lib/cli.ts";
 import { type ElectorState, silentLogger } from "../mod.ts";
 import { startLeaseServer } from "./support/lease_server.ts";
+import { kubeconfigFor } from "./support/kubeconfig_file.ts";
 
 function stubElector(over: Partial<{ leader: string; isLeader: boolean; unhealthy: string; settling: boolean }> = {}) {
   const v = {
@@ -142,19 +140,7 @@ test("an --http-addr that cannot be listened on exits 2, as documented", async (
   const blocker = createServer();
   await new Promise<void>((r) => blocker.listen(0, "127.0.0.1", r));
   const port = (blocker.address() as { port: number }).port;
-  const dir = await mkdtemp(join(tmpdir(), "leasehold-http-"));
-  const kubeconfig = join(dir, "kubeconfig");
-  await writeFile(
-    kubeconfig,
-    JSON.stringify({
-      apiVersion: "v1",
-      kind: "Config",
-      clusters: [{ name: "c", cluster: { server: lease.url } }],
-      users: [{ name: "u", user: { token: "t" } }],
-      contexts: [{ name: "x", context: { cluster: "c", user: "u", namespace: "default" } }],
-      "current-context": "x",
-    }),
-  );
+  const kubeconfig = await kubeconfigFor(lease.url, "leasehold-http-");
   const lines: string[] = [];
   try {
     const code = await main(
@@ -177,19 +163,7 @@ test("main's endpoints: POST, PUT and OPTIONS get 405, HEAD gets headers only", 
   await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
   const port = (probe.address() as { port: number }).port;
   await new Promise((r) => probe.close(r));
-  const dir = await mkdtemp(join(tmpdir(), "leasehold-http-"));
-  const kubeconfig = join(dir, "kubeconfig");
-  await writeFile(
-    kubeconfig,
-    JSON.stringify({
-      apiVersion: "v1",
-      kind: "Config",
-      clusters: [{ name: "c", cluster: { server: lease.url } }],
-      users: [{ name: "u", user: { token: "t" } }],
-      contexts: [{ name: "x", context: { cluster: "c", user: "u", namespace: "default" } }],
-      "current-context": "x",
-    }),
-  );
+  const kubeconfig = await kubeconfigFor(lease.url, "leasehold-http-");
   const stop = new AbortController();
   let serving: () => void;
   const ready = new Promise<void>((r) => (serving = r));

@@ -5,28 +5,14 @@
 // content on the real API server: tests/shards_rbac_integration_test.ts.
 import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
-import { mkdtemp, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { main } from "../lib/cli.ts";
 import { type LeaseServer, startLeaseServer } from "./support/lease_server.ts";
+import { kubeconfigFor } from "./support/kubeconfig_file.ts";
 
 type Line = Record<string, unknown> & { msg: string; level: string };
 
-async function kubeconfigFor(server: LeaseServer): Promise<string> {
-  const path = join(await mkdtemp(join(tmpdir(), "leasehold-shard-events-")), "kubeconfig");
-  await writeFile(
-    path,
-    JSON.stringify({
-      apiVersion: "v1",
-      kind: "Config",
-      clusters: [{ name: "c", cluster: { server: server.url } }],
-      users: [{ name: "u", user: { token: "t" } }],
-      contexts: [{ name: "x", context: { cluster: "c", user: "u", namespace: "default" } }],
-      "current-context": "x",
-    }),
-  );
-  return path;
+function kubeconfigForServer(server: LeaseServer): Promise<string> {
+  return kubeconfigFor(server.url, "leasehold-shard-events-");
 }
 
 /** One replica of 4 shards until it holds all of them (then stopped); its log lines and exit code. */
@@ -59,7 +45,7 @@ const eventPosts = (server: LeaseServer) =>
 test("cli --shards: an Event per shard term; a failing events endpoint is one warning for the set", async () => {
   const server = await startLeaseServer();
   try {
-    const { lines, code } = await holdAll(await kubeconfigFor(server), []);
+    const { lines, code } = await holdAll(await kubeconfigForServer(server), []);
     assert.equal(code, 0);
     // 4 "became leader" and 4 "stopped leading" (the stop flushes them before exiting).
     assert.equal(eventPosts(server), 8);
@@ -73,7 +59,7 @@ test("cli --shards: an Event per shard term; a failing events endpoint is one wa
 test("cli --shards --events=false: no Events", async () => {
   const server = await startLeaseServer();
   try {
-    const { code } = await holdAll(await kubeconfigFor(server), ["--events=false"]);
+    const { code } = await holdAll(await kubeconfigForServer(server), ["--events=false"]);
     assert.equal(code, 0);
     assert.equal(eventPosts(server), 0);
     assert.ok(server.requests.length > 0);

@@ -16,6 +16,7 @@ import { CommandSupervisor, killAllGroupsSync, main } from "../lib/cli.ts";
 import { jsonLogger, LeadershipLostError } from "../mod.ts";
 import { type LeaseServer, startLeaseServer } from "./support/lease_server.ts";
 import { entrypointCommand, startReplica } from "./env/replica.mjs";
+import { kubeconfigFor } from "./support/kubeconfig_file.ts";
 
 const FAST = ["--lease-duration", "2s", "--renew-deadline", "1s", "--retry-period", "250ms"];
 type Line = Record<string, unknown> & { msg: string; level: string };
@@ -38,21 +39,8 @@ function lineLog() {
   };
 }
 
-async function kubeconfigFor(server: LeaseServer): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), "leasehold-sidecar-"));
-  const path = join(dir, "kubeconfig");
-  await writeFile(
-    path,
-    JSON.stringify({
-      apiVersion: "v1",
-      kind: "Config",
-      clusters: [{ name: "c", cluster: { server: server.url } }],
-      users: [{ name: "u", user: { token: "t" } }],
-      contexts: [{ name: "x", context: { cluster: "c", user: "u", namespace: "default" } }],
-      "current-context": "x",
-    }),
-  );
-  return path;
+function kubeconfigForServer(server: LeaseServer): Promise<string> {
+  return kubeconfigFor(server.url, "leasehold-sidecar-");
 }
 
 /** One in-process replica: main() with its own stop signal and log. */
@@ -99,7 +87,7 @@ const recorder = (log: string) => [
 
 test("two replicas: the follower never runs the command; it starts only after the leader's stopped", async () => {
   const server = await startLeaseServer();
-  const kc = await kubeconfigFor(server);
+  const kc = await kubeconfigForServer(server);
   const dir = await mkdtemp(join(tmpdir(), "leasehold-two-"));
   const log = join(dir, "work.log");
   const a = replica(kc, "a", [], recorder(log));
@@ -131,7 +119,7 @@ test("two replicas: the follower never runs the command; it starts only after th
 
 test("the command's whole process group is stopped: a sh -c wrapper's child dies too, by SIGKILL after the grace", async () => {
   const server = await startLeaseServer();
-  const kc = await kubeconfigFor(server);
+  const kc = await kubeconfigForServer(server);
   const dir = await mkdtemp(join(tmpdir(), "leasehold-group-"));
   const pids = join(dir, "pids");
   // The wrapper exits on SIGTERM; its child ignores SIGTERM, so only a SIGKILL to the group ends it.
@@ -166,7 +154,7 @@ test("the command's whole process group is stopped: a sh -c wrapper's child dies
 
 test("a command killed by any signal n gives status 128+n; one that cannot start gives 127", async () => {
   const server = await startLeaseServer();
-  const kc = await kubeconfigFor(server);
+  const kc = await kubeconfigForServer(server);
   const signals = ["SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL"]
     .concat(["SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGXCPU", "SIGSYS"]);
   try {
@@ -188,7 +176,7 @@ test("a command killed by any signal n gives status 128+n; one that cannot start
 
 test("the command is stopped when leadership is lost and started again, with the new token, when it returns", async () => {
   const server = await startLeaseServer();
-  const kc = await kubeconfigFor(server);
+  const kc = await kubeconfigForServer(server);
   const dir = await mkdtemp(join(tmpdir(), "leasehold-again-"));
   const log = join(dir, "work.log");
   const a = replica(kc, "a", [], recorder(log));
@@ -295,7 +283,7 @@ test("no new term starts the command while the last term's process group still r
 
 test("leasehold's own signals: SIGHUP/SIGQUIT exit 128+n after a clean shutdown, SIGTERM/SIGINT 0; a second signal kills the command at once", async () => {
   const server = await startLeaseServer();
-  const kc = await kubeconfigFor(server);
+  const kc = await kubeconfigForServer(server);
   const dir = await mkdtemp(join(tmpdir(), "leasehold-sig-"));
   const pidFile = join(dir, "pid");
   const base = ["--lease-name", "sig", "--identity", "a", "--kubeconfig", kc, ...FAST];
@@ -327,7 +315,7 @@ test("leasehold's own signals: SIGHUP/SIGQUIT exit 128+n after a clean shutdown,
 
 test("/leader, /metrics and /healthz flip when the command is told to stop, before it exits and the Lease is released", async () => {
   const server = await startLeaseServer();
-  const kc = await kubeconfigFor(server);
+  const kc = await kubeconfigForServer(server);
   const dir = await mkdtemp(join(tmpdir(), "leasehold-flip-"));
   const [ready, go] = [join(dir, "ready"), join(dir, "go")];
   const probe = createServer();
@@ -386,7 +374,7 @@ test("as PID 1: warns that orphans are not reaped, and a SIGTERM still shuts dow
     return;
   }
   const server = await startLeaseServer();
-  const kc = await kubeconfigFor(server);
+  const kc = await kubeconfigForServer(server);
   const dir = await mkdtemp(join(tmpdir(), "leasehold-pid1-"));
   const pidFile = join(dir, "pid");
   const script = `trap 'exit 0' TERM; echo $$ > ${pidFile}; while :; do sleep 0.05; done`;

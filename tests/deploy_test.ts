@@ -8,14 +8,13 @@
 import { test } from "./support/guard.mjs";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { access, mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { access, readdir, readFile } from "node:fs/promises";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { parseAllDocuments } from "yaml";
 import { FLAGS, main } from "../lib/cli.ts";
 import { startLeaseServer } from "./support/lease_server.ts";
+import { kubeconfigFor } from "./support/kubeconfig_file.ts";
 
 /** The environment variables the entrypoint reads: those of its flag table. */
 export const ENTRYPOINT_ENV_NAMES: readonly string[] = FLAGS.flatMap((f) => (f.env ? [f.env] : []));
@@ -453,19 +452,7 @@ function allows(role: Role, r: LeaseRequest): boolean {
  */
 async function shardedModeRequests(): Promise<LeaseRequest[]> {
   const server = await startLeaseServer();
-  const dir = await mkdtemp(join(tmpdir(), "leasehold-deploy-"));
-  const kubeconfig = join(dir, "kubeconfig");
-  await writeFile(
-    kubeconfig,
-    JSON.stringify({
-      apiVersion: "v1",
-      kind: "Config",
-      clusters: [{ name: "c", cluster: { server: server.url } }],
-      users: [{ name: "u", user: { token: "t" } }],
-      contexts: [{ name: "x", context: { cluster: "c", user: "u", namespace: "default" } }],
-      "current-context": "x",
-    }),
-  );
+  const kubeconfig = await kubeconfigFor(server.url, "leasehold-deploy-");
   const replicas: { stop: AbortController; exited: Promise<number>; held: Set<number> }[] = [];
   const start = (identity: string) => {
     const held = new Set<number>();
