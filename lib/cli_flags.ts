@@ -123,6 +123,12 @@ export const FLAGS: readonly FlagSpec[] = [
     help: "sharded work: N Leases <lease-name>-<i> spread over the live replicas, one command per held shard " +
       "(LEASEHOLD_SHARD=<i> in its environment); needs a command",
   },
+  {
+    flag: "pod-uid",
+    env: "POD_UID",
+    help: "with --shards: this Pod's metadata.uid (downward API); the member Lease is owned by the Pod, so it is " +
+      "deleted with it",
+  },
 ];
 
 /** The parsed command line. */

@@ -98,6 +98,8 @@ export interface CliSettings {
   command: string[];
   /** Sharded work: the number of shards (`--shards`), if given. */
   shards?: number;
+  /** With shards: this Pod's uid (`--pod-uid`, POD_UID), owner of the member Lease. */
+  podUid?: string;
 }
 
 /**
@@ -257,6 +259,23 @@ export function resolveSettings(o: CliOptions, hostname: () => string = () => ""
           "letters, digits and '-', starting and ending with a letter or digit",
       );
     } else s.shards = n;
+  }
+  // Read only with --shards: POD_UID is a common name for other uses of the downward API.
+  const podUid = v["shards"] !== undefined ? v["pod-uid"] : undefined;
+  if (podUid) {
+    // A uid is a UUID; anything else would be refused by the API server on every member write.
+    if (!/^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/.test(podUid)) {
+      problems.push(
+        `--pod-uid (POD_UID) must be the Pod's metadata.uid (a UUID, from the downward API fieldRef metadata.uid), not ${
+          JSON.stringify(podUid.slice(0, 80))
+        }`,
+      );
+    } else s.podUid = podUid;
+  } else if (s.shards !== undefined) {
+    s.warnings.push(
+      "--pod-uid (POD_UID) is not set: this replica's member Lease has no owner and stays behind when the Pod is " +
+        "gone; set POD_UID from the downward API (fieldRef metadata.uid), as deploy/deployment.shards.yaml does",
+    );
   }
   if (problems.length) throw new ConfigError(problems.join("; "));
   return s;

@@ -325,6 +325,9 @@ export async function runShards(settings: CliSettings, o: ShardsRunOptions): Pro
       prefix: settings.leaseName,
       shards: n,
       identity: settings.identity,
+      memberOwner: settings.podUid && settings.identitySource === "flag"
+        ? { apiVersion: "v1", kind: "Pod", name: settings.identity, uid: settings.podUid }
+        : undefined,
       leaseDuration: settings.leaseDuration,
       renewDeadline: settings.renewDeadline,
       retryPeriod: settings.retryPeriod,

@@ -50,6 +50,25 @@ export interface ShardedLeaseSetOptions {
   logger?: Logger;
   /** Random numbers in [0, 1) for jitter. @default Math.random */
   random?: () => number;
+  /**
+   * The object this replica runs as, usually its Pod (`{ apiVersion: "v1", kind: "Pod", name, uid }`,
+   * the uid from the downward API's `metadata.uid`). The member Lease names it in
+   * `metadata.ownerReferences`, so Kubernetes' garbage collector deletes the member
+   * Lease with the Pod instead of leaving one behind for every replaced Pod.
+   */
+  memberOwner?: MemberOwner;
+}
+
+/** An owner of a member Lease: an entry of `metadata.ownerReferences`. */
+export interface MemberOwner {
+  /** API version of the owner, e.g. `v1`. */
+  apiVersion: string;
+  /** Kind of the owner, e.g. `Pod`. */
+  kind: string;
+  /** Name of the owner. */
+  name: string;
+  /** `metadata.uid` of the owner. */
+  uid: string;
 }
 
 /** One shard as this replica sees it. */

@@ -543,7 +543,7 @@ test("the shards Role grants exactly the Lease verbs the sharded mode uses, whic
   assert.deepEqual([...refusedBySingle].sort(), ["get", "list", "update", "watch"]);
 });
 
-test("deployment.shards.yaml runs 3 replicas of 6 shards as the shards ServiceAccount, POD_NAME from the downward API", async () => {
+test("deployment.shards.yaml runs 3 replicas of 6 shards as the shards ServiceAccount, POD_NAME and POD_UID from the downward API", async () => {
   const sa = await loadOne<KubeObject>("rbac.shards.yaml", "ServiceAccount");
   const { deployment, container } = await leaseholdContainer("deployment.shards.yaml");
   assert.equal(deployment.spec?.replicas, 3);
@@ -552,6 +552,8 @@ test("deployment.shards.yaml runs 3 replicas of 6 shards as the shards ServiceAc
   const podName = env.get("POD_NAME");
   assert.ok(podName, "POD_NAME is not set");
   assert.equal(podName.valueFrom?.fieldRef?.fieldPath, "metadata.name");
+  // The member Lease is owned by the Pod (garbage-collected with it).
+  assert.equal(env.get("POD_UID")?.valueFrom?.fieldRef?.fieldPath, "metadata.uid");
   const args = container.args ?? [];
   assert.deepEqual(args.slice(0, 3), ["--shards", "6", "--"]);
   assert.equal(env.get("SHARDS"), undefined, "the shard count is given twice");

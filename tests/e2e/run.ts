@@ -694,6 +694,18 @@ async function shardedScenario(node: LocalNode) {
     });
     const after = await shardsBalanced(node, 90_000);
     const to = Date.now();
+    // Its member Lease is owned by the Pod (POD_UID): the garbage collector deletes it with the Pod.
+    const memberPath =
+      `/apis/coordination.k8s.io/v1/namespaces/${SHARDED.ns}/leases/${SHARDED.prefix}-member-${victim}`;
+    const memberGone = await waitFor(
+      `${SHARDED.key}: the member Lease of ${victim} deleted with its pod`,
+      60_000,
+      async () => {
+        const res = await node.kube.request("GET", memberPath);
+        await res.body?.cancel();
+        return res.status === 404 ? Date.now() : undefined;
+      },
+    ).catch(() => undefined);
     const insts = logs.instances(SHARDED.ns);
     const alive = new Set((await shardPods(node.kube)).map((x) => x.metadata.name));
     const gone = (who: string) => {
@@ -704,13 +716,16 @@ async function shardedScenario(node: LocalNode) {
     const problems = shardProblems(terms, gone);
     const bound = SHARDED.leaseDurationMs + 3 * SHARDED.retryPeriodMs;
     if (taken - from > bound) problems.push(`its shards were taken ${s(taken - from)} after, over ${s(bound)}`);
+    if (memberGone === undefined) problems.push(`its member Lease was still there 60 s after the shards were balanced`);
     record(
       name,
       SHARDED,
       problems.length === 0,
       `2/2/2: ${spread(before)}; ${victim.slice(-5)} deleted, its shards taken by the others after ${
         s(taken - from)
-      }; 2/2/2 again with its replacement after ${s(to - from)}: ${spread(after)}; ${terms.length} shard terms, ` +
+      }; 2/2/2 again with its replacement after ${s(to - from)}: ${spread(after)}; its member Lease deleted by the ` +
+        `garbage collector ${memberGone === undefined ? "(not seen)" : `after ${s(memberGone - from)}`}; ` +
+        `${terms.length} shard terms, ` +
         `${problems.length ? "" : "none overlapping"}`,
       problems,
     );
