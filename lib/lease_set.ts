@@ -35,6 +35,7 @@ import { balanceShards } from "./lease_set_balance.ts";
 import { memberElector } from "./lease_set_member.ts";
 import {
   memberLeaseName,
+  type MemberOwner,
   SHARD_SET_LABEL,
   type ShardedLeaseSetOptions,
   type ShardedLeaseSetState,
@@ -52,6 +53,7 @@ export {
   assignShards,
   MAX_SHARDS,
   memberLeaseName,
+  type MemberOwner,
   SHARD_SET_LABEL,
   type ShardedLeaseSetOptions,
   type ShardedLeaseSetState,
