@@ -60,12 +60,12 @@ export interface CreateFetchOptions {
  * by `KubeClient` after a timeout, so a connection that went silent
  * without closing is not used again).
  *
- * - Deno: one `node:http2` session over `node:tls` (`ca` replaces the default
- *   roots; `Deno.createHttpClient` would only add to them, and to `DENO_CERT`),
- *   so every request and watch shares one connection. A server without HTTP/2
- *   gets `node:https` with a connection per request (Deno's `node:http`
- *   re-sends a failed request on a new connection, even an aborted PUT).
- *   Without any TLS setting, Deno uses a replaceable `Deno.HttpClient`.
+ * - Deno: `node:https` (`ca` replaces the default roots; `Deno.createHttpClient`
+ *   would only add to them, and to `DENO_CERT`), a connection per request: its
+ *   `node:http` re-sends a failed request on a new connection, even an aborted
+ *   PUT, and its `node:http2` (native nghttp2 behind a libuv layer in Deno 2.9)
+ *   crashed a long-running process with `free(): invalid pointer`. Without any
+ *   TLS setting, Deno uses a replaceable `Deno.HttpClient`.
  * - Node: `node:https` with a keep-alive agent (`ca` replaces the default roots).
  * - Bun: `fetch` with its `tls` option.
  * - Other runtimes (edge workers): the platform `fetch`; a CA, client
@@ -97,12 +97,10 @@ export async function createFetch(tls: TlsOptions, options: CreateFetchOptions =
   const custom = !!(tls.caCert || tls.clientCert || tls.insecureSkipTlsVerify);
   switch (runtimeKey()) {
     case "deno":
-      // One HTTP/2 session; HTTP/1.1 without pooling (Deno's node:http re-sends a request whose reused connection failed).
-      if (!custom) return (await import("./transport_deno.ts")).denoFetch();
-      return (await import("./transport_h2.ts")).h2Fetch(
-        tls,
-        (await import("./transport_node.ts")).nodeFetch(tls, { keepAlive: false }),
-      );
+      // No pooling: Deno's node:http silently re-sends a request whose reused connection failed.
+      return custom
+        ? (await import("./transport_node.ts")).nodeFetch(tls, { keepAlive: false })
+        : (await import("./transport_deno.ts")).denoFetch();
     case "bun":
       return (await import("./transport_bun.ts")).bunFetch(tls);
     case "node":

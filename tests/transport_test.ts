@@ -139,30 +139,7 @@ test("a watch on a frozen connection ends after the idle timeout and the next wa
 
 // ---- issue 12: one connection per process -----------------------------------
 
-// Deno only: Bun's fetch pools HTTP/1.1 connections of its own; Node's pool is tested in tests/node.
-const denoOnly = runtimeKey() === "deno" ? test : () => {};
-
-denoOnly("with the cluster CA, concurrent requests and a watch share one connection (Deno: HTTP/2)", async () => {
-  const api = await createLeaseApi({ server: good.url, caCert: certs.clusterCa, source: "test" }, {
-    name: "shared",
-    timeoutMs: 5000,
-  });
-  const before = await good.stats();
-  const stop = new AbortController();
-  try {
-    const watch = api.watch(undefined, stop.signal)[Symbol.asyncIterator]();
-    assert.equal((await watch.next()).value?.type, "ADDED");
-    for (let round = 0; round < 3; round++) await Promise.all(Array.from({ length: 40 }, () => api.get()));
-    const after = await good.stats();
-    assert.equal(after.requests - before.requests >= 121, true, JSON.stringify({ before, after }));
-    assert.equal(after.connections - before.connections, 1, `connections opened: ${JSON.stringify({ before, after })}`);
-    await watch.return?.(undefined);
-  } finally {
-    stop.abort();
-  }
-});
-
-test("a TLS server without HTTP/2 in ALPN is still reached (HTTP/1.1), with the cluster CA alone", async () => {
+test("a TLS server that offers only HTTP/1.1 is reached with the cluster CA alone", async () => {
   const { createServer: createHttpsServer } = await import("node:https");
   const { readFileSync } = await import("node:fs");
   const srv = createHttpsServer(

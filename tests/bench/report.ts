@@ -661,9 +661,10 @@ export function markdownReport(r: BenchResults): string {
       out.push(
         "The same Leases in the same run, the shared way: one KubeClient and one LeaseWatchHub (one LIST + WATCH " +
           "of the labelled Leases) for all. `shared` sends through the library's Deno transport for a cluster CA: " +
-          "one HTTP/2 session (`node:http2` over `node:tls`, the CA the only trust anchor) that carries every " +
-          "request and the watch over one TCP connection (a server that offers no HTTP/2 in ALPN would get " +
-          "`node:https`, a connection per request). `shared-pooled` sends through one pooled HTTP/2 " +
+          "`node:https` with the CA as the only trust anchor, a connection per request (Deno's `node:http` " +
+          "re-sends a request whose reused connection failed, and its `node:http2` crashed a long-running process " +
+          "with `free(): invalid pointer`), so the TCP count is one watch plus the requests in flight. " +
+          "`shared-pooled` sends through one pooled HTTP/2 " +
           "`Deno.HttpClient`, which adds the CA to the default roots instead of replacing them: the library does " +
           "not use it with a cluster CA, it is here for comparison only. `shared-small-young` (largest count only) is " +
           "`shared` in a process started with `--v8-flags=--max-semi-space-size=1`: V8 sizes its young generation " +
@@ -701,7 +702,7 @@ export function markdownReport(r: BenchResults): string {
     out.push("");
     out.push(
       "Why the old way gives each Lease its own client: on Deno, one client sends everything over one HTTP/2 " +
-        "connection (the library's session, as a pooled `Deno.HttpClient` does), and " +
+        "connection (as a pooled `Deno.HttpClient` does), and " +
         "kube-apiserver allows 100 concurrent streams per connection by default. Every candidate that is not " +
         "leading keeps a watch open, which holds a stream; with 100 watches open on one client, any further request " +
         "on it waits for a free stream and times out. 1000 electors sharing one client (tried while building this " +

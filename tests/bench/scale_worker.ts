@@ -40,8 +40,8 @@ export interface WorkerParams {
   /**
    * Shared mode only: send through one pooled HTTP/2 `Deno.HttpClient` trusting
    * the CA (in addition to the default roots, so for comparison only) instead of
-   * the library's Deno transport for a custom CA (one `node:http2` session over
-   * `node:tls` with the CA as the only trust anchor).
+   * the library's Deno transport for a custom CA (`node:https` with the CA as the
+   * only trust anchor, a connection per request).
    */
   pooled?: boolean;
 }
