@@ -76,7 +76,9 @@ export interface NodeFetchOptions {
   /**
    * With keep-alive, at most this many connections for requests other than
    * watches; more requests wait for one. Each watch has a connection of its own.
-   * @default 4
+   * Eight keep up with about a thousand Leases renewing every 2 s at
+   * 3-10 ms a request; a queued request waits within its own timeout.
+   * @default 8
    */
   maxSockets?: number;
 }
@@ -99,7 +101,7 @@ export interface NodeFetchOptions {
  */
 export function nodeFetch(tls: TlsOptions, options: NodeFetchOptions = {}): ResettableFetch {
   const keepAlive = options.keepAlive ?? true;
-  const maxSockets = keepAlive ? options.maxSockets ?? 4 : Infinity;
+  const maxSockets = keepAlive ? options.maxSockets ?? 8 : Infinity;
   const tlsAgent = (limit: number) =>
     new https.Agent({
       ca: tls.caCert,
