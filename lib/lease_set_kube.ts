@@ -22,7 +22,7 @@ export type KubeShardedLeaseSetOptions = Omit<ShardedLeaseSetOptions, "leaseApi"
 
 /**
  * A {@linkcode ShardedLeaseSet} against a real API server, every request
- * through `client` (one connection): per-Lease reads and writes, and one
+ * through `client`: per-Lease reads and writes, and one
  * LIST + WATCH of the set's labelled Leases. RBAC: get, create, update, list
  * and watch on leases in the namespace.
  *
