@@ -28,13 +28,12 @@ import { LeaderElector } from "./elector.ts";
 import { ConfigError } from "./errors.ts";
 import { jsonLogger } from "./log.ts";
 import { LeaderEventRecorder } from "./events.ts";
-import { LeaseCandidateKeeper } from "./candidate.ts";
+import type { LeaseCandidateKeeper } from "./candidate.ts";
 import { helpText, parseArgs } from "./cli_flags.ts";
 import { childGraceMargin, type CliSettings, resolveSettings } from "./cli_settings.ts";
 import { serveHttp } from "./cli_http.ts";
 import { CommandSupervisor, exitStatus, killAllGroupsSync } from "./supervisor.ts";
 import { certificateBlocks, certificateProblem } from "./pem.ts";
-import { runShards } from "./cli_shards.ts";
 
 export { type CliOptions, FLAGS, type FlagSpec, helpText, parseArgs } from "./cli_flags.ts";
 export { childGraceMargin, type CliSettings, maxChildGrace, resolveSettings } from "./cli_settings.ts";
@@ -49,7 +48,6 @@ export {
   type WorkView,
 } from "./cli_http.ts";
 export { CommandSupervisor, exitStatus, groupAlive, killAllGroupsSync, type SupervisorOptions } from "./supervisor.ts";
-export { createShardsHandler, runShards, shardsMetricsText, type ShardsRunOptions } from "./cli_shards.ts";
 
 /** Signals that shut leasehold down cleanly; SIGTERM and SIGINT then exit 0, the others 128+n. */
 export const SHUTDOWN_SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT"] as const;
@@ -178,6 +176,8 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
     );
   }
   if (settings.shards !== undefined) {
+    // Loaded only in sharded mode: a single-Lease replica does not pay for the set's code.
+    const { runShards } = await import("./cli_shards.ts");
     return await runShards(settings, {
       log,
       stop,
@@ -255,6 +255,7 @@ export async function main(args: string[], options: MainOptions = {}): Promise<n
       recorder.attach(elector);
     }
     if (settings.coordinated) {
+      const { LeaseCandidateKeeper } = await import("./candidate.ts");
       candidate = new LeaseCandidateKeeper({
         client: lease.client,
         namespace: lease.namespace,

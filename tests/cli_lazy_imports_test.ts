@@ -58,3 +58,10 @@ test("lazy imports: lib/cli.ts reaches none of node:http, node:child_process, no
   );
   assert.deepEqual(offenders, []);
 });
+
+test("lazy imports: the sharded set and the LeaseCandidate keeper load only in their modes", () => {
+  const g = graph(join(ROOT, "lib", "cli.ts"));
+  const reached = [...g.keys()].map((f) => relative(ROOT, f));
+  const modeOnly = ["lib/cli_shards.ts", "lib/lease_set.ts", "lib/lease_hub.ts", "lib/candidate.ts"];
+  assert.deepEqual(reached.filter((f) => modeOnly.includes(f)), []);
+});
