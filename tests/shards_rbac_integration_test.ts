@@ -15,14 +15,20 @@ const FAST = ["--lease-duration", "4s", "--renew-deadline", "3s", "--retry-perio
 const RBAC_FILE = "rbac.shards.yaml";
 
 /** One in-process replica under the pod identity `id`; tracks the shards it holds from its log. */
-function replica(id: { dir: string; env: Record<string, string> }, ns: string, identity: string, shards: number) {
+function replica(
+  id: { dir: string; env: Record<string, string> },
+  ns: string,
+  identity: string,
+  shards: number,
+  podUid = crypto.randomUUID(),
+) {
   const lines: Line[] = [];
   const held = new Set<number>();
   const stop = new AbortController();
   const exited = main(
     [
       ...["--lease-name", "work", "--lease-namespace", ns, "--identity", identity, "--service-account-dir", id.dir],
-      ...[...FAST, "--shards", String(shards), "--", "sleep", "600"],
+      ...[...FAST, "--shards", String(shards), "--pod-uid", podUid, "--", "sleep", "600"],
     ],
     {
       write: (text) => {
@@ -36,7 +42,7 @@ function replica(id: { dir: string; env: Record<string, string> }, ns: string, i
       signal: stop.signal,
     },
   );
-  return { lines, held, stop: () => stop.abort(), exited };
+  return { lines, held, podUid, stop: () => stop.abort(), exited };
 }
 
 /** Polls `cond` (the replicas' logs are the only signal) until it holds or `ms` pass; then fails with `detail()`. */
@@ -82,6 +88,15 @@ serverTest(
     }
     assert.equal(await a.exited, 0);
     assert.deepEqual(complaints(), [], "no warning, error or refused request");
+    // The member Lease names its Pod as owner (the garbage collector deletes it with the Pod).
+    const member = await adminRequest(
+      info,
+      "GET",
+      `/apis/coordination.k8s.io/v1/namespaces/${ns}/leases/work-member-replica-a`,
+    );
+    assert.deepEqual(member.metadata.ownerReferences, [
+      { apiVersion: "v1", kind: "Pod", name: "replica-a", uid: a.podUid },
+    ]);
 
     // Every term either replica logged has its Event on that shard's Lease, with the Lease's uid
     // (both replicas wrote their last Events before exiting).
