@@ -53,7 +53,7 @@ const label = (v: string) => v.replace(/["\\\n]/g, "_");
  * @example Usage
  * ```ts
  * import { MemoryLeaseStore, SHARD_SET_LABEL, ShardedLeaseSet } from "@leasehold/leasehold";
- * import { shardsMetricsText } from "@leasehold/leasehold/cli";
+ * import { shardsMetricsText } from "./cli_shards.ts";
  * const store = new MemoryLeaseStore();
  * const set = new ShardedLeaseSet({
  *   namespace: "default", prefix: "work", shards: 2, identity: "a",
@@ -206,7 +206,7 @@ const SHARD_PATHS: ReadonlySet<string> = new Set(["/healthz", "/readyz", "/metri
  * ```ts
  * import { createServer } from "node:http";
  * import { MemoryLeaseStore, SHARD_SET_LABEL, ShardedLeaseSet } from "@leasehold/leasehold";
- * import { createShardsHandler } from "@leasehold/leasehold/cli";
+ * import { createShardsHandler } from "./cli_shards.ts";
  * const store = new MemoryLeaseStore();
  * const set = new ShardedLeaseSet({
  *   namespace: "default", prefix: "work", shards: 2, identity: "a",
@@ -275,7 +275,8 @@ export function createShardsHandler(
  *
  * @example Usage
  * ```ts ignore
- * import { parseArgs, resolveSettings, runShards } from "@leasehold/leasehold/cli";
+ * import { parseArgs, resolveSettings } from "@leasehold/leasehold/cli";
+ * import { runShards } from "./cli_shards.ts";
  * const settings = resolveSettings(parseArgs(["--lease-name", "work", "--shards", "16", "--", "./worker"]));
  * const code = await runShards(settings, { log: console, stop: new AbortController(), signalCode: () => undefined });
  * ```

@@ -35,7 +35,6 @@ import { balanceShards } from "./lease_set_balance.ts";
 import { memberElector } from "./lease_set_member.ts";
 import {
   memberLeaseName,
-  type MemberOwner,
   SHARD_SET_LABEL,
   type ShardedLeaseSetOptions,
   type ShardedLeaseSetState,
