@@ -21,10 +21,10 @@ import { ConfigError } from "./errors.ts";
 import { type LeaderEventAction, LeaderEventRecorder } from "./events.ts";
 import type { KubeClient } from "./kube_client.ts";
 import type { Lease } from "./lease.ts";
-import { KubeLeaseApi, type LeaseApi } from "./lease_api.ts";
-import { kubeLeaseListSource } from "./lease_hub.ts";
-import { ShardedLeaseSet } from "./lease_set.ts";
-import { SHARD_SET_LABEL } from "./lease_set_rules.ts";
+import type { LeaseApi } from "./lease_api.ts";
+import type { ShardedLeaseSet } from "./lease_set.ts";
+import { kubeShardedLeaseSet } from "./lease_set_kube.ts";
+import { watchedLeaseApi } from "./lease_set_slot.ts";
 import type { Logger } from "./log.ts";
 import { CommandSupervisor } from "./supervisor.ts";
 
@@ -148,15 +148,7 @@ class ShardEvents {
         if (typeof uid === "string" && uid) this.#uids.set(api.name, uid);
         return l;
       });
-    return {
-      namespace: api.namespace,
-      name: api.name,
-      get: (signal) => seen(api.get(signal)),
-      create: (lease, signal) => seen(api.create(lease, signal)),
-      update: (lease, signal) => seen(api.update(lease, signal)),
-      watch: api.watch ? (rv, signal) => api.watch!(rv, signal) : undefined,
-      clock: api.clock,
-    };
+    return watchedLeaseApi(api, seen, seen);
   }
 
   /** Records on the set's `started` and `stopped` events. */
@@ -314,14 +306,10 @@ export async function runShards(settings: CliSettings, o: ShardsRunOptions): Pro
     });
     const client = first.client;
     if (settings.events) events = new ShardEvents(client, namespace, settings.identity, log);
-    // As kubeShardedLeaseSet builds it, with each Lease's uid remembered for its Events.
-    const roleFile = "deploy/rbac.shards.yaml"; // named by a 403; member Leases cannot be listed by name
-    set = new ShardedLeaseSet({
-      leaseApi: (name) => {
-        const api = new KubeLeaseApi(client, namespace, name, { rbac: { roleFile, byName: false } });
-        return events ? events.track(api) : api;
-      },
-      source: kubeLeaseListSource(client, namespace, { key: SHARD_SET_LABEL, value: settings.leaseName }, { roleFile }),
+    // Each Lease's uid is remembered for its Events.
+    const tracker = events;
+    set = kubeShardedLeaseSet(client, {
+      wrapLeaseApi: tracker ? (api) => tracker.track(api) : undefined,
       namespace,
       prefix: settings.leaseName,
       shards: n,

@@ -6,7 +6,7 @@
  */
 
 import type { KubeClient } from "./kube_client.ts";
-import { KubeLeaseApi } from "./lease_api.ts";
+import { KubeLeaseApi, type LeaseApi } from "./lease_api.ts";
 import { kubeLeaseListSource } from "./lease_hub.ts";
 import { ShardedLeaseSet } from "./lease_set.ts";
 import { SHARD_SET_LABEL, type ShardedLeaseSetOptions } from "./lease_set_rules.ts";
@@ -18,6 +18,8 @@ const SHARDS_ROLE_FILE = "deploy/rbac.shards.yaml";
 export type KubeShardedLeaseSetOptions = Omit<ShardedLeaseSetOptions, "leaseApi" | "source"> & {
   /** A watch silent for this long is ended and opened again. @default 90000 */
   watchIdleTimeoutMs?: number;
+  /** Wraps each per-Lease API, e.g. to note the uids it reads and writes. @default none */
+  wrapLeaseApi?: (api: LeaseApi) => LeaseApi;
 };
 
 /**
@@ -49,7 +51,10 @@ export function kubeShardedLeaseSet(client: KubeClient, options: KubeShardedLeas
   const rbac = { roleFile: SHARDS_ROLE_FILE, byName: false };
   return new ShardedLeaseSet({
     ...options,
-    leaseApi: (name) => new KubeLeaseApi(client, options.namespace, name, { ...idle, rbac }),
+    leaseApi: (name) => {
+      const api = new KubeLeaseApi(client, options.namespace, name, { ...idle, rbac });
+      return options.wrapLeaseApi ? options.wrapLeaseApi(api) : api;
+    },
     source: kubeLeaseListSource(client, options.namespace, label, { ...idle, roleFile: SHARDS_ROLE_FILE }),
   });
 }

@@ -767,6 +767,17 @@ test("a release that meets 409s pauses between attempts instead of a burst (sim 
   await a.done;
 });
 
+/** A Lease "a" claimed once and never renewed (a partitioned or dead holder). */
+const UNRENEWED_BY_A = {
+  spec: {
+    holderIdentity: "a",
+    leaseDurationSeconds: 15,
+    acquireTime: "2026-11-26T22:00:00.000000Z",
+    renewTime: "2026-11-26T22:00:00.000000Z",
+    leaseTransitions: 0,
+  },
+};
+
 test("a 404 read before the Lease was created, answered after the watch showed it, does not double the wait for its expiry", async () => {
   const clock = new ManualClock();
   const store = new MemoryLeaseStore();
@@ -780,15 +791,7 @@ test("a 404 read before the Lease was created, answered after the watch showed i
   const b = replica(store, clock, "b", {}, hooked);
   await until(clock, () => answerFirstRead !== undefined, 1000, 10);
   // a creates the Lease and never renews it (a partitioned or dead holder).
-  store.put(NS, NAME, {
-    spec: {
-      holderIdentity: "a",
-      leaseDurationSeconds: 15,
-      acquireTime: "2026-11-26T22:00:00.000000Z",
-      renewTime: "2026-11-26T22:00:00.000000Z",
-      leaseTransitions: 0,
-    },
-  });
+  store.put(NS, NAME, UNRENEWED_BY_A);
   const created = clock.now();
   await until(clock, () => b.events.includes("leader:a"), 1000, 10); // the watch showed it
   answerFirstRead!(); // now the stale 404 arrives
@@ -806,15 +809,7 @@ test("a watch event's observedAt (a shared watch that saw the version first) tim
   for (const sameClock of [true, false]) {
     const clock = new ManualClock();
     const store = new MemoryLeaseStore();
-    store.put(NS, NAME, {
-      spec: {
-        holderIdentity: "a",
-        leaseDurationSeconds: 15,
-        acquireTime: "2026-11-26T22:00:00.000000Z",
-        renewTime: "2026-11-26T22:00:00.000000Z",
-        leaseTransitions: 0,
-      },
-    });
+    store.put(NS, NAME, UNRENEWED_BY_A);
     await clock.advance(10000); // a shared watch saw that version 10 s before b starts
     const seenAt = clock.now() - 10000;
     const hooked = new HookedApi(store.api(NS, NAME));
